@@ -69,8 +69,8 @@ if [ ! -x "$bin/helm" ]; then
   echo "build-tools: building helm $HELM_VERSION" >&2
   m="$dir/src/helm"
   new_module "$m" helm.sh/helm/v3 "$HELM_VERSION"
-  (cd "$m" && printf 'package tools\n\nimport _ "helm.sh/helm/v3/pkg/action"\n' > tools.go
-   go mod tidy && go build -trimpath -ldflags="-s -w" -o "$bin/helm.tmp" helm.sh/helm/v3/cmd/helm)
+  # `go get` of the main package records every module it needs (go.sum included).
+  (cd "$m" && go get "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" && go build -trimpath -ldflags="-s -w" -o "$bin/helm.tmp" helm.sh/helm/v3/cmd/helm)
   mv "$bin/helm.tmp" "$bin/helm"
 fi
 

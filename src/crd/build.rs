@@ -276,6 +276,10 @@ pub struct DatasetBuildStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_request: Option<StartRequest>,
 
+    /// An abort the operator requested for the current job, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_request: Option<AbortRequest>,
+
     /// The rerunToken the current job serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_rerun_token: Option<String>,
@@ -358,6 +362,16 @@ pub struct StartRequest {
     /// The attempt this start belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<i32>,
+}
+
+/// An abort requested by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AbortRequest {
+    /// `DeadlineExceeded` or `SpecChanged`.
+    pub reason: String,
+    /// When the abort was sent.
+    pub requested_at: Time,
 }
 
 /// Why a build failed.

@@ -1,0 +1,342 @@
+//! DSS connections: one shared [`DssClient`] per `DSSConnection` (and one for the operator's default
+//! connection), so every build of a connection draws on the same request budget. Secrets are read
+//! with `get` only (the operator never lists or watches Secrets); a key is re-read when DSS refuses it
+//! and each time the DSSConnection is re-checked, so a rotation needs no restart.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, runtime::reflector::{ObjectRef, Store}};
+use sha2::{Digest, Sha256};
+
+use super::{error::Error, metrics::DssObserver};
+use crate::{
+    crd::{ApiPrefix, ConnectionRef, DSSConnection, DSSConnectionSpec, SecretKeyRef},
+    dss::{self, ApiKey, ClientConfig, DssClient, Limits},
+};
+
+/// Which connection a build uses.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ConnKey {
+    /// The operator's default connection (flags).
+    Default,
+    /// A DSSConnection.
+    Named {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+}
+
+impl std::fmt::Display for ConnKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Default => write!(f, "the default connection"),
+            Self::Named { namespace, name } => write!(f, "DSSConnection {namespace}/{name}"),
+        }
+    }
+}
+
+/// The operator's default connection, from flags.
+#[derive(Clone, Debug)]
+pub struct DefaultConnection {
+    /// DSS base URL.
+    pub url: url::Url,
+    /// File holding the API key (re-read when it changes).
+    pub api_key_file: PathBuf,
+    /// API prefix.
+    pub prefix: dss::ApiPrefix,
+    /// Optional CA bundle file.
+    pub ca_file: Option<PathBuf>,
+    /// Skip TLS verification.
+    pub insecure_skip_verify: bool,
+    /// Request budget.
+    pub limits: Limits,
+}
+
+struct Entry {
+    client: DssClient,
+    /// Hash of everything in the connection's spec that shapes the client (not the key).
+    config_hash: String,
+    /// Hash of the key in use, to notice rotations without keeping the key around.
+    key_hash: [u8; 32],
+    auth_identifier: Option<String>,
+}
+
+/// A resolved connection.
+#[derive(Clone)]
+pub struct Resolved {
+    /// Which connection.
+    pub key: ConnKey,
+    /// Its shared client.
+    pub client: DssClient,
+}
+
+/// The registry of connections.
+pub struct Connections {
+    kube: Client,
+    store: Store<DSSConnection>,
+    default: Option<DefaultConnection>,
+    entries: Mutex<HashMap<ConnKey, Entry>>,
+    observer: Arc<DssObserver>,
+    request_timeout: Duration,
+}
+
+impl Connections {
+    /// Creates the registry.
+    pub fn new(
+        kube: Client,
+        store: Store<DSSConnection>,
+        default: Option<DefaultConnection>,
+        observer: Arc<DssObserver>,
+        request_timeout: Duration,
+    ) -> Self {
+        Self { kube, store, default, entries: Mutex::new(HashMap::new()), observer, request_timeout }
+    }
+
+    /// The connection a build in `namespace` refers to, with its shared client.
+    pub async fn resolve(&self, namespace: &str, conn_ref: Option<&ConnectionRef>) -> Result<Resolved, Error> {
+        match conn_ref {
+            Some(r) => {
+                let Some(conn) = self.store.get(&ObjectRef::new(&r.name).within(namespace)) else {
+                    return Err(Error::Connection {
+                        reason: "ConnectionNotFound",
+                        message: format!(
+                            "DSSConnection {namespace}/{} does not exist; create it or fix spec.connectionRef",
+                            r.name
+                        ),
+                    });
+                };
+                self.resolve_named(namespace, &r.name, &conn.spec).await
+            }
+            None => self.resolve_default().await,
+        }
+    }
+
+    /// Resolves a DSSConnection by its spec (the connection reconciler passes it directly).
+    pub async fn resolve_named(
+        &self,
+        namespace: &str,
+        name: &str,
+        spec: &DSSConnectionSpec,
+    ) -> Result<Resolved, Error> {
+        let key = ConnKey::Named { namespace: namespace.to_string(), name: name.to_string() };
+        let hash = spec_hash(spec);
+        if let Some(client) = self.cached(&key, &hash) {
+            return Ok(Resolved { key, client });
+        }
+        let api_key = self.read_secret(namespace, &spec.api_key_secret_ref, "apiKeySecretRef").await?;
+        let ca_pem = match spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
+            Some(r) => Some(self.read_secret(namespace, r, "tls.caSecretRef").await?.into_bytes()),
+            None => None,
+        };
+        let url = url::Url::parse(&spec.url).map_err(|e| Error::Connection {
+            reason: "InvalidURL",
+            message: format!("spec.url of {key} is not a URL: {e}"),
+        })?;
+        let mut config = ClientConfig::new(url, ApiKey::new(api_key.clone()));
+        config.prefix = match spec.api_prefix.unwrap_or_default() {
+            ApiPrefix::PublicApi => dss::ApiPrefix::PublicApi,
+            ApiPrefix::DipPublicApi => dss::ApiPrefix::DipPublicApi,
+        };
+        config.ca_pem = ca_pem;
+        config.insecure_skip_verify = spec.tls.as_ref().and_then(|t| t.insecure_skip_verify).unwrap_or(false);
+        config.request_timeout = self.request_timeout;
+        config.limits = limits(spec);
+        self.install(key, hash, config, &api_key)
+    }
+
+    async fn resolve_default(&self) -> Result<Resolved, Error> {
+        let Some(default) = &self.default else {
+            return Err(Error::Connection {
+                reason: "NoConnection",
+                message: "spec.connectionRef is not set and the operator has no default connection \
+                          (--dss-url / --dss-api-key-file): set spec.connectionRef"
+                    .to_string(),
+            });
+        };
+        let key = ConnKey::Default;
+        let hash = format!("{}|{:?}|{:?}", default.url, default.prefix, default.ca_file);
+        if let Some(client) = self.cached(&key, &hash) {
+            return Ok(Resolved { key, client });
+        }
+        let api_key = read_key_file(&default.api_key_file).await?;
+        let ca_pem = match &default.ca_file {
+            Some(path) => Some(tokio::fs::read(path).await.map_err(|e| Error::Connection {
+                reason: "CAFileUnreadable",
+                message: format!("cannot read the default connection's CA file {}: {e}", path.display()),
+            })?),
+            None => None,
+        };
+        let mut config = ClientConfig::new(default.url.clone(), ApiKey::new(api_key.clone()));
+        config.prefix = default.prefix;
+        config.ca_pem = ca_pem;
+        config.insecure_skip_verify = default.insecure_skip_verify;
+        config.request_timeout = self.request_timeout;
+        config.limits = default.limits.clone();
+        self.install(key, hash, config, &api_key)
+    }
+
+    fn cached(&self, key: &ConnKey, hash: &str) -> Option<DssClient> {
+        let entries = self.entries.lock().ok()?;
+        entries.get(key).filter(|e| e.config_hash == hash).map(|e| e.client.clone())
+    }
+
+    fn install(&self, key: ConnKey, hash: String, config: ClientConfig, api_key: &str) -> Result<Resolved, Error> {
+        let mut entries = self
+            .entries
+            .lock()
+            .map_err(|_| Error::Finalizer("connection registry lock poisoned".to_string()))?;
+        // A spec change keeps the old client's budget only if the budget itself is unchanged; a new
+        // client is simplest and correct: in-flight calls of the old one finish on their own.
+        let client = DssClient::new(config)
+            .map_err(|source| Error::Connection {
+                reason: "InvalidConnection",
+                message: format!("cannot build a DSS client for {key}: {source}"),
+            })?
+            .with_observer(self.observer.clone());
+        entries.insert(
+            key.clone(),
+            Entry { client: client.clone(), config_hash: hash, key_hash: sha(api_key), auth_identifier: None },
+        );
+        Ok(Resolved { key, client })
+    }
+
+    /// Re-reads the API key of a connection (after DSS refused it, or periodically) and hands a
+    /// changed key to the shared client. Returns true when the key changed.
+    pub async fn refresh_key(&self, resolved: &Resolved, spec: Option<&DSSConnectionSpec>) -> Result<bool, Error> {
+        let api_key = match (&resolved.key, spec) {
+            (ConnKey::Named { namespace, .. }, Some(spec)) => {
+                self.read_secret(namespace, &spec.api_key_secret_ref, "apiKeySecretRef").await?
+            }
+            (ConnKey::Named { namespace, name }, None) => {
+                let Some(conn) = self.store.get(&ObjectRef::new(name).within(namespace)) else {
+                    return Ok(false);
+                };
+                self.read_secret(namespace, &conn.spec.api_key_secret_ref, "apiKeySecretRef").await?
+            }
+            (ConnKey::Default, _) => match &self.default {
+                Some(d) => read_key_file(&d.api_key_file).await?,
+                None => return Ok(false),
+            },
+        };
+        let hash = sha(&api_key);
+        let mut entries = self
+            .entries
+            .lock()
+            .map_err(|_| Error::Finalizer("connection registry lock poisoned".to_string()))?;
+        let Some(entry) = entries.get_mut(&resolved.key) else { return Ok(false) };
+        if entry.key_hash == hash {
+            return Ok(false);
+        }
+        entry.client.set_api_key(ApiKey::new(api_key));
+        entry.key_hash = hash;
+        entry.auth_identifier = None;
+        Ok(true)
+    }
+
+    /// The identity DSS reports for the connection's key (`authIdentifier`), cached per key.
+    pub async fn auth_identifier(&self, resolved: &Resolved) -> Result<String, Error> {
+        if let Ok(entries) = self.entries.lock() {
+            if let Some(id) = entries.get(&resolved.key).and_then(|e| e.auth_identifier.clone()) {
+                return Ok(id);
+            }
+        }
+        let info = resolved.client.auth_info().await.map_err(Error::dss("auth info"))?;
+        if let Ok(mut entries) = self.entries.lock() {
+            if let Some(e) = entries.get_mut(&resolved.key) {
+                e.auth_identifier = Some(info.auth_identifier.clone());
+            }
+        }
+        Ok(info.auth_identifier)
+    }
+
+    /// Forgets a deleted DSSConnection.
+    pub fn forget(&self, key: &ConnKey) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(key);
+        }
+    }
+
+    async fn read_secret(&self, namespace: &str, r: &SecretKeyRef, field: &str) -> Result<String, Error> {
+        // References are namespace-local by construction (admission refuses `namespace`), and the
+        // lookup below only ever uses the referring object's namespace.
+        let api: Api<Secret> = Api::namespaced(self.kube.clone(), namespace);
+        let secret = match api.get_opt(&r.name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(Error::Connection {
+                    reason: "SecretNotFound",
+                    message: format!("Secret {namespace}/{} named by {field} does not exist", r.name),
+                });
+            }
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                return Err(Error::Connection {
+                    reason: "SecretForbidden",
+                    message: format!(
+                        "the operator may not read Secret {namespace}/{} named by {field}: is namespace {namespace} \
+                         one the operator serves?",
+                        r.name
+                    ),
+                });
+            }
+            Err(e) => return Err(Error::kube("read secret")(e)),
+        };
+        let value = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&r.key))
+            .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+            .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(&r.key)).map(|s| s.trim().to_string()))
+            .filter(|v| !v.is_empty());
+        value.ok_or_else(|| Error::Connection {
+            reason: "SecretKeyMissing",
+            message: format!("Secret {namespace}/{} has no non-empty key {:?} (named by {field})", r.name, r.key),
+        })
+    }
+}
+
+async fn read_key_file(path: &std::path::Path) -> Result<String, Error> {
+    let text = tokio::fs::read_to_string(path).await.map_err(|e| Error::Connection {
+        reason: "APIKeyFileUnreadable",
+        message: format!("cannot read the default connection's API key file {}: {e}", path.display()),
+    })?;
+    let key = text.trim().to_string();
+    if key.is_empty() {
+        return Err(Error::Connection {
+            reason: "APIKeyFileEmpty",
+            message: format!("the default connection's API key file {} is empty", path.display()),
+        });
+    }
+    Ok(key)
+}
+
+fn limits(spec: &DSSConnectionSpec) -> Limits {
+    let mut limits = Limits::default();
+    if let Some(l) = &spec.limits {
+        if let Some(rps) = l.requests_per_second {
+            limits.requests_per_second = f64::from(rps);
+            limits.burst = u32::try_from(rps).unwrap_or(1).max(1);
+        }
+        if let Some(n) = l.max_in_flight {
+            limits.max_in_flight = usize::try_from(n).unwrap_or(1).max(1);
+        }
+    }
+    limits
+}
+
+fn spec_hash(spec: &DSSConnectionSpec) -> String {
+    // The spec holds no secret values (only references), so hashing its JSON is safe.
+    let text = serde_json::to_string(spec).unwrap_or_default();
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn sha(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}

@@ -1,0 +1,143 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, for `replicas > 1`: only the holder runs the
+//! controllers. Updates use the Lease's resourceVersion, so two replicas can never both win a round.
+//! A leader that cannot renew within the lease duration stops (the process exits and restarts as a
+//! follower), so at most one replica acts on DSS at a time.
+
+use std::time::Duration;
+
+use k8s_openapi::{
+    api::coordination::v1::{Lease, LeaseSpec},
+    apimachinery::pkg::apis::meta::v1::MicroTime,
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, PostParams},
+};
+
+/// Leader election settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Name of the Lease.
+    pub name: String,
+    /// This replica's identity (the pod name).
+    pub identity: String,
+    /// How long a lease stays valid without renewal.
+    pub lease_duration: Duration,
+    /// How often the holder renews and followers retry.
+    pub retry_period: Duration,
+}
+
+/// Campaigns for and holds the lease.
+pub struct Elector {
+    api: Api<Lease>,
+    settings: Settings,
+}
+
+impl Elector {
+    /// An elector for the Lease in `settings`.
+    pub fn new(client: Client, settings: Settings) -> Self {
+        Self { api: Api::namespaced(client, &settings.namespace), settings }
+    }
+
+    /// Waits until this replica holds the lease.
+    pub async fn acquire(&self) {
+        loop {
+            match self.try_acquire_or_renew().await {
+                Ok(true) => {
+                    tracing::info!(lease = %self.settings.name, identity = %self.settings.identity, "became leader");
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "leader election: lease not acquired"),
+            }
+            tokio::time::sleep(self.settings.retry_period).await;
+        }
+    }
+
+    /// Renews the lease until a renewal is impossible for a whole lease duration; then returns.
+    pub async fn hold(&self) {
+        let mut last_renewed = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(self.settings.retry_period).await;
+            match self.try_acquire_or_renew().await {
+                Ok(true) => last_renewed = tokio::time::Instant::now(),
+                Ok(false) => {
+                    tracing::error!("leader election: another replica holds the lease");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "leader election: renewal failed"),
+            }
+            // Stop before the lease can expire, so another leader never overlaps with us.
+            if last_renewed.elapsed() + self.settings.retry_period >= self.settings.lease_duration {
+                tracing::error!("leader election: could not renew the lease in time");
+                return;
+            }
+        }
+    }
+
+    /// Gives the lease up (on shutdown) so another replica takes over at once.
+    pub async fn release(&self) {
+        if let Ok(Some(mut lease)) = self.api.get_opt(&self.settings.name).await {
+            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+            if spec.holder_identity.as_deref() == Some(self.settings.identity.as_str()) {
+                spec.holder_identity = None;
+                spec.renew_time = None;
+                if let Err(e) = self.api.replace(&self.settings.name, &PostParams::default(), &lease).await {
+                    tracing::warn!(error = %e, "leader election: could not release the lease");
+                }
+            }
+        }
+    }
+
+    async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
+        let now = Timestamp::now();
+        let duration_secs = i32::try_from(self.settings.lease_duration.as_secs()).unwrap_or(i32::MAX);
+        let me = self.settings.identity.clone();
+        let Some(mut lease) = self.api.get_opt(&self.settings.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta { name: Some(self.settings.name.clone()), ..Default::default() },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(me),
+                    lease_duration_seconds: Some(duration_secs),
+                    acquire_time: Some(MicroTime(now)),
+                    renew_time: Some(MicroTime(now)),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                Err(e) => Err(e),
+            };
+        };
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
+        let ours = holder.as_deref() == Some(me.as_str());
+        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
+            (Some(renew), Some(secs)) => {
+                renew.0.as_millisecond() + i64::from(secs) * 1000 < now.as_millisecond()
+            }
+            _ => true,
+        };
+        if !(ours || holder.is_none() || expired) {
+            return Ok(false);
+        }
+        if !ours {
+            spec.acquire_time = Some(MicroTime(now));
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.holder_identity = Some(me);
+        spec.renew_time = Some(MicroTime(now));
+        spec.lease_duration_seconds = Some(duration_secs);
+        // replace() carries the resourceVersion read above: a concurrent winner makes this a 409.
+        match self.api.replace(&self.settings.name, &PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Observing DSS jobs cheaply. Many builds of one project share one listing of the project's running
+//! jobs (`GET /projects/{pk}/jobs/running/`), refreshed at most every `max_age`: a job found there is
+//! active and needs no call of its own. Only a job missing from the listing (it ended, or the listing
+//! is older than the job) costs a status call. Correctness never depends on the listing: absence only
+//! means "ask DSS directly". On a DSS without the listing endpoint, every poll is a status call.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+
+use super::connections::{ConnKey, Resolved};
+use crate::dss::{self, JobState};
+
+/// What DSS says about a job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// Its state.
+    pub state: JobState,
+    /// When DSS started it.
+    pub start_time: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub end_time: Option<DateTime<Utc>>,
+    /// Warnings so far.
+    pub warnings: u64,
+    /// The first failed activity, when DSS reports activities.
+    pub failed_activity: Option<String>,
+}
+
+impl Observed {
+    fn from_status(s: &dss::JobStatus) -> Self {
+        Self {
+            state: s.state.clone(),
+            start_time: s.start_time,
+            end_time: s.end_time,
+            warnings: s.warnings_count,
+            failed_activity: s.activities.iter().find(|a| a.state == JobState::Failed).map(|a| a.id.clone()),
+        }
+    }
+
+    fn from_item(i: &dss::JobListItem) -> Self {
+        Self {
+            state: i.state.clone(),
+            start_time: i.start_time,
+            end_time: i.end_time,
+            warnings: i.warnings_count,
+            failed_activity: None,
+        }
+    }
+}
+
+struct Listing {
+    fetched: Instant,
+    jobs: HashMap<String, dss::JobListItem>,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Listing>>>;
+
+/// The shared observer of DSS jobs.
+pub struct Poller {
+    max_age: Duration,
+    slots: Mutex<HashMap<(ConnKey, String), Slot>>,
+    /// Connections whose DSS has no running-jobs listing.
+    unsupported: Mutex<HashSet<ConnKey>>,
+}
+
+impl Poller {
+    /// A poller whose listings are reused for `max_age`.
+    pub fn new(max_age: Duration) -> Self {
+        Self { max_age, slots: Mutex::new(HashMap::new()), unsupported: Mutex::new(HashSet::new()) }
+    }
+
+    /// The current state of a job.
+    pub async fn observe(
+        &self,
+        conn: &Resolved,
+        project_key: &str,
+        job_id: &str,
+        job_started: Instant,
+    ) -> Result<Observed, dss::Error> {
+        if let Some(item) = self.from_listing(conn, project_key, job_id, job_started).await {
+            return Ok(item);
+        }
+        let status = conn.client.get_status(project_key, job_id).await?;
+        Ok(Observed::from_status(&status))
+    }
+
+    /// A job's full status (for terminal details: activities, warnings).
+    pub async fn status(&self, conn: &Resolved, project_key: &str, job_id: &str) -> Result<Observed, dss::Error> {
+        let status = conn.client.get_status(project_key, job_id).await?;
+        Ok(Observed::from_status(&status))
+    }
+
+    async fn from_listing(
+        &self,
+        conn: &Resolved,
+        project_key: &str,
+        job_id: &str,
+        job_started: Instant,
+    ) -> Option<Observed> {
+        if self.unsupported.lock().ok()?.contains(&conn.key) {
+            return None;
+        }
+        let slot = {
+            let mut slots = self.slots.lock().ok()?;
+            slots.entry((conn.key.clone(), project_key.to_string())).or_default().clone()
+        };
+        // Holding the slot while fetching makes concurrent pollers of one project share one request.
+        let mut listing = slot.lock().await;
+        let fresh = listing
+            .as_ref()
+            .is_some_and(|l| l.fetched.elapsed() < self.max_age && l.fetched >= job_started);
+        if !fresh {
+            let fetched = Instant::now();
+            match conn.client.list_running_jobs(project_key).await {
+                Ok(items) => {
+                    let jobs = items.into_iter().map(|i| (i.job_id.clone(), i)).collect();
+                    *listing = Some(Listing { fetched, jobs });
+                }
+                Err(e) if e.status() == Some(404) || e.status() == Some(405) => {
+                    // This DSS predates the listing: poll job by job from now on.
+                    if let Ok(mut u) = self.unsupported.lock() {
+                        u.insert(conn.key.clone());
+                    }
+                    return None;
+                }
+                Err(_) => return None,
+            }
+        }
+        let item = listing.as_ref()?.jobs.get(job_id)?;
+        // The listing only holds active jobs; a terminal state there is still checked directly.
+        (!item.state.is_terminal()).then(|| Observed::from_item(item))
+    }
+}
