@@ -15,7 +15,7 @@ use url::Url;
 
 use super::{
     ApiKey, ClientConfig, Error, JobDefinition, Limits, Operation,
-    error::{ErrorBody, parse_retry_after, redact},
+    error::{ErrorBody, parse_retry_after},
     limiter::Limiter,
     model::{
         AuthInfo, JobListItem, JobStatus, StartedJob, decode_auth_info, decode_job_list, decode_project_keys,
@@ -556,7 +556,7 @@ impl DssClient {
             error_type: parsed.error_type,
             message: parsed.message,
             detailed_message: parsed.detailed_message,
-            body_excerpt: redact(&parsed.body_excerpt, key.expose_secret()),
+            body_excerpt: parsed.body_excerpt,
             retry_after,
         })
     }

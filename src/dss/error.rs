@@ -338,13 +338,15 @@ impl ErrorBody {
     }
 }
 
-/// Replaces every occurrence of `secret` in `text` by `***`.
+/// Replaces every occurrence of the API key `secret`, and of its Basic credentials (`base64("key:")`),
+/// in `text` by `***`: a server or proxy echoing the request must not make the key visible.
 pub(crate) fn redact(text: &str, secret: &str) -> String {
+    use base64::Engine as _;
     if secret.is_empty() {
-        text.to_owned()
-    } else {
-        text.replace(secret, "***")
+        return text.to_owned();
     }
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{secret}:"));
+    text.replace(secret, "***").replace(&basic, "***")
 }
 
 /// The longest pause a `Retry-After` may impose, so a hostile or broken server cannot stop a client for

@@ -135,11 +135,18 @@ impl Limiter {
     }
 
     /// Waits for an in-flight slot and a token, and for any pause to end. Returns the permit and the
-    /// time spent waiting.
+    /// time spent waiting (zero when nothing had to be waited for).
     pub(crate) async fn acquire(&self) -> (Permit, Duration) {
         let started = Instant::now();
+        let mut waited = false;
         // The semaphore is never closed; should it be, requests go on unthrottled rather than fail.
-        let permit = Arc::clone(&self.slots).acquire_owned().await.ok();
+        let permit = match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                waited = true;
+                Arc::clone(&self.slots).acquire_owned().await.ok()
+            }
+        };
         let permit = Permit {
             permit,
             owed: Arc::clone(&self.owed),
@@ -159,7 +166,10 @@ impl Limiter {
             token_at.max(bucket.paused_until.unwrap_or(now))
         };
         loop {
-            tokio::time::sleep_until(ready_at).await;
+            if ready_at > Instant::now() {
+                waited = true;
+                tokio::time::sleep_until(ready_at).await;
+            }
             // A 429 may have arrived while we slept: honour it too.
             let paused_until = self
                 .bucket
@@ -171,7 +181,7 @@ impl Limiter {
                 _ => break,
             }
         }
-        (permit, started.elapsed())
+        (permit, if waited { started.elapsed() } else { Duration::ZERO })
     }
 }
 
