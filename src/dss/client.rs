@@ -340,7 +340,7 @@ impl DssClient {
 
     /// `GET /projects/{pk}/jobs/{id}/`: the job's status document. A document without
     /// `baseStatus.state` is an [`Error::Decode`].
-    #[tracing::instrument(name = "dss.get_status", level = "debug", skip_all, fields(project = project_key, job_id))]
+    #[tracing::instrument(name = "dss.get_status", level = "debug", skip_all, fields(project = project_key, job_id = job_id))]
     pub async fn get_status(&self, project_key: &str, job_id: &str) -> Result<JobStatus, Error> {
         let op = Operation::GetStatus;
         self.observed(op, async {
@@ -356,7 +356,7 @@ impl DssClient {
 
     /// `POST /projects/{pk}/jobs/{id}/abort`: asks DSS to abort the job. Any 2xx answer is success
     /// (aborting a finished job is not an error for DSS).
-    #[tracing::instrument(name = "dss.abort", level = "debug", skip_all, fields(project = project_key, job_id))]
+    #[tracing::instrument(name = "dss.abort", level = "debug", skip_all, fields(project = project_key, job_id = job_id))]
     pub async fn abort(&self, project_key: &str, job_id: &str) -> Result<(), Error> {
         let op = Operation::Abort;
         self.observed(op, async {
@@ -371,7 +371,7 @@ impl DssClient {
     /// `GET /projects/{pk}/jobs/{id}/log[?activity=]`: the job's log, or one activity's. Decoded as
     /// UTF-8 (invalid bytes replaced). A log larger than 16 MiB is cut to its last 16 MiB, after a
     /// first line saying so.
-    #[tracing::instrument(name = "dss.get_log", level = "debug", skip_all, fields(project = project_key, job_id))]
+    #[tracing::instrument(name = "dss.get_log", level = "debug", skip_all, fields(project = project_key, job_id = job_id))]
     pub async fn get_log(
         &self,
         project_key: &str,

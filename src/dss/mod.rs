@@ -15,6 +15,26 @@
 //!
 //! The client never retries a call by itself; in particular a job start is sent at most once per
 //! [`DssClient::start_job`] call, whatever happens, so that callers can reason about duplicate jobs.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use kube_dss::dss::{ApiKey, BuildType, ClientConfig, DssClient, JobDefinitionBuilder, JobWaiter, ObjectType};
+//!
+//! # async fn example() -> Result<(), kube_dss::dss::Error> {
+//! let url = url::Url::parse("https://dss.example.com:11200").expect("a valid URL");
+//! let client = DssClient::new(ClientConfig::new(url, ApiKey::from("my-key")))?;
+//! let definition = JobDefinitionBuilder::new(BuildType::NonRecursiveForcedBuild)
+//!     .with_output("cat_train_hdfs", Some(ObjectType::Dataset), None, Some("NP"))
+//!     .build();
+//! let job = client.start_job("IMPALA", &definition).await?; // never retried
+//! let status = JobWaiter::new()
+//!     .with_timeout(Some(Duration::from_secs(3600)))
+//!     .wait(&client, "IMPALA", &job.id)
+//!     .await?;
+//! println!("{} ended {}", job.id, status.state);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod client;
 pub mod config;
