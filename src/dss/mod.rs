@@ -1,1 +1,53 @@
-//! Typed client of the DSS jobs REST API.
+//! Typed client of the DSS jobs REST API: the Rust twin of `dataikuapi`'s job API.
+//!
+//! The operator and the `kube-dss jobs` CLI both talk to DSS through [`DssClient`]. It speaks the
+//! protocol described in `dss-api.md`: the official client's paths (with their exact trailing slashes),
+//! Basic authentication with the API key as user name, and DSS's JSON error bodies. Unlike the Python
+//! client it sets timeouts on every call, percent-encodes project keys and job ids, keeps the HTTP status
+//! of every error, and sends every call through a per-client budget (token bucket, in-flight cap and
+//! 429 / `Retry-After` pauses), because a DSS is a shared, fragile server.
+//!
+//! - [`config`]: [`ClientConfig`], [`ApiKey`], [`ApiPrefix`], [`Limits`].
+//! - [`client`]: [`DssClient`] and the [`RequestObserver`] hook for metrics.
+//! - [`model`]: wire types: job list items, status documents, job definitions and their builder.
+//! - [`error`]: [`Error`], its classification (`is_retryable`, `category`, ...) and [`Operation`].
+//! - [`waiter`]: [`JobWaiter`], polling a job until it reaches a terminal state.
+//!
+//! The client never retries a call by itself; in particular a job start is sent at most once per
+//! [`DssClient::start_job`] call, whatever happens, so that callers can reason about duplicate jobs.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use kube_dss::dss::{ApiKey, BuildType, ClientConfig, DssClient, JobDefinitionBuilder, JobWaiter, ObjectType};
+//!
+//! # async fn example() -> Result<(), kube_dss::dss::Error> {
+//! let url = url::Url::parse("https://dss.example.com:11200").expect("a valid URL");
+//! let client = DssClient::new(ClientConfig::new(url, ApiKey::from("my-key")))?;
+//! let definition = JobDefinitionBuilder::new(BuildType::NonRecursiveForcedBuild)
+//!     .with_output("cat_train_hdfs", Some(ObjectType::Dataset), None, Some("NP"))
+//!     .build();
+//! let job = client.start_job("IMPALA", &definition).await?; // never retried
+//! let status = JobWaiter::new()
+//!     .with_timeout(Some(Duration::from_secs(3600)))
+//!     .wait(&client, "IMPALA", &job.id)
+//!     .await?;
+//! println!("{} ended {}", job.id, status.state);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod client;
+pub mod config;
+pub mod error;
+mod limiter;
+pub mod model;
+pub mod waiter;
+
+pub use client::{DssClient, Outcome, RequestObserver};
+pub use config::{ApiKey, ApiPrefix, ClientConfig, Limits};
+pub use error::{Error, Operation};
+pub use model::{
+    ActivityStatus, AuthInfo, BuildType, GlobalState, JobDefinition, JobDefinitionBuilder,
+    JobDefinitionSummary, JobListItem, JobOutput, JobState, JobStatus, ObjectType, StartedJob,
+};
+pub use waiter::JobWaiter;
