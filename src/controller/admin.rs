@@ -61,13 +61,19 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         if !synced {
             pending.push("watch caches not synced");
         }
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", pending.join("; ")))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", pending.join("; ")),
+        )
     }
 }
 
 async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
 }

@@ -93,13 +93,22 @@ impl<'a> Run<'a> {
     }
 
     fn block(&mut self, reason: impl Into<String>, message: impl Into<String>, stalled: bool) {
-        self.blocker = Some(Blocker { reason: reason.into(), message: message.into(), stalled });
+        self.blocker = Some(Blocker {
+            reason: reason.into(),
+            message: message.into(),
+            stalled,
+        });
     }
 
     /// Observes, decides and acts. Returns how to requeue, or an error for the error policy.
     async fn drive(&mut self, api: &Api<DatasetBuild>) -> Result<Action, Error> {
         let ns = self.build.namespace().unwrap_or_default();
-        let conn = match self.ctx.connections.resolve(&ns, self.build.spec.connection_ref.as_ref()).await {
+        let conn = match self
+            .ctx
+            .connections
+            .resolve(&ns, self.build.spec.connection_ref.as_ref())
+            .await
+        {
             Ok(conn) => conn,
             Err(Error::Connection { reason, message }) => {
                 if self.status.phase.is_none() {
@@ -111,13 +120,19 @@ impl<'a> Run<'a> {
             Err(e) => return Err(e),
         };
 
-        if plan::has_active_job(&self.status) {
-            if let Err(e) = self.observe(&conn).await {
-                return self.dss_trouble(&conn, e).await;
-            }
+        if plan::has_active_job(&self.status)
+            && let Err(e) = self.observe(&conn).await
+        {
+            return self.dss_trouble(&conn, e).await;
         }
 
-        let step = plan::next_step(&self.build.spec, &self.status, &self.want, self.now, &self.ctx.settings.plan);
+        let step = plan::next_step(
+            &self.build.spec,
+            &self.status,
+            &self.want,
+            self.now,
+            &self.ctx.settings.plan,
+        );
         tracing::debug!(?step, "decided");
         match step {
             Step::Done => Ok(Action::await_change()),
@@ -132,7 +147,11 @@ impl<'a> Run<'a> {
             }
             Step::RetryLater { after } => {
                 self.status.phase = Some(Phase::Pending);
-                let msg = format!("the job failed; retry {} is due in {}s", self.status.attempts.unwrap_or(1), after.as_secs());
+                let msg = format!(
+                    "the job failed; retry {} is due in {}s",
+                    self.status.attempts.unwrap_or(1),
+                    after.as_secs()
+                );
                 self.block("RetryScheduled", msg, false);
                 Ok(Action::requeue(after))
             }
@@ -144,7 +163,9 @@ impl<'a> Run<'a> {
 
     /// Polls the current job and folds the answer into the status.
     async fn observe(&mut self, conn: &Resolved) -> Result<(), Error> {
-        let Some(job_id) = self.status.job_id.clone() else { return Ok(()) };
+        let Some(job_id) = self.status.job_id.clone() else {
+            return Ok(());
+        };
         let project = &self.build.spec.project_key;
         let started = self.start_instant();
         let observed = match self.ctx.poller.observe(conn, project, &job_id, started).await {
@@ -155,9 +176,16 @@ impl<'a> Run<'a> {
                 self.status.state = Some("UNKNOWN".to_string());
                 self.status.phase = Some(Phase::Failed);
                 self.status.completion_time = Some(Time(self.now));
-                self.status.failure =
-                    Some(status::failure("JobNotFound", format!("DSS no longer knows job {job_id}: {e}")));
-                self.event(EventType::Warning, reason::JOB_FAILED, "PollJob", format!("DSS no longer knows job {job_id}"));
+                self.status.failure = Some(status::failure(
+                    "JobNotFound",
+                    format!("DSS no longer knows job {job_id}: {e}"),
+                ));
+                self.event(
+                    EventType::Warning,
+                    reason::JOB_FAILED,
+                    "PollJob",
+                    format!("DSS no longer knows job {job_id}"),
+                );
                 return Ok(());
             }
             Err(e) => return Err(Error::dss("poll job")(e)),
@@ -181,7 +209,8 @@ impl<'a> Run<'a> {
         if was_terminal {
             return;
         }
-        self.status.completion_time = Some(status::time_from_chrono(observed.end_time).unwrap_or(Time(self.now)));
+        self.status.completion_time =
+            Some(status::time_from_chrono(observed.end_time).unwrap_or(Time(self.now)));
         let duration = self.job_age();
         let abort_reason = self.status.abort_request.as_ref().map(|a| a.reason.clone());
         let spec = &self.build.spec;
@@ -199,7 +228,10 @@ impl<'a> Run<'a> {
             JobState::Done => {
                 self.status.phase = Some(Phase::Succeeded);
                 self.status.failure = None;
-                let msg = format!("DSS job {job_id} finished DONE ({} warning(s))", observed.warnings);
+                let msg = format!(
+                    "DSS job {job_id} finished DONE ({} warning(s))",
+                    observed.warnings
+                );
                 self.event(EventType::Normal, reason::JOB_SUCCEEDED, "PollJob", msg);
                 self.ctx.metrics.job_finished("done", duration);
             }
@@ -246,7 +278,13 @@ impl<'a> Run<'a> {
         // The listing does not carry activities: ask for the full status when it is missing.
         let activity = match activity {
             Some(a) => Some(a),
-            None => self.ctx.poller.status(conn, project, job_id).await.ok().and_then(|o| o.failed_activity),
+            None => self
+                .ctx
+                .poller
+                .status(conn, project, job_id)
+                .await
+                .ok()
+                .and_then(|o| o.failed_activity),
         };
         let log = conn.client.get_log(project, job_id, activity.as_deref()).await;
         let log_tail = match log {
@@ -256,7 +294,11 @@ impl<'a> Run<'a> {
                 None
             }
         };
-        let last_line = log_tail.as_deref().and_then(|t| t.lines().last()).unwrap_or("").to_string();
+        let last_line = log_tail
+            .as_deref()
+            .and_then(|t| t.lines().last())
+            .unwrap_or("")
+            .to_string();
         let message = match &activity {
             Some(a) => format!("DSS job {job_id} failed in activity {a}: {last_line}"),
             None => format!("DSS job {job_id} failed: {last_line}"),
@@ -266,23 +308,38 @@ impl<'a> Run<'a> {
             None => message.clone(),
         };
         (
-            crate::crd::Failure { reason: "JobFailed".to_string(), message: Some(message), activity, log_tail },
+            crate::crd::Failure {
+                reason: "JobFailed".to_string(),
+                message: Some(message),
+                activity,
+                log_tail,
+            },
             note,
         )
     }
 
     /// Aborts the active job (deadline or spec change).
     async fn abort(&mut self, conn: &Resolved, why: AbortReason) -> Result<Action, Error> {
-        let Some(job_id) = self.status.job_id.clone() else { return Ok(Action::requeue(Duration::from_secs(1))) };
+        let Some(job_id) = self.status.job_id.clone() else {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        };
         if let Err(e) = conn.client.abort(&self.build.spec.project_key, &job_id).await {
             return self.dss_trouble(conn, Error::dss("abort job")(e)).await;
         }
-        self.status.abort_request = Some(AbortRequest { reason: why.as_str().to_string(), requested_at: Time(self.now) });
+        self.status.abort_request = Some(AbortRequest {
+            reason: why.as_str().to_string(),
+            requested_at: Time(self.now),
+        });
         let (reason, note) = match why {
-            AbortReason::DeadlineExceeded => (reason::DEADLINE_EXCEEDED, format!("deadline passed: aborting DSS job {job_id}")),
+            AbortReason::DeadlineExceeded => (
+                reason::DEADLINE_EXCEEDED,
+                format!("deadline passed: aborting DSS job {job_id}"),
+            ),
             AbortReason::SpecChanged => (
                 reason::SPEC_CHANGED,
-                format!("a new run request arrived and spec.onSpecChange is Abort: aborting DSS job {job_id}"),
+                format!(
+                    "a new run request arrived and spec.onSpecChange is Abort: aborting DSS job {job_id}"
+                ),
             ),
         };
         self.event(EventType::Normal, reason, "AbortJob", note);
@@ -291,7 +348,12 @@ impl<'a> Run<'a> {
 
     /// Starts a job: records the start request (with a resourceVersion precondition, so a stale copy
     /// of the object cannot start a second job), then sends the start request, then records the id.
-    async fn start(&mut self, api: &Api<DatasetBuild>, conn: &Resolved, attempt: i32) -> Result<Action, Error> {
+    async fn start(
+        &mut self,
+        api: &Api<DatasetBuild>,
+        conn: &Resolved,
+        attempt: i32,
+    ) -> Result<Action, Error> {
         let new_request = self.status.fingerprint.as_deref() != Some(&self.want);
         status::push_history(&mut self.status);
         self.status.abort_request = None;
@@ -299,8 +361,11 @@ impl<'a> Run<'a> {
         self.status.fingerprint = Some(self.want.clone());
         self.status.last_handled_rerun_token = self.build.spec.rerun_token.clone();
         self.status.last_handled_rerun_annotation = self.build.annotations().get(RERUN_ANNOTATION).cloned();
-        self.status.start_request =
-            Some(StartRequest { requested_at: Time(self.now), fingerprint: self.want.clone(), attempt: Some(attempt) });
+        self.status.start_request = Some(StartRequest {
+            requested_at: Time(self.now),
+            fingerprint: self.want.clone(),
+            attempt: Some(attempt),
+        });
         self.status.phase = Some(Phase::Starting);
         self.blocker = None;
         status::summarize(&mut self.status, self.build.metadata.generation, None, self.now);
@@ -335,7 +400,10 @@ impl<'a> Run<'a> {
                 self.status.phase = Some(Phase::Queued);
                 let note = match attempt {
                     1 => format!("started DSS job {} in project {project}", started.id),
-                    n => format!("started DSS job {} in project {project} (attempt {n})", started.id),
+                    n => format!(
+                        "started DSS job {} in project {project} (attempt {n})",
+                        started.id
+                    ),
                 };
                 self.event(EventType::Normal, reason::JOB_STARTED, "StartJob", note);
                 Ok(Action::requeue(self.ctx.settings.plan.poll_min))
@@ -378,7 +446,9 @@ impl<'a> Run<'a> {
     /// The crash guard: a start request without a job id. Adopt the one matching job, start again
     /// when there is none, stop and ask a human when there are several.
     async fn resolve_start(&mut self, api: &Api<DatasetBuild>, conn: &Resolved) -> Result<Action, Error> {
-        let Some(request) = self.status.start_request.clone() else { return Ok(Action::requeue(Duration::ZERO)) };
+        let Some(request) = self.status.start_request.clone() else {
+            return Ok(Action::requeue(Duration::ZERO));
+        };
         let project = self.build.spec.project_key.clone();
         let jobs = match conn.client.list_jobs(&project).await {
             Ok(jobs) => jobs,
@@ -397,7 +467,8 @@ impl<'a> Run<'a> {
             .filter(|j| match &adopt {
                 Some(id) => &j.job_id == id,
                 None => j.definition.as_ref().is_some_and(|d| {
-                    d.initiation_timestamp.is_some_and(|t| t.timestamp_millis() >= since)
+                    d.initiation_timestamp
+                        .is_some_and(|t| t.timestamp_millis() >= since)
                         && d.initiator.as_deref().is_some_and(|i| initiator_is(i, &identity))
                         && definition::definition_matches(&self.build.spec, &d.raw)
                 }),
@@ -410,7 +481,10 @@ impl<'a> Run<'a> {
                 // The next reconcile observes the job like any other, terminal or not.
                 self.status.state = None;
                 self.status.phase = Some(Phase::Queued);
-                let note = format!("adopted DSS job {} whose start response was not recorded", job.job_id);
+                let note = format!(
+                    "adopted DSS job {} whose start response was not recorded",
+                    job.job_id
+                );
                 self.event(EventType::Normal, reason::JOB_ADOPTED, "AdoptJob", note);
                 Ok(Action::requeue(Duration::ZERO))
             }
@@ -431,7 +505,12 @@ impl<'a> Run<'a> {
             }
             many => {
                 let ids: Vec<&str> = many.iter().map(|j| j.job_id.as_str()).collect();
-                if self.old.conditions.iter().all(|c| c.reason != "StartOutcomeUnknown") {
+                if self
+                    .old
+                    .conditions
+                    .iter()
+                    .all(|c| c.reason != "StartOutcomeUnknown")
+                {
                     self.ctx.metrics.start_outcome_unknown();
                     self.event(
                         EventType::Warning,
@@ -467,25 +546,39 @@ impl<'a> Run<'a> {
         let reason = err.category();
         self.block(reason, format!("waiting for DSS: {}", err.chain()), false);
         self.ctx.metrics.reconcile_error(reason);
-        let backoff = self.ctx.backoff.next(self.build.uid().as_deref().unwrap_or_default());
+        let backoff = self
+            .ctx
+            .backoff
+            .next(self.build.uid().as_deref().unwrap_or_default());
         Ok(Action::requeue(retry_after.map_or(backoff, |r| r.max(backoff))))
     }
 
     /// Records the status (only when it changed) and publishes the events.
-    async fn finish(mut self, api: &Api<DatasetBuild>, action: Result<Action, Error>) -> Result<Action, Error> {
+    async fn finish(
+        mut self,
+        api: &Api<DatasetBuild>,
+        action: Result<Action, Error>,
+    ) -> Result<Action, Error> {
         if self.blocker.is_none() {
-            self.ctx.backoff.reset(self.build.uid().as_deref().unwrap_or_default());
+            self.ctx
+                .backoff
+                .reset(self.build.uid().as_deref().unwrap_or_default());
         }
         if self.status.phase.is_none() {
             self.status.phase = Some(Phase::Pending);
         }
-        status::summarize(&mut self.status, self.build.metadata.generation, self.blocker.as_ref(), self.now);
+        status::summarize(
+            &mut self.status,
+            self.build.metadata.generation,
+            self.blocker.as_ref(),
+            self.now,
+        );
         if self.status != self.old {
-            if let Err(e) = write_status(api, self.build, &self.status, None).await {
-                return Err(e);
-            }
+            write_status(api, self.build, &self.status, None).await?;
         }
-        self.ctx.metrics.set_phase(self.build.uid().as_deref().unwrap_or_default(), self.status.phase);
+        self.ctx
+            .metrics
+            .set_phase(self.build.uid().as_deref().unwrap_or_default(), self.status.phase);
         for (type_, reason, act, note) in self.events.drain(..) {
             events::publish(&self.ctx.recorder, self.build, type_, reason, act, note).await;
         }
@@ -493,12 +586,21 @@ impl<'a> Run<'a> {
     }
 
     fn job_age(&self) -> Duration {
-        let since = self.status.start_request.as_ref().map(|r| r.requested_at.0).unwrap_or(self.now);
-        Duration::from_millis(u64::try_from((self.now.as_millisecond() - since.as_millisecond()).max(0)).unwrap_or(0))
+        let since = self
+            .status
+            .start_request
+            .as_ref()
+            .map(|r| r.requested_at.0)
+            .unwrap_or(self.now);
+        Duration::from_millis(
+            u64::try_from((self.now.as_millisecond() - since.as_millisecond()).max(0)).unwrap_or(0),
+        )
     }
 
     fn start_instant(&self) -> Instant {
-        Instant::now().checked_sub(self.job_age()).unwrap_or_else(Instant::now)
+        Instant::now()
+            .checked_sub(self.job_age())
+            .unwrap_or_else(Instant::now)
     }
 }
 
@@ -507,11 +609,22 @@ impl<'a> Run<'a> {
 async fn cleanup(build: &DatasetBuild, _api: &Api<DatasetBuild>, ctx: &Context) -> Result<Action, Error> {
     let status = build.status.clone().unwrap_or_default();
     let uid = build.uid().unwrap_or_default();
-    let release = |note: String, type_: EventType| async move {
-        events::publish(&ctx.recorder, build, type_, reason::FINALIZER_RELEASED, "ReleaseFinalizer", note).await;
-        ctx.metrics.set_phase(&uid, None);
-        ctx.backoff.reset(&uid);
-        Ok(Action::await_change())
+    let release = |note: String, type_: EventType| {
+        let uid = uid.clone();
+        async move {
+            events::publish(
+                &ctx.recorder,
+                build,
+                type_,
+                reason::FINALIZER_RELEASED,
+                "ReleaseFinalizer",
+                note,
+            )
+            .await;
+            ctx.metrics.set_phase(&uid, None);
+            ctx.backoff.reset(&uid);
+            Ok(Action::await_change())
+        }
     };
     let Some(job_id) = status.job_id.clone() else {
         if status.start_request.is_none() {
@@ -528,18 +641,30 @@ async fn cleanup(build: &DatasetBuild, _api: &Api<DatasetBuild>, ctx: &Context) 
         .await;
     };
     if build.spec.deletion_policy == Some(DeletionPolicy::Orphan) {
-        return release(format!("released; DSS job {job_id} left running (deletionPolicy: Orphan)"), EventType::Normal).await;
+        return release(
+            format!("released; DSS job {job_id} left running (deletionPolicy: Orphan)"),
+            EventType::Normal,
+        )
+        .await;
     }
     if plan::recorded_state(&status).is_some_and(|s| s.is_terminal()) {
         ctx.metrics.set_phase(&uid, None);
         return Ok(Action::await_change());
     }
-    let deleting_since = build.meta().deletion_timestamp.as_ref().map(|t| t.0).unwrap_or_else(Timestamp::now);
+    let deleting_since = build
+        .meta()
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or_else(Timestamp::now);
     let overdue = Timestamp::now().as_millisecond() - deleting_since.as_millisecond()
         > i64::try_from(ctx.settings.finalizer_timeout.as_millis()).unwrap_or(i64::MAX);
     let ns = build.namespace().unwrap_or_default();
     let outcome: Result<bool, Error> = async {
-        let conn = ctx.connections.resolve(&ns, build.spec.connection_ref.as_ref()).await?;
+        let conn = ctx
+            .connections
+            .resolve(&ns, build.spec.connection_ref.as_ref())
+            .await?;
         let project = &build.spec.project_key;
         let observed = match ctx.poller.status(&conn, project, &job_id).await {
             Ok(o) => o,
@@ -554,12 +679,21 @@ async fn cleanup(build: &DatasetBuild, _api: &Api<DatasetBuild>, ctx: &Context) 
         if observed.state.is_terminal() {
             return Ok(true);
         }
-        conn.client.abort(project, &job_id).await.map_err(Error::dss("abort job"))?;
+        conn.client
+            .abort(project, &job_id)
+            .await
+            .map_err(Error::dss("abort job"))?;
         Ok(false)
     }
     .await;
     match outcome {
-        Ok(true) => release(format!("DSS job {job_id} is no longer running; finalizer released"), EventType::Normal).await,
+        Ok(true) => {
+            release(
+                format!("DSS job {job_id} is no longer running; finalizer released"),
+                EventType::Normal,
+            )
+            .await
+        }
         Ok(false) => {
             if status.abort_request.is_none() {
                 events::publish(
@@ -572,7 +706,10 @@ async fn cleanup(build: &DatasetBuild, _api: &Api<DatasetBuild>, ctx: &Context) 
                 )
                 .await;
                 let mut s = status.clone();
-                s.abort_request = Some(AbortRequest { reason: "Deleted".into(), requested_at: Time(Timestamp::now()) });
+                s.abort_request = Some(AbortRequest {
+                    reason: "Deleted".into(),
+                    requested_at: Time(Timestamp::now()),
+                });
                 // Best effort: recording the abort is informative only.
                 let api: Api<DatasetBuild> = Api::namespaced(ctx.kube.clone(), &ns);
                 let _ = write_status(&api, build, &s, None).await;
@@ -580,12 +717,17 @@ async fn cleanup(build: &DatasetBuild, _api: &Api<DatasetBuild>, ctx: &Context) 
             if overdue {
                 ctx.metrics.finalizer_forced("AbortUnconfirmed");
                 return release(
-                    format!("DSS did not confirm the abort of job {job_id} within the finalizer timeout; released"),
+                    format!(
+                        "DSS did not confirm the abort of job {job_id} within the finalizer timeout; released"
+                    ),
                     EventType::Warning,
                 )
                 .await;
             }
-            Err(Error::AbortPending { job_id, retry_after: ctx.settings.plan.abort_poll })
+            Err(Error::AbortPending {
+                job_id,
+                retry_after: ctx.settings.plan.abort_poll,
+            })
         }
         Err(e) if overdue => {
             let why = match &e {
@@ -594,7 +736,10 @@ async fn cleanup(build: &DatasetBuild, _api: &Api<DatasetBuild>, ctx: &Context) 
             };
             ctx.metrics.finalizer_forced(why);
             release(
-                format!("could not abort DSS job {job_id} within the finalizer timeout ({}); released", e.chain()),
+                format!(
+                    "could not abort DSS job {job_id} within the finalizer timeout ({}); released",
+                    e.chain()
+                ),
                 EventType::Warning,
             )
             .await
@@ -621,20 +766,30 @@ async fn write_status(
         "metadata": metadata,
         "status": status,
     });
-    api.patch_status(&build.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map(|_| ())
-        .map_err(Error::kube("write status"))
+    api.patch_status(
+        &build.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(Error::kube("write status"))
 }
 
 /// True when a DSS job's `initiator` is the identity of our key (DSS shows API keys as `API (<id>)`).
 fn initiator_is(initiator: &str, identity: &str) -> bool {
-    initiator == identity || initiator.strip_prefix("API (").and_then(|r| r.strip_suffix(')')) == Some(identity)
+    initiator == identity
+        || initiator.strip_prefix("API (").and_then(|r| r.strip_suffix(')')) == Some(identity)
 }
 
 /// The last lines of a DSS log, bounded, with obvious secrets masked.
 pub fn log_tail(log: &str, lines: usize) -> String {
-    let tail: Vec<&str> = log.lines().rev().filter(|l| !l.trim().is_empty()).take(lines).collect();
+    let tail: Vec<&str> = log
+        .lines()
+        .rev()
+        .filter(|l| !l.trim().is_empty())
+        .take(lines)
+        .collect();
     let text = tail.into_iter().rev().map(redact).collect::<Vec<_>>().join("\n");
     truncate(&text, 4096)
 }
@@ -642,7 +797,14 @@ pub fn log_tail(log: &str, lines: usize) -> String {
 /// Masks values that look like credentials (DSS logs can carry job tickets and tokens).
 fn redact(line: &str) -> String {
     let lower = line.to_ascii_lowercase();
-    for marker in ["secret", "password", "apikey", "api_key", "token", "authorization"] {
+    for marker in [
+        "secret",
+        "password",
+        "apikey",
+        "api_key",
+        "token",
+        "authorization",
+    ] {
         if let Some(pos) = lower.find(marker) {
             let rest = &line[pos..];
             if let Some(sep) = rest.find([':', '=']) {

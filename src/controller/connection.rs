@@ -18,7 +18,7 @@ use super::{
     events::{self, reason},
     status::{READY, set_condition},
 };
-use crate::crd::{DSSConnection, DSSConnectionStatus, FIELD_MANAGER};
+use crate::crd::{DSSConnection, FIELD_MANAGER};
 
 /// How often a healthy connection is re-checked (and its key re-read).
 const RECHECK: Duration = Duration::from_secs(120);
@@ -61,18 +61,35 @@ pub async fn reconcile(conn: Arc<DSSConnection>, ctx: Arc<Context>) -> Result<Ac
         }
         Err(e) => return Err(e),
     };
-    let was_ready = old.conditions.iter().find(|c| c.type_ == READY).map(|c| c.status.clone());
-    set_condition(&mut status.conditions, READY, ready, reason_, &message, generation, now);
+    let was_ready = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .map(|c| c.status.clone());
+    set_condition(
+        &mut status.conditions,
+        READY,
+        ready,
+        reason_,
+        &message,
+        generation,
+        now,
+    );
     if status != old {
-        let api: Api<DSSConnection> = Api::namespaced(ctx.kube.clone(), &conn.namespace().unwrap_or_default());
+        let api: Api<DSSConnection> =
+            Api::namespaced(ctx.kube.clone(), &conn.namespace().unwrap_or_default());
         let patch = json!({
             "apiVersion": "kube-dss.dev/v1alpha1",
             "kind": "DSSConnection",
             "status": status,
         });
-        api.patch_status(&conn.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-            .await
-            .map_err(Error::kube("write connection status"))?;
+        api.patch_status(
+            &conn.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::kube("write connection status"))?;
     }
     if was_ready.as_deref() != Some(ready) {
         let (type_, r) = if ready == "True" {
@@ -89,7 +106,11 @@ pub async fn reconcile(conn: Arc<DSSConnection>, ctx: Arc<Context>) -> Result<Ac
 async fn check(conn: &DSSConnection, ctx: &Context, ns: &str, name: &str) -> Result<String, Error> {
     let resolved = ctx.connections.resolve_named(ns, name, &conn.spec).await?;
     ctx.connections.refresh_key(&resolved, Some(&conn.spec)).await?;
-    resolved.client.list_project_keys().await.map_err(Error::dss("list projects"))?;
+    resolved
+        .client
+        .list_project_keys()
+        .await
+        .map_err(Error::dss("list projects"))?;
     ctx.connections.auth_identifier(&resolved).await
 }
 
@@ -106,5 +127,7 @@ fn chain(err: &dyn std::error::Error) -> String {
 
 fn is_tls(err: &crate::dss::Error) -> bool {
     let text = chain(err).to_ascii_lowercase();
-    ["certificate", "tls", "handshake", "unknownissuer"].iter().any(|m| text.contains(m))
+    ["certificate", "tls", "handshake", "unknownissuer"]
+        .iter()
+        .any(|m| text.contains(m))
 }

@@ -11,7 +11,10 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client, runtime::reflector::{ObjectRef, Store}};
+use kube::{
+    Api, Client,
+    runtime::reflector::{ObjectRef, Store},
+};
 use sha2::{Digest, Sha256};
 
 use super::{error::Error, metrics::DssObserver};
@@ -97,11 +100,22 @@ impl Connections {
         observer: Arc<DssObserver>,
         request_timeout: Duration,
     ) -> Self {
-        Self { kube, store, default, entries: Mutex::new(HashMap::new()), observer, request_timeout }
+        Self {
+            kube,
+            store,
+            default,
+            entries: Mutex::new(HashMap::new()),
+            observer,
+            request_timeout,
+        }
     }
 
     /// The connection a build in `namespace` refers to, with its shared client.
-    pub async fn resolve(&self, namespace: &str, conn_ref: Option<&ConnectionRef>) -> Result<Resolved, Error> {
+    pub async fn resolve(
+        &self,
+        namespace: &str,
+        conn_ref: Option<&ConnectionRef>,
+    ) -> Result<Resolved, Error> {
         match conn_ref {
             Some(r) => {
                 let Some(conn) = self.store.get(&ObjectRef::new(&r.name).within(namespace)) else {
@@ -126,14 +140,23 @@ impl Connections {
         name: &str,
         spec: &DSSConnectionSpec,
     ) -> Result<Resolved, Error> {
-        let key = ConnKey::Named { namespace: namespace.to_string(), name: name.to_string() };
+        let key = ConnKey::Named {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
         let hash = spec_hash(spec);
         if let Some(client) = self.cached(&key, &hash) {
             return Ok(Resolved { key, client });
         }
-        let api_key = self.read_secret(namespace, &spec.api_key_secret_ref, "apiKeySecretRef").await?;
+        let api_key = self
+            .read_secret(namespace, &spec.api_key_secret_ref, "apiKeySecretRef")
+            .await?;
         let ca_pem = match spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
-            Some(r) => Some(self.read_secret(namespace, r, "tls.caSecretRef").await?.into_bytes()),
+            Some(r) => Some(
+                self.read_secret(namespace, r, "tls.caSecretRef")
+                    .await?
+                    .into_bytes(),
+            ),
             None => None,
         };
         let url = url::Url::parse(&spec.url).map_err(|e| Error::Connection {
@@ -146,7 +169,11 @@ impl Connections {
             ApiPrefix::DipPublicApi => dss::ApiPrefix::DipPublicApi,
         };
         config.ca_pem = ca_pem;
-        config.insecure_skip_verify = spec.tls.as_ref().and_then(|t| t.insecure_skip_verify).unwrap_or(false);
+        config.insecure_skip_verify = spec
+            .tls
+            .as_ref()
+            .and_then(|t| t.insecure_skip_verify)
+            .unwrap_or(false);
         config.request_timeout = self.request_timeout;
         config.limits = limits(spec);
         self.install(key, hash, config, &api_key)
@@ -170,7 +197,10 @@ impl Connections {
         let ca_pem = match &default.ca_file {
             Some(path) => Some(tokio::fs::read(path).await.map_err(|e| Error::Connection {
                 reason: "CAFileUnreadable",
-                message: format!("cannot read the default connection's CA file {}: {e}", path.display()),
+                message: format!(
+                    "cannot read the default connection's CA file {}: {e}",
+                    path.display()
+                ),
             })?),
             None => None,
         };
@@ -179,16 +209,25 @@ impl Connections {
         config.ca_pem = ca_pem;
         config.insecure_skip_verify = default.insecure_skip_verify;
         config.request_timeout = self.request_timeout;
-        config.limits = default.limits.clone();
+        config.limits = default.limits;
         self.install(key, hash, config, &api_key)
     }
 
     fn cached(&self, key: &ConnKey, hash: &str) -> Option<DssClient> {
         let entries = self.entries.lock().ok()?;
-        entries.get(key).filter(|e| e.config_hash == hash).map(|e| e.client.clone())
+        entries
+            .get(key)
+            .filter(|e| e.config_hash == hash)
+            .map(|e| e.client.clone())
     }
 
-    fn install(&self, key: ConnKey, hash: String, config: ClientConfig, api_key: &str) -> Result<Resolved, Error> {
+    fn install(
+        &self,
+        key: ConnKey,
+        hash: String,
+        config: ClientConfig,
+        api_key: &str,
+    ) -> Result<Resolved, Error> {
         let mut entries = self
             .entries
             .lock()
@@ -203,23 +242,34 @@ impl Connections {
             .with_observer(self.observer.clone());
         entries.insert(
             key.clone(),
-            Entry { client: client.clone(), config_hash: hash, key_hash: sha(api_key), auth_identifier: None },
+            Entry {
+                client: client.clone(),
+                config_hash: hash,
+                key_hash: sha(api_key),
+                auth_identifier: None,
+            },
         );
         Ok(Resolved { key, client })
     }
 
     /// Re-reads the API key of a connection (after DSS refused it, or periodically) and hands a
     /// changed key to the shared client. Returns true when the key changed.
-    pub async fn refresh_key(&self, resolved: &Resolved, spec: Option<&DSSConnectionSpec>) -> Result<bool, Error> {
+    pub async fn refresh_key(
+        &self,
+        resolved: &Resolved,
+        spec: Option<&DSSConnectionSpec>,
+    ) -> Result<bool, Error> {
         let api_key = match (&resolved.key, spec) {
             (ConnKey::Named { namespace, .. }, Some(spec)) => {
-                self.read_secret(namespace, &spec.api_key_secret_ref, "apiKeySecretRef").await?
+                self.read_secret(namespace, &spec.api_key_secret_ref, "apiKeySecretRef")
+                    .await?
             }
             (ConnKey::Named { namespace, name }, None) => {
                 let Some(conn) = self.store.get(&ObjectRef::new(name).within(namespace)) else {
                     return Ok(false);
                 };
-                self.read_secret(namespace, &conn.spec.api_key_secret_ref, "apiKeySecretRef").await?
+                self.read_secret(namespace, &conn.spec.api_key_secret_ref, "apiKeySecretRef")
+                    .await?
             }
             (ConnKey::Default, _) => match &self.default {
                 Some(d) => read_key_file(&d.api_key_file).await?,
@@ -231,7 +281,9 @@ impl Connections {
             .entries
             .lock()
             .map_err(|_| Error::Finalizer("connection registry lock poisoned".to_string()))?;
-        let Some(entry) = entries.get_mut(&resolved.key) else { return Ok(false) };
+        let Some(entry) = entries.get_mut(&resolved.key) else {
+            return Ok(false);
+        };
         if entry.key_hash == hash {
             return Ok(false);
         }
@@ -243,16 +295,20 @@ impl Connections {
 
     /// The identity DSS reports for the connection's key (`authIdentifier`), cached per key.
     pub async fn auth_identifier(&self, resolved: &Resolved) -> Result<String, Error> {
-        if let Ok(entries) = self.entries.lock() {
-            if let Some(id) = entries.get(&resolved.key).and_then(|e| e.auth_identifier.clone()) {
-                return Ok(id);
-            }
+        if let Ok(entries) = self.entries.lock()
+            && let Some(id) = entries.get(&resolved.key).and_then(|e| e.auth_identifier.clone())
+        {
+            return Ok(id);
         }
-        let info = resolved.client.auth_info().await.map_err(Error::dss("auth info"))?;
-        if let Ok(mut entries) = self.entries.lock() {
-            if let Some(e) = entries.get_mut(&resolved.key) {
-                e.auth_identifier = Some(info.auth_identifier.clone());
-            }
+        let info = resolved
+            .client
+            .auth_info()
+            .await
+            .map_err(Error::dss("auth info"))?;
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some(e) = entries.get_mut(&resolved.key)
+        {
+            e.auth_identifier = Some(info.auth_identifier.clone());
         }
         Ok(info.auth_identifier)
     }
@@ -293,25 +349,42 @@ impl Connections {
             .as_ref()
             .and_then(|d| d.get(&r.key))
             .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
-            .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(&r.key)).map(|s| s.trim().to_string()))
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(&r.key))
+                    .map(|s| s.trim().to_string())
+            })
             .filter(|v| !v.is_empty());
         value.ok_or_else(|| Error::Connection {
             reason: "SecretKeyMissing",
-            message: format!("Secret {namespace}/{} has no non-empty key {:?} (named by {field})", r.name, r.key),
+            message: format!(
+                "Secret {namespace}/{} has no non-empty key {:?} (named by {field})",
+                r.name, r.key
+            ),
         })
     }
 }
 
 async fn read_key_file(path: &std::path::Path) -> Result<String, Error> {
-    let text = tokio::fs::read_to_string(path).await.map_err(|e| Error::Connection {
-        reason: "APIKeyFileUnreadable",
-        message: format!("cannot read the default connection's API key file {}: {e}", path.display()),
-    })?;
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| Error::Connection {
+            reason: "APIKeyFileUnreadable",
+            message: format!(
+                "cannot read the default connection's API key file {}: {e}",
+                path.display()
+            ),
+        })?;
     let key = text.trim().to_string();
     if key.is_empty() {
         return Err(Error::Connection {
             reason: "APIKeyFileEmpty",
-            message: format!("the default connection's API key file {} is empty", path.display()),
+            message: format!(
+                "the default connection's API key file {} is empty",
+                path.display()
+            ),
         });
     }
     Ok(key)

@@ -29,8 +29,8 @@ pub fn job_definition(spec: &DatasetBuildSpec) -> dss::JobDefinition {
         builder = builder.with_output(
             output.id.clone(),
             Some(dss_object_type(output.object_type.unwrap_or_default())),
-            output.project_key.clone(),
-            output.partition.clone(),
+            output.project_key.as_deref(),
+            output.partition.as_deref(),
         );
     }
     builder.build()
@@ -102,18 +102,25 @@ pub fn run_fingerprint(spec: &DatasetBuildSpec, rerun_annotation: Option<&str>) 
 
 /// True when a job definition found in DSS (as listed) builds what `spec` describes.
 pub fn definition_matches(spec: &DatasetBuildSpec, def: &Value) -> bool {
-    let job_type = def.get("type").and_then(Value::as_str).unwrap_or("NON_RECURSIVE_FORCED_BUILD");
+    let job_type = def
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("NON_RECURSIVE_FORCED_BUILD");
     if job_type != spec.build_type.unwrap_or_default().as_str() {
         return false;
     }
-    let project = def.get("projectKey").and_then(Value::as_str).unwrap_or(&spec.project_key);
+    let project = def
+        .get("projectKey")
+        .and_then(Value::as_str)
+        .unwrap_or(&spec.project_key);
     if project != spec.project_key {
         return false;
     }
     let Some(outputs) = def.get("outputs").and_then(Value::as_array) else {
         return false;
     };
-    let found: Option<BTreeSet<NormalOutput>> = outputs.iter().map(|o| normal_dss_output(o, project)).collect();
+    let found: Option<BTreeSet<NormalOutput>> =
+        outputs.iter().map(|o| normal_dss_output(o, project)).collect();
     found.is_some_and(|found| found == normal_spec_outputs(spec))
 }
 
@@ -137,12 +144,19 @@ fn normal_dss_output(o: &Value, project: &str) -> Option<NormalOutput> {
         .to_string();
     let partition = match o.get("partition").or_else(|| o.get("targetPartition")) {
         Some(Value::String(p)) if !p.is_empty() => p.clone(),
-        Some(Value::Array(parts)) if !parts.is_empty() => {
-            parts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")
-        }
+        Some(Value::Array(parts)) if !parts.is_empty() => parts
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(","),
         _ => "NP".to_string(),
     };
-    Some(NormalOutput { project_key, object_type, id, partition })
+    Some(NormalOutput {
+        project_key,
+        object_type,
+        id,
+        partition,
+    })
 }
 
 #[cfg(test)]
@@ -175,7 +189,12 @@ mod tests {
         d.active_deadline_seconds = Some(10);
         assert_eq!(run_fingerprint(&a, None), run_fingerprint(&d, None));
         let mut e = spec();
-        e.outputs.push(BuildOutput { id: "x".into(), object_type: None, partition: None, project_key: None });
+        e.outputs.push(BuildOutput {
+            id: "x".into(),
+            object_type: None,
+            partition: None,
+            project_key: None,
+        });
         assert_ne!(run_fingerprint(&a, None), run_fingerprint(&e, None));
     }
 
@@ -192,7 +211,10 @@ mod tests {
         let other_type = json!({"type": "RECURSIVE_BUILD", "outputs": [
             {"id": "cat_train_hdfs"}, {"type": "MANAGED_FOLDER", "id": "f1"}]});
         assert!(!definition_matches(&s, &other_type));
-        assert!(!definition_matches(&s, &json!({"type": "NON_RECURSIVE_FORCED_BUILD"})));
+        assert!(!definition_matches(
+            &s,
+            &json!({"type": "NON_RECURSIVE_FORCED_BUILD"})
+        ));
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub enum Error {
         operation: &'static str,
         /// The cause, with DSS's status and errorType.
         #[source]
-        source: dss::Error,
+        source: Box<dss::Error>,
     },
 
     /// The DSSConnection (or default connection) cannot be used yet.
@@ -74,7 +74,10 @@ impl Error {
 
     /// Wraps a DSS error with what the operator was doing.
     pub fn dss(operation: &'static str) -> impl FnOnce(dss::Error) -> Self {
-        move |source| Self::Dss { operation, source }
+        move |source| Self::Dss {
+            operation,
+            source: Box::new(source),
+        }
     }
 
     /// A resourceVersion precondition failed: another writer (or a stale cache) got there first.
@@ -101,7 +104,10 @@ pub fn from_finalizer(err: kube::runtime::finalizer::Error<Error>) -> Error {
     use kube::runtime::finalizer::Error as F;
     match err {
         F::ApplyFailed(e) | F::CleanupFailed(e) => e,
-        F::AddFinalizer(e) | F::RemoveFinalizer(e) => Error::Kube { operation: "patch finalizer", source: e },
+        F::AddFinalizer(e) | F::RemoveFinalizer(e) => Error::Kube {
+            operation: "patch finalizer",
+            source: e,
+        },
         other => Error::Finalizer(other.to_string()),
     }
 }

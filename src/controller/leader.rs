@@ -39,7 +39,10 @@ pub struct Elector {
 impl Elector {
     /// An elector for the Lease in `settings`.
     pub fn new(client: Client, settings: Settings) -> Self {
-        Self { api: Api::namespaced(client, &settings.namespace), settings }
+        Self {
+            api: Api::namespaced(client, &settings.namespace),
+            settings,
+        }
     }
 
     /// Waits until this replica holds the lease.
@@ -85,7 +88,11 @@ impl Elector {
             if spec.holder_identity.as_deref() == Some(self.settings.identity.as_str()) {
                 spec.holder_identity = None;
                 spec.renew_time = None;
-                if let Err(e) = self.api.replace(&self.settings.name, &PostParams::default(), &lease).await {
+                if let Err(e) = self
+                    .api
+                    .replace(&self.settings.name, &PostParams::default(), &lease)
+                    .await
+                {
                     tracing::warn!(error = %e, "leader election: could not release the lease");
                 }
             }
@@ -98,7 +105,10 @@ impl Elector {
         let me = self.settings.identity.clone();
         let Some(mut lease) = self.api.get_opt(&self.settings.name).await? else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.settings.name.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.settings.name.clone()),
+                    ..Default::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(me),
                     lease_duration_seconds: Some(duration_secs),
@@ -134,7 +144,11 @@ impl Elector {
         spec.renew_time = Some(MicroTime(now));
         spec.lease_duration_seconds = Some(duration_secs);
         // replace() carries the resourceVersion read above: a concurrent winner makes this a 409.
-        match self.api.replace(&self.settings.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.settings.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),

@@ -16,7 +16,7 @@ use prometheus_client::{
 
 use crate::{
     crd::Phase,
-    dss::{Operation, RequestObserver},
+    dss::{Operation, Outcome, RequestObserver},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -92,7 +92,9 @@ impl Metrics {
         let builds = Family::<PhaseLabel, Gauge>::default();
         registry.register("builds", "DatasetBuilds by phase", builds.clone());
         let job_duration = Family::<OutcomeLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new([1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0])
+            Histogram::new([
+                1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0,
+            ])
         });
         registry.register(
             "job_duration_seconds",
@@ -100,11 +102,21 @@ impl Metrics {
             job_duration.clone(),
         );
         let dss_requests = Family::<DssLabels, Counter>::default();
-        registry.register("dss_requests", "DSS API requests by operation and status class", dss_requests.clone());
+        registry.register(
+            "dss_requests",
+            "DSS API requests by operation and status class",
+            dss_requests.clone(),
+        );
         let dss_latency = Family::<OperationLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ])
         });
-        registry.register("dss_request_duration_seconds", "DSS API request latency", dss_latency.clone());
+        registry.register(
+            "dss_request_duration_seconds",
+            "DSS API request latency",
+            dss_latency.clone(),
+        );
         let dss_throttled = Family::<OperationLabel, Counter>::default();
         registry.register(
             "dss_throttled",
@@ -114,7 +126,11 @@ impl Metrics {
         let reconciles = Family::<ControllerLabel, Counter>::default();
         registry.register("reconciles", "Reconciles by controller", reconciles.clone());
         let reconcile_errors = Family::<CategoryLabel, Counter>::default();
-        registry.register("reconcile_errors", "Reconcile errors by category", reconcile_errors.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconcile errors by category",
+            reconcile_errors.clone(),
+        );
         let start_outcome_unknown = Counter::default();
         registry.register(
             "start_outcome_unknown",
@@ -136,7 +152,11 @@ impl Metrics {
             finalizer_forced.clone(),
         );
         let leader = Gauge::default();
-        registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
         Self {
             registry,
             builds,
@@ -166,30 +186,40 @@ impl Metrics {
 
     /// Records the phase of a build (keyed by uid); `None` forgets a deleted build.
     pub fn set_phase(&self, uid: &str, phase: Option<Phase>) {
-        let Ok(mut phases) = self.phases.lock() else { return };
+        let Ok(mut phases) = self.phases.lock() else {
+            return;
+        };
         match phase {
             Some(p) => phases.insert(uid.to_string(), p),
             None => phases.remove(uid),
         };
         for p in Phase::ALL {
             let n = phases.values().filter(|v| **v == p).count();
-            self.builds.get_or_create(&PhaseLabel { phase: p.as_str() }).set(i64::try_from(n).unwrap_or(i64::MAX));
+            self.builds
+                .get_or_create(&PhaseLabel { phase: p.as_str() })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 
     /// A job reached a terminal state.
     pub fn job_finished(&self, outcome: &'static str, duration: Duration) {
-        self.job_duration.get_or_create(&OutcomeLabel { outcome }).observe(duration.as_secs_f64());
+        self.job_duration
+            .get_or_create(&OutcomeLabel { outcome })
+            .observe(duration.as_secs_f64());
     }
 
     /// A reconcile ran.
     pub fn reconciled(&self, controller: &'static str) {
-        self.reconciles.get_or_create(&ControllerLabel { controller }).inc();
+        self.reconciles
+            .get_or_create(&ControllerLabel { controller })
+            .inc();
     }
 
     /// A reconcile failed.
     pub fn reconcile_error(&self, category: &'static str) {
-        self.reconcile_errors.get_or_create(&CategoryLabel { category }).inc();
+        self.reconcile_errors
+            .get_or_create(&CategoryLabel { category })
+            .inc();
     }
 
     /// Several DSS jobs matched a lost start.
@@ -223,14 +253,29 @@ impl Metrics {
 pub struct DssObserver(pub Arc<Metrics>);
 
 impl RequestObserver for DssObserver {
-    fn observe(&self, operation: Operation, outcome: &'static str, elapsed: Duration) {
+    fn observe(&self, operation: Operation, outcome: Outcome, elapsed: Duration) {
         let op = operation.as_str();
-        self.0.dss_requests.get_or_create(&DssLabels { operation: op, status_class: outcome }).inc();
-        self.0.dss_latency.get_or_create(&OperationLabel { operation: op }).observe(elapsed.as_secs_f64());
+        let status_class = outcome.as_str();
+        self.0
+            .dss_requests
+            .get_or_create(&DssLabels {
+                operation: op,
+                status_class,
+            })
+            .inc();
+        self.0
+            .dss_latency
+            .get_or_create(&OperationLabel { operation: op })
+            .observe(elapsed.as_secs_f64());
     }
 
     fn throttled(&self, operation: Operation, _wait: Duration) {
-        self.0.dss_throttled.get_or_create(&OperationLabel { operation: operation.as_str() }).inc();
+        self.0
+            .dss_throttled
+            .get_or_create(&OperationLabel {
+                operation: operation.as_str(),
+            })
+            .inc();
     }
 }
 

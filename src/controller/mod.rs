@@ -189,7 +189,9 @@ impl ErrorBackoff {
                 *n
             })
             .unwrap_or(1);
-        let base = Duration::from_secs(5).saturating_mul(1 << (n - 1).min(6)).min(Duration::from_secs(300));
+        let base = Duration::from_secs(5)
+            .saturating_mul(1 << (n - 1).min(6))
+            .min(Duration::from_secs(300));
         base.mul_f64(rand::rng().random_range(0.8..1.2))
     }
 
@@ -224,9 +226,17 @@ async fn run(args: Args) -> Result<(), BoxError> {
 
     let listener = admin::bind(args.admin_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "admin server listening");
-    let admin = tokio::spawn(admin::serve(listener, readiness.clone(), metrics.clone(), wait(shutdown_rx.clone())));
+    let admin = tokio::spawn(admin::serve(
+        listener,
+        readiness.clone(),
+        metrics.clone(),
+        wait(shutdown_rx.clone()),
+    ));
 
-    let identity = args.pod_name.clone().unwrap_or_else(|| format!("kube-dss-{}", std::process::id()));
+    let identity = args
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("kube-dss-{}", std::process::id()));
     let elector = args.leader_election.then(|| {
         leader::Elector::new(
             client.clone(),
@@ -251,7 +261,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
     readiness.crds_found.store(true, Ordering::Relaxed);
 
     let default = default_connection(&args)?;
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "kube-dss".into(), instance: Some(identity) });
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "kube-dss".into(),
+            instance: Some(identity),
+        },
+    );
     let settings = Settings {
         plan: plan::Settings {
             start_grace: Duration::from_secs(args.dss_request_timeout_seconds + 10),
@@ -263,9 +279,18 @@ async fn run(args: Args) -> Result<(), BoxError> {
         log_tail_lines: args.log_tail_lines.max(1),
     };
     let scopes: Vec<Option<String>> = {
-        let list: Vec<String> =
-            args.namespace.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
-        if list.is_empty() { vec![None] } else { list.into_iter().map(Some).collect() }
+        let list: Vec<String> = args
+            .namespace
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if list.is_empty() {
+            vec![None]
+        } else {
+            list.into_iter().map(Some).collect()
+        }
     };
     let mut synced = Vec::new();
     let mut running = Vec::new();
@@ -273,7 +298,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
         let (fut, ready) = run_scope(
             client.clone(),
             scope,
-            &args,
+            args.concurrency,
+            Duration::from_secs(args.dss_request_timeout_seconds),
             default.clone(),
             recorder.clone(),
             metrics.clone(),
@@ -306,10 +332,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
     }
     metrics.set_leader(false);
-    if let Some(e) = &elector {
-        if !lost_lease {
-            e.release().await;
-        }
+    if let Some(e) = &elector
+        && !lost_lease
+    {
+        e.release().await;
     }
     let _ = shutdown_tx.send(true);
     let _ = admin.await;
@@ -324,7 +350,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
 fn run_scope(
     client: Client,
     namespace: Option<String>,
-    args: &Args,
+    concurrency: u16,
+    request_timeout: Duration,
     default: Option<connections::DefaultConnection>,
     recorder: Recorder,
     metrics: Arc<metrics::Metrics>,
@@ -332,15 +359,18 @@ fn run_scope(
     shutdown: watch::Receiver<bool>,
 ) -> (impl Future<Output = ()>, impl Future<Output = ()>) {
     let (builds, conns): (Api<DatasetBuild>, Api<DSSConnection>) = match &namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let wc = watcher::Config::default().any_semantic();
-    let conn_controller = Controller::new(conns.clone(), wc.clone())
-        .with_config(controller::Config::default().concurrency(4));
+    let conn_controller =
+        Controller::new(conns.clone(), wc.clone()).with_config(controller::Config::default().concurrency(4));
     let conn_store = conn_controller.store();
     let build_controller = Controller::new(builds, wc.clone())
-        .with_config(controller::Config::default().concurrency(args.concurrency));
+        .with_config(controller::Config::default().concurrency(concurrency));
     let build_store = build_controller.store();
     let observer = Arc::new(metrics::DssObserver(metrics.clone()));
     let ctx = Arc::new(Context {
@@ -350,7 +380,7 @@ fn run_scope(
             conn_store.clone(),
             default,
             observer,
-            Duration::from_secs(args.dss_request_timeout_seconds),
+            request_timeout,
         ),
         poller: poller::Poller::new(Duration::from_secs(2)),
         recorder: recorder.clone(),
@@ -436,7 +466,7 @@ async fn report<K>(
                 action: "Reconcile".to_string(),
                 secondary: None,
             };
-            let reference = obj.into();
+            let reference = (*obj).into();
             if let Err(e) = ctx.recorder.publish(&event, &reference).await {
                 tracing::debug!(error = %e, "could not publish a reconcile error event");
             }
@@ -455,7 +485,9 @@ fn default_connection(args: &Args) -> Result<Option<connections::DefaultConnecti
     let prefix = match args.dss_api_prefix.as_str() {
         "/public/api" => dss::ApiPrefix::PublicApi,
         "/dip/publicapi" => dss::ApiPrefix::DipPublicApi,
-        other => return Err(format!("--dss-api-prefix must be /public/api or /dip/publicapi, not {other}").into()),
+        other => {
+            return Err(format!("--dss-api-prefix must be /public/api or /dip/publicapi, not {other}").into());
+        }
     };
     let rps = args.dss_requests_per_second.max(1);
     Ok(Some(connections::DefaultConnection {

@@ -130,13 +130,17 @@ pub fn next_step(
         return if waited >= settings.start_grace {
             Step::ResolveStart
         } else {
-            Step::WaitForStarter { after: settings.start_grace - waited }
+            Step::WaitForStarter {
+                after: settings.start_grace - waited,
+            }
         };
     }
 
     if has_active_job(status) {
         if status.abort_request.is_some() {
-            return Step::Poll { after: settings.abort_poll };
+            return Step::Poll {
+                after: settings.abort_poll,
+            };
         }
         let started = status.start_request.as_ref().map(|r| r.requested_at.0);
         let age = started.map(|t| elapsed(t, now)).unwrap_or_default();
@@ -144,28 +148,40 @@ pub fn next_step(
         if started.is_some() {
             if let Some(limit) = spec.active_deadline_seconds.and_then(secs) {
                 if age >= limit {
-                    return Step::Abort { reason: AbortReason::DeadlineExceeded };
+                    return Step::Abort {
+                        reason: AbortReason::DeadlineExceeded,
+                    };
                 }
                 next = next.min(limit - age);
             }
             let queued = matches!(recorded_state(status), None | Some(JobState::NotStarted));
             if let (true, Some(limit)) = (queued, spec.start_deadline_seconds.and_then(secs)) {
                 if age >= limit {
-                    return Step::Abort { reason: AbortReason::DeadlineExceeded };
+                    return Step::Abort {
+                        reason: AbortReason::DeadlineExceeded,
+                    };
                 }
                 next = next.min(limit - age);
             }
         }
         if status.fingerprint.as_deref() != Some(want) && spec.on_spec_change == Some(OnSpecChange::Abort) {
-            return Step::Abort { reason: AbortReason::SpecChanged };
+            return Step::Abort {
+                reason: AbortReason::SpecChanged,
+            };
         }
-        return Step::Poll { after: next.max(Duration::from_millis(100)) };
+        return Step::Poll {
+            after: next.max(Duration::from_millis(100)),
+        };
     }
 
     let suspended = spec.suspend.unwrap_or(false);
     let same_request = status.fingerprint.as_deref() == Some(want) && status.job_id.is_some();
     if !same_request {
-        return if suspended { Step::Suspend } else { Step::Start { attempt: 1 } };
+        return if suspended {
+            Step::Suspend
+        } else {
+            Step::Start { attempt: 1 }
+        };
     }
 
     // The current run request has a terminal job: retry a FAILED one if allowed.
@@ -178,9 +194,17 @@ pub fn next_step(
         let ended = status.completion_time.as_ref().map(|t| t.0).unwrap_or(now);
         let waited = elapsed(ended, now);
         if waited < backoff {
-            return Step::RetryLater { after: backoff - waited };
+            return Step::RetryLater {
+                after: backoff - waited,
+            };
         }
-        return if suspended { Step::Suspend } else { Step::Start { attempt: attempts + 1 } };
+        return if suspended {
+            Step::Suspend
+        } else {
+            Step::Start {
+                attempt: attempts + 1,
+            }
+        };
     }
     Step::Done
 }
@@ -210,7 +234,11 @@ mod tests {
     fn started(fp: &str, at: i64, job: Option<&str>, state: Option<&str>) -> DatasetBuildStatus {
         DatasetBuildStatus {
             fingerprint: Some(fp.into()),
-            start_request: Some(StartRequest { requested_at: Time(ts(at)), fingerprint: fp.into(), attempt: Some(1) }),
+            start_request: Some(StartRequest {
+                requested_at: Time(ts(at)),
+                fingerprint: fp.into(),
+                attempt: Some(1),
+            }),
             job_id: job.map(Into::into),
             state: state.map(Into::into),
             attempts: Some(1),
@@ -226,59 +254,215 @@ mod tests {
     fn table() {
         let s = Settings::default();
         let base = spec();
-        let suspended = DatasetBuildSpec { suspend: Some(true), ..spec() };
-        let abort_on_change = DatasetBuildSpec { on_spec_change: Some(OnSpecChange::Abort), ..spec() };
-        let deadline = DatasetBuildSpec { active_deadline_seconds: Some(100), ..spec() };
-        let start_deadline = DatasetBuildSpec { start_deadline_seconds: Some(30), ..spec() };
+        let suspended = DatasetBuildSpec {
+            suspend: Some(true),
+            ..spec()
+        };
+        let abort_on_change = DatasetBuildSpec {
+            on_spec_change: Some(OnSpecChange::Abort),
+            ..spec()
+        };
+        let deadline = DatasetBuildSpec {
+            active_deadline_seconds: Some(100),
+            ..spec()
+        };
+        let start_deadline = DatasetBuildSpec {
+            start_deadline_seconds: Some(30),
+            ..spec()
+        };
         let retrying = DatasetBuildSpec {
-            retry: Some(RetryPolicy { limit: Some(2), backoff_seconds: Some(60) }),
+            retry: Some(RetryPolicy {
+                limit: Some(2),
+                backoff_seconds: Some(60),
+            }),
             ..spec()
         };
         let mut failed_at_0 = started(WANT, 0, Some("j1"), Some("FAILED"));
         failed_at_0.completion_time = Some(Time(ts(10)));
         let mut aborting = started(WANT, 0, Some("j1"), Some("RUNNING"));
-        aborting.abort_request = Some(AbortRequest { reason: "DeadlineExceeded".into(), requested_at: Time(ts(5)) });
+        aborting.abort_request = Some(AbortRequest {
+            reason: "DeadlineExceeded".into(),
+            requested_at: Time(ts(5)),
+        });
         let mut third_attempt_failed = failed_at_0.clone();
         third_attempt_failed.attempts = Some(3);
 
         let cases: Vec<(&str, &DatasetBuildSpec, DatasetBuildStatus, i64, Step)> = vec![
-            ("new build starts a job", &base, DatasetBuildStatus::default(), 0, Step::Start { attempt: 1 }),
-            ("new build while suspended starts nothing", &suspended, DatasetBuildStatus::default(), 0, Step::Suspend),
-            ("recent start request without job waits for its starter", &base, started(WANT, 0, None, None), 10,
-                Step::WaitForStarter { after: s.start_grace - Duration::from_secs(10) }),
-            ("old start request without job searches DSS", &base, started(WANT, 0, None, None), 41, Step::ResolveStart),
-            ("young running job is polled fast", &base, started(WANT, 0, Some("j1"), Some("RUNNING")), 2,
-                Step::Poll { after: s.poll_min }),
-            ("old running job is polled slowly", &base, started(WANT, 0, Some("j1"), Some("RUNNING")), 3600,
-                Step::Poll { after: s.poll_max }),
-            ("job with unknown state counts as active", &base, started(WANT, 0, Some("j1"), Some("COMPUTING")), 2,
-                Step::Poll { after: s.poll_min }),
-            ("done job of the wanted request is done", &base, started(WANT, 0, Some("j1"), Some("DONE")), 50, Step::Done),
-            ("aborted job of the wanted request is done", &base, started(WANT, 0, Some("j1"), Some("ABORTED")), 50, Step::Done),
-            ("failed job without retries is done", &base, failed_at_0.clone(), 500, Step::Done),
-            ("failed job retries after the backoff", &retrying, failed_at_0.clone(), 70, Step::Start { attempt: 2 }),
-            ("failed job waits for the backoff", &retrying, failed_at_0.clone(), 40,
-                Step::RetryLater { after: Duration::from_secs(30) }),
-            ("retries stop at the limit", &retrying, third_attempt_failed, 500, Step::Done),
-            ("new rerun token after a done job starts one job", &base, started("old", 0, Some("j1"), Some("DONE")), 50,
-                Step::Start { attempt: 1 }),
-            ("new request while suspended starts nothing", &suspended, started("old", 0, Some("j1"), Some("DONE")), 50,
-                Step::Suspend),
-            ("spec change under Wait lets the job run", &base, started("old", 0, Some("j1"), Some("RUNNING")), 2,
-                Step::Poll { after: s.poll_min }),
-            ("spec change under Abort aborts the job", &abort_on_change, started("old", 0, Some("j1"), Some("RUNNING")), 2,
-                Step::Abort { reason: AbortReason::SpecChanged }),
-            ("suspend does not stop an active job", &suspended, started(WANT, 0, Some("j1"), Some("RUNNING")), 2,
-                Step::Poll { after: s.poll_min }),
-            ("active deadline aborts", &deadline, started(WANT, 0, Some("j1"), Some("RUNNING")), 100,
-                Step::Abort { reason: AbortReason::DeadlineExceeded }),
-            ("poll wakes up at the active deadline", &deadline, started(WANT, 0, Some("j1"), Some("RUNNING")), 99,
-                Step::Poll { after: Duration::from_secs(1) }),
-            ("start deadline aborts a queued job", &start_deadline, started(WANT, 0, Some("j1"), Some("NOT_STARTED")), 31,
-                Step::Abort { reason: AbortReason::DeadlineExceeded }),
-            ("start deadline spares a running job", &start_deadline, started(WANT, 0, Some("j1"), Some("RUNNING")), 31,
-                Step::Poll { after: Duration::from_millis(3875) }),
-            ("abort in progress is polled", &base, aborting, 10, Step::Poll { after: s.abort_poll }),
+            (
+                "new build starts a job",
+                &base,
+                DatasetBuildStatus::default(),
+                0,
+                Step::Start { attempt: 1 },
+            ),
+            (
+                "new build while suspended starts nothing",
+                &suspended,
+                DatasetBuildStatus::default(),
+                0,
+                Step::Suspend,
+            ),
+            (
+                "recent start request without job waits for its starter",
+                &base,
+                started(WANT, 0, None, None),
+                10,
+                Step::WaitForStarter {
+                    after: s.start_grace - Duration::from_secs(10),
+                },
+            ),
+            (
+                "old start request without job searches DSS",
+                &base,
+                started(WANT, 0, None, None),
+                41,
+                Step::ResolveStart,
+            ),
+            (
+                "young running job is polled fast",
+                &base,
+                started(WANT, 0, Some("j1"), Some("RUNNING")),
+                2,
+                Step::Poll { after: s.poll_min },
+            ),
+            (
+                "old running job is polled slowly",
+                &base,
+                started(WANT, 0, Some("j1"), Some("RUNNING")),
+                3600,
+                Step::Poll { after: s.poll_max },
+            ),
+            (
+                "job with unknown state counts as active",
+                &base,
+                started(WANT, 0, Some("j1"), Some("COMPUTING")),
+                2,
+                Step::Poll { after: s.poll_min },
+            ),
+            (
+                "done job of the wanted request is done",
+                &base,
+                started(WANT, 0, Some("j1"), Some("DONE")),
+                50,
+                Step::Done,
+            ),
+            (
+                "aborted job of the wanted request is done",
+                &base,
+                started(WANT, 0, Some("j1"), Some("ABORTED")),
+                50,
+                Step::Done,
+            ),
+            (
+                "failed job without retries is done",
+                &base,
+                failed_at_0.clone(),
+                500,
+                Step::Done,
+            ),
+            (
+                "failed job retries after the backoff",
+                &retrying,
+                failed_at_0.clone(),
+                70,
+                Step::Start { attempt: 2 },
+            ),
+            (
+                "failed job waits for the backoff",
+                &retrying,
+                failed_at_0.clone(),
+                40,
+                Step::RetryLater {
+                    after: Duration::from_secs(30),
+                },
+            ),
+            (
+                "retries stop at the limit",
+                &retrying,
+                third_attempt_failed,
+                500,
+                Step::Done,
+            ),
+            (
+                "new rerun token after a done job starts one job",
+                &base,
+                started("old", 0, Some("j1"), Some("DONE")),
+                50,
+                Step::Start { attempt: 1 },
+            ),
+            (
+                "new request while suspended starts nothing",
+                &suspended,
+                started("old", 0, Some("j1"), Some("DONE")),
+                50,
+                Step::Suspend,
+            ),
+            (
+                "spec change under Wait lets the job run",
+                &base,
+                started("old", 0, Some("j1"), Some("RUNNING")),
+                2,
+                Step::Poll { after: s.poll_min },
+            ),
+            (
+                "spec change under Abort aborts the job",
+                &abort_on_change,
+                started("old", 0, Some("j1"), Some("RUNNING")),
+                2,
+                Step::Abort {
+                    reason: AbortReason::SpecChanged,
+                },
+            ),
+            (
+                "suspend does not stop an active job",
+                &suspended,
+                started(WANT, 0, Some("j1"), Some("RUNNING")),
+                2,
+                Step::Poll { after: s.poll_min },
+            ),
+            (
+                "active deadline aborts",
+                &deadline,
+                started(WANT, 0, Some("j1"), Some("RUNNING")),
+                100,
+                Step::Abort {
+                    reason: AbortReason::DeadlineExceeded,
+                },
+            ),
+            (
+                "poll wakes up at the active deadline",
+                &deadline,
+                started(WANT, 0, Some("j1"), Some("RUNNING")),
+                99,
+                Step::Poll {
+                    after: Duration::from_secs(1),
+                },
+            ),
+            (
+                "start deadline aborts a queued job",
+                &start_deadline,
+                started(WANT, 0, Some("j1"), Some("NOT_STARTED")),
+                31,
+                Step::Abort {
+                    reason: AbortReason::DeadlineExceeded,
+                },
+            ),
+            (
+                "start deadline spares a running job",
+                &start_deadline,
+                started(WANT, 0, Some("j1"), Some("RUNNING")),
+                31,
+                Step::Poll {
+                    after: Duration::from_millis(3875),
+                },
+            ),
+            (
+                "abort in progress is polled",
+                &base,
+                aborting,
+                10,
+                Step::Poll { after: s.abort_poll },
+            ),
         ];
         for (name, spec, status, now, expected) in cases {
             assert_eq!(decide(spec, &status, now), expected, "{name}");

@@ -37,7 +37,11 @@ impl Observed {
             start_time: s.start_time,
             end_time: s.end_time,
             warnings: s.warnings_count,
-            failed_activity: s.activities.iter().find(|a| a.state == JobState::Failed).map(|a| a.id.clone()),
+            failed_activity: s
+                .activities
+                .iter()
+                .find(|a| a.state == JobState::Failed)
+                .map(|a| a.id.clone()),
         }
     }
 
@@ -70,7 +74,11 @@ pub struct Poller {
 impl Poller {
     /// A poller whose listings are reused for `max_age`.
     pub fn new(max_age: Duration) -> Self {
-        Self { max_age, slots: Mutex::new(HashMap::new()), unsupported: Mutex::new(HashSet::new()) }
+        Self {
+            max_age,
+            slots: Mutex::new(HashMap::new()),
+            unsupported: Mutex::new(HashSet::new()),
+        }
     }
 
     /// The current state of a job.
@@ -81,7 +89,7 @@ impl Poller {
         job_id: &str,
         job_started: Instant,
     ) -> Result<Observed, dss::Error> {
-        if let Some(item) = self.from_listing(conn, project_key, job_id, job_started).await {
+        if let Some(item) = self.listed(conn, project_key, job_id, job_started).await {
             return Ok(item);
         }
         let status = conn.client.get_status(project_key, job_id).await?;
@@ -89,12 +97,17 @@ impl Poller {
     }
 
     /// A job's full status (for terminal details: activities, warnings).
-    pub async fn status(&self, conn: &Resolved, project_key: &str, job_id: &str) -> Result<Observed, dss::Error> {
+    pub async fn status(
+        &self,
+        conn: &Resolved,
+        project_key: &str,
+        job_id: &str,
+    ) -> Result<Observed, dss::Error> {
         let status = conn.client.get_status(project_key, job_id).await?;
         Ok(Observed::from_status(&status))
     }
 
-    async fn from_listing(
+    async fn listed(
         &self,
         conn: &Resolved,
         project_key: &str,
@@ -106,7 +119,10 @@ impl Poller {
         }
         let slot = {
             let mut slots = self.slots.lock().ok()?;
-            slots.entry((conn.key.clone(), project_key.to_string())).or_default().clone()
+            slots
+                .entry((conn.key.clone(), project_key.to_string()))
+                .or_default()
+                .clone()
         };
         // Holding the slot while fetching makes concurrent pollers of one project share one request.
         let mut listing = slot.lock().await;

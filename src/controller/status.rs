@@ -82,22 +82,41 @@ pub struct Blocker {
 /// - failure / abort: Ready=False, Succeeded=False, Stalled=True;
 /// - in progress: Ready=False, Reconciling=True, Succeeded=Unknown;
 /// - suspended: Ready=False, Succeeded=Unknown.
-pub fn summarize(status: &mut DatasetBuildStatus, generation: Option<i64>, blocker: Option<&Blocker>, now: Timestamp) {
+pub fn summarize(
+    status: &mut DatasetBuildStatus,
+    generation: Option<i64>,
+    blocker: Option<&Blocker>,
+    now: Timestamp,
+) {
     let phase = status.phase.unwrap_or(Phase::Pending);
     status.observed_generation = generation;
     let conditions = &mut status.conditions;
     let phase_message = phase_message(phase, status.job_id.as_deref(), status.state.as_deref());
     match (phase, blocker) {
         (Phase::Succeeded, _) => {
-            let msg = format!("DSS job {} finished DONE", status.job_id.as_deref().unwrap_or("?"));
+            let msg = format!(
+                "DSS job {} finished DONE",
+                status.job_id.as_deref().unwrap_or("?")
+            );
             set_condition(conditions, READY, "True", "Succeeded", &msg, generation, now);
-            set_condition(conditions, SUCCEEDED, "True", "JobSucceeded", &msg, generation, now);
+            set_condition(
+                conditions,
+                SUCCEEDED,
+                "True",
+                "JobSucceeded",
+                &msg,
+                generation,
+                now,
+            );
             remove_condition(conditions, RECONCILING);
             remove_condition(conditions, STALLED);
         }
         (Phase::Failed | Phase::Aborted, _) => {
             let (reason, message) = match &status.failure {
-                Some(f) => (f.reason.clone(), f.message.clone().unwrap_or_else(|| phase_message.clone())),
+                Some(f) => (
+                    f.reason.clone(),
+                    f.message.clone().unwrap_or_else(|| phase_message.clone()),
+                ),
                 None => (phase.as_str().to_string(), phase_message.clone()),
             };
             set_condition(conditions, READY, "False", &reason, &message, generation, now);
@@ -107,14 +126,26 @@ pub fn summarize(status: &mut DatasetBuildStatus, generation: Option<i64>, block
         }
         (_, Some(b)) if b.stalled => {
             set_condition(conditions, READY, "False", &b.reason, &b.message, generation, now);
-            set_condition(conditions, SUCCEEDED, "Unknown", &b.reason, &b.message, generation, now);
-            set_condition(conditions, STALLED, "True", &b.reason, &b.message, generation, now);
+            set_condition(
+                conditions, SUCCEEDED, "Unknown", &b.reason, &b.message, generation, now,
+            );
+            set_condition(
+                conditions, STALLED, "True", &b.reason, &b.message, generation, now,
+            );
             remove_condition(conditions, RECONCILING);
         }
         (Phase::Suspended, _) => {
             let msg = "spec.suspend is true: no new job is started";
             set_condition(conditions, READY, "False", "Suspended", msg, generation, now);
-            set_condition(conditions, SUCCEEDED, "Unknown", "Suspended", msg, generation, now);
+            set_condition(
+                conditions,
+                SUCCEEDED,
+                "Unknown",
+                "Suspended",
+                msg,
+                generation,
+                now,
+            );
             remove_condition(conditions, RECONCILING);
             remove_condition(conditions, STALLED);
         }
@@ -124,8 +155,18 @@ pub fn summarize(status: &mut DatasetBuildStatus, generation: Option<i64>, block
                 None => (phase.as_str().to_string(), phase_message.clone()),
             };
             set_condition(conditions, READY, "False", &reason, &message, generation, now);
-            set_condition(conditions, RECONCILING, "True", &reason, &message, generation, now);
-            set_condition(conditions, SUCCEEDED, "Unknown", &reason, &message, generation, now);
+            set_condition(
+                conditions,
+                RECONCILING,
+                "True",
+                &reason,
+                &message,
+                generation,
+                now,
+            );
+            set_condition(
+                conditions, SUCCEEDED, "Unknown", &reason, &message, generation, now,
+            );
             remove_condition(conditions, STALLED);
         }
     }
@@ -134,7 +175,10 @@ pub fn summarize(status: &mut DatasetBuildStatus, generation: Option<i64>, block
 }
 
 fn condition_rank(type_: &str) -> usize {
-    [READY, RECONCILING, STALLED, SUCCEEDED].iter().position(|t| *t == type_).unwrap_or(usize::MAX)
+    [READY, RECONCILING, STALLED, SUCCEEDED]
+        .iter()
+        .position(|t| *t == type_)
+        .unwrap_or(usize::MAX)
 }
 
 fn phase_message(phase: Phase, job_id: Option<&str>, state: Option<&str>) -> String {
@@ -188,7 +232,12 @@ pub fn time_from_chrono(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<Time
 
 /// A failure record.
 pub fn failure(reason: &str, message: impl Into<String>) -> Failure {
-    Failure { reason: reason.to_string(), message: Some(message.into()), activity: None, log_tail: None }
+    Failure {
+        reason: reason.to_string(),
+        message: Some(message.into()),
+        activity: None,
+        log_tail: None,
+    }
 }
 
 #[cfg(test)]
@@ -213,13 +262,20 @@ mod tests {
 
     #[test]
     fn success_has_ready_and_succeeded_true_and_nothing_else() {
-        let mut s = DatasetBuildStatus { phase: Some(Phase::Running), ..Default::default() };
+        let mut s = DatasetBuildStatus {
+            phase: Some(Phase::Running),
+            ..Default::default()
+        };
         summarize(&mut s, Some(3), None, ts(1));
         assert_eq!(condition(&s.conditions, RECONCILING).unwrap().status, "True");
         assert_eq!(condition(&s.conditions, SUCCEEDED).unwrap().status, "Unknown");
         s.phase = Some(Phase::Succeeded);
         summarize(&mut s, Some(3), None, ts(2));
-        let types: Vec<_> = s.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect();
+        let types: Vec<_> = s
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect();
         assert_eq!(types, vec![(READY, "True"), (SUCCEEDED, "True")]);
         assert_eq!(s.observed_generation, Some(3));
     }
@@ -233,7 +289,10 @@ mod tests {
         };
         summarize(&mut s, Some(1), None, ts(1));
         let stalled = condition(&s.conditions, STALLED).unwrap();
-        assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", "DeadlineExceeded"));
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "DeadlineExceeded")
+        );
         assert_eq!(condition(&s.conditions, SUCCEEDED).unwrap().status, "False");
         assert_eq!(condition(&s.conditions, READY).unwrap().status, "False");
         assert!(condition(&s.conditions, RECONCILING).is_none());
@@ -241,14 +300,31 @@ mod tests {
 
     #[test]
     fn blockers_are_reconciling_or_stalled() {
-        let mut s = DatasetBuildStatus { phase: Some(Phase::Pending), ..Default::default() };
-        let waiting = Blocker { reason: "ConnectionNotFound".into(), message: "m".into(), stalled: false };
+        let mut s = DatasetBuildStatus {
+            phase: Some(Phase::Pending),
+            ..Default::default()
+        };
+        let waiting = Blocker {
+            reason: "ConnectionNotFound".into(),
+            message: "m".into(),
+            stalled: false,
+        };
         summarize(&mut s, Some(1), Some(&waiting), ts(1));
-        assert_eq!(condition(&s.conditions, RECONCILING).unwrap().reason, "ConnectionNotFound");
+        assert_eq!(
+            condition(&s.conditions, RECONCILING).unwrap().reason,
+            "ConnectionNotFound"
+        );
         assert!(condition(&s.conditions, STALLED).is_none());
-        let stuck = Blocker { reason: "StartOutcomeUnknown".into(), message: "m".into(), stalled: true };
+        let stuck = Blocker {
+            reason: "StartOutcomeUnknown".into(),
+            message: "m".into(),
+            stalled: true,
+        };
         summarize(&mut s, Some(1), Some(&stuck), ts(2));
-        assert_eq!(condition(&s.conditions, STALLED).unwrap().reason, "StartOutcomeUnknown");
+        assert_eq!(
+            condition(&s.conditions, STALLED).unwrap().reason,
+            "StartOutcomeUnknown"
+        );
         assert!(condition(&s.conditions, RECONCILING).is_none());
     }
 

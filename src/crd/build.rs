@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 /// Builds Dataiku DSS datasets (or folders, models, ...) by starting a DSS job with this definition.
 /// The operator starts one DSS job per distinct (definition, rerunToken), records its id and state in
 /// `.status`, and aborts it when the resource is deleted (see `deletionPolicy`).
+// Several printer columns repeat `type_ = "string"`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "kube-dss.dev",

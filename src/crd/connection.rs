@@ -8,6 +8,8 @@ use super::SecretKeyRef;
 
 /// Where a Dataiku DSS instance is and how to authenticate to it. DatasetBuilds of the same namespace
 /// refer to it with `spec.connectionRef`.
+// Several printer columns repeat `type_ = "string"`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "kube-dss.dev",
@@ -20,8 +22,16 @@ use super::SecretKeyRef;
     category = "dss",
     doc = "DSSConnection says where a Dataiku DSS instance is, which API key to use, and the request budget shared by every build that uses it.",
     printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type=='Ready')].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type=='Ready')].reason"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
