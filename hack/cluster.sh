@@ -91,7 +91,7 @@ start_etcd() {
     --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
     --initial-cluster "kube-dss=http://127.0.0.1:$peer" --listen-metrics-urls "" \
     --quota-backend-bytes 4294967296 --unsafe-no-fsync \
-    >>"$state/logs/etcd.log" 2>&1 &
+    >>"$state/logs/etcd.log" 2>&1 9>&- &
   echo $! > "$state/pids/etcd"
   for _ in $(seq 1 100); do
     curl -fsS --max-time 1 "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
@@ -114,7 +114,7 @@ start_apiserver() {
     --service-cluster-ip-range 10.96.0.0/24 \
     --enable-priority-and-fairness=false \
     --max-requests-inflight 2000 --max-mutating-requests-inflight 1000 \
-    --v 1 >>"$state/logs/kube-apiserver.log" 2>&1 &
+    --v 1 >>"$state/logs/kube-apiserver.log" 2>&1 9>&- &
   echo $! > "$state/pids/kube-apiserver"
   for _ in $(seq 1 600); do
     healthy && return 0

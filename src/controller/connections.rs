@@ -358,7 +358,7 @@ impl Connections {
             })
             .filter(|v| !v.is_empty());
         value.ok_or_else(|| Error::Connection {
-            reason: "SecretKeyMissing",
+            reason: "SecretKeyNotFound",
             message: format!(
                 "Secret {namespace}/{} has no non-empty key {:?} (named by {field})",
                 r.name, r.key
