@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use kube_dss::{cli, controller, crd, emulator, telemetry};
+use kube_dss::{cli, controller, crd, emulator};
 
 /// kube-dss: drive Dataiku DSS dataset builds from Kubernetes.
 #[derive(Parser)]
