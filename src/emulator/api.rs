@@ -846,11 +846,24 @@ async fn dataset_info(
     P((pk, name)): P<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (p, idx) = dataset(&st, &caller, &pk, &name)?;
-    to_json(&json!({
+    let mut info = json!({
         "dataset": dataset_json(p, idx),
         "partitioned": p.objects[idx].partitioned(),
         "computable": p.objects[idx].computable,
-    }))
+    });
+    let last = {
+        let mut sim = lock(&st.sim);
+        let now = sim.now();
+        sim.advance(now);
+        sim.last_build(&pk, idx)
+    };
+    if let (Some((start, end, ok)), Some(o)) = (last, info.as_object_mut()) {
+        o.insert(
+            "lastBuild".into(),
+            json!({"buildStartTime": start, "buildEndTime": end, "buildSuccess": ok}),
+        );
+    }
+    to_json(&info)
 }
 
 async fn dataset_partitions(

@@ -240,6 +240,8 @@ pub(crate) struct Sim {
     /// Last millisecond used in an id, per project and first output, to keep ids unique.
     last_id_ms: HashMap<String, i64>,
     built: HashMap<(String, usize), HashSet<String>>,
+    /// The last finished build of each object: (start, end, success).
+    last_build: HashMap<(String, usize), (u64, u64, bool)>,
     pub(crate) jobs_started: u64,
 }
 
@@ -260,6 +262,7 @@ impl Sim {
             next_seq: 0,
             last_id_ms: HashMap::new(),
             built: HashMap::new(),
+            last_build: HashMap::new(),
             jobs_started: 0,
         }
     }
@@ -348,6 +351,13 @@ impl Sim {
             out.extend(set.iter().filter(|p| *p != "NP").cloned());
         }
         out.into_iter().collect()
+    }
+
+    /// The last finished build of an object, as epoch ms (start, end) and success.
+    pub(crate) fn last_build(&self, project: &str, obj: usize) -> Option<(i64, i64, bool)> {
+        self.last_build
+            .get(&(project.to_owned(), obj))
+            .map(|&(s, e, ok)| (self.clock.epoch_ms(s), self.clock.epoch_ms(e), ok))
     }
 
     fn mark_built(&mut self, project: &str, obj: usize, partition: &str) {
@@ -593,6 +603,10 @@ impl Sim {
             act.warnings_out = act.warnings;
         }
         let built = (!failed).then(|| (act.project.clone(), act.obj, act.partition.clone()));
+        let build = (
+            (act.project.clone(), act.obj),
+            (act.start_us.unwrap_or(t), t, !failed),
+        );
         let next = cur + 1;
         let finished = if failed {
             for a in &mut job.activities[next..] {
@@ -620,6 +634,7 @@ impl Sim {
         if let Some((p, o, part)) = built {
             self.mark_built(&p, o, &part);
         }
+        self.last_build.insert(build.0, build.1);
         if finished {
             self.start_queued(t);
         }
@@ -673,6 +688,7 @@ impl Sim {
         }
         let was_running = job.state == JobState::Running;
         let mut built = Vec::new();
+        let mut builds = Vec::new();
         match finish.state {
             JobState::Done => {
                 for a in &mut job.activities {
@@ -682,6 +698,7 @@ impl Sim {
                         a.state = ActState::Done;
                         a.warnings_out = a.warnings;
                         built.push((a.project.clone(), a.obj, a.partition.clone()));
+                        builds.push(((a.project.clone(), a.obj), (a.start_us.unwrap_or(now), now, true)));
                     }
                 }
                 if let Some(w) = finish.warnings {
@@ -706,6 +723,10 @@ impl Sim {
                             a.state = ActState::Failed;
                             a.error = Some(message.clone());
                             blamed = true;
+                            builds.push((
+                                (a.project.clone(), a.obj),
+                                (a.start_us.unwrap_or(now), now, false),
+                            ));
                         }
                         ActState::Running | ActState::NotStarted => a.state = ActState::Skipped,
                         _ => {}
@@ -739,6 +760,7 @@ impl Sim {
         for (p, o, part) in built {
             self.mark_built(&p, o, &part);
         }
+        self.last_build.extend(builds);
         if was_running {
             self.running = self.running.saturating_sub(1);
             self.start_queued(now);
