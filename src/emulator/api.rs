@@ -23,7 +23,7 @@ use super::{
     catalog::{ApiKey, ObjectType, Project},
     faults::DropMode,
     server::{AppState, ResetConnection, lock},
-    sim::{BuildType, JobError, Target},
+    sim::{BuildType, JobError, NewJob, Target},
 };
 
 /// Error types of DSS error bodies. The exact types and statuses real DSS uses are not verified;
@@ -646,13 +646,15 @@ async fn start_job(
         };
         let job = sim
             .create(
-                &pk,
-                def,
-                &caller.key.config.id,
-                &label,
-                &first_output,
-                activities,
-                note,
+                NewJob {
+                    project: &pk,
+                    def,
+                    key_id: &caller.key.config.id,
+                    label: &label,
+                    first_output: &first_output,
+                    activities,
+                    note,
+                },
                 now,
             )
             .ok_or_else(|| ApiError::internal("the job was not retained"))?;

@@ -221,6 +221,22 @@ pub(crate) enum JobError {
     AlreadyFinished(JobState),
 }
 
+/// What a job is created from.
+pub(crate) struct NewJob<'a> {
+    pub(crate) project: &'a str,
+    /// The definition to store, without the server-assigned fields (they are added).
+    pub(crate) def: Map<String, Value>,
+    /// The id of the API key starting it.
+    pub(crate) key_id: &'a str,
+    /// `<firstOutputId>_<partition|NP>`, already URL-safe: the job name after `build_`.
+    pub(crate) label: &'a str,
+    /// The first output's id, to keep ids unique per output.
+    pub(crate) first_output: &'a str,
+    pub(crate) activities: Vec<Activity>,
+    /// Why a job has nothing to do, for its log.
+    pub(crate) note: Option<String>,
+}
+
 /// The simulation state.
 pub(crate) struct Sim {
     catalog: Arc<Catalog>,
@@ -462,19 +478,18 @@ impl Sim {
             .collect()
     }
 
-    /// Creates a job. `def` is the definition to store, without the server-assigned fields, which
-    /// are added here. `label` is `<firstOutputId>_<partition|NP>`, already made URL-safe.
-    pub(crate) fn create(
-        &mut self,
-        project: &str,
-        mut def: Map<String, Value>,
-        key_id: &str,
-        label: &str,
-        first_output: &str,
-        activities: Vec<Activity>,
-        note: Option<String>,
-        now: u64,
-    ) -> Option<&Job> {
+    /// Creates a job and returns it (`None` only if retention dropped it, which it never does to
+    /// the job being created).
+    pub(crate) fn create(&mut self, new: NewJob<'_>, now: u64) -> Option<&Job> {
+        let NewJob {
+            project,
+            mut def,
+            key_id,
+            label,
+            first_output,
+            activities,
+            note,
+        } = new;
         self.advance(now);
         let now_ms = self.clock.epoch_ms(now);
         let id_key = format!("{project}\u{0}{first_output}");
@@ -1118,10 +1133,17 @@ mod tests {
 
     fn start(s: &mut Sim, build: BuildType, name: &str, now: u64) -> String {
         let acts = s.plan(build, &[target(s, name)]);
-        s.create("P", Map::new(), "k", &format!("{name}_NP"), name, acts, None, now)
-            .unwrap()
-            .id
-            .clone()
+        let label = format!("{name}_NP");
+        let new = NewJob {
+            project: "P",
+            def: Map::new(),
+            key_id: "k",
+            label: &label,
+            first_output: name,
+            activities: acts,
+            note: None,
+        };
+        s.create(new, now).unwrap().id.clone()
     }
 
     #[test]
