@@ -84,3 +84,22 @@ def test_outage_and_injected_errors_surface_as_client_errors(client, admin):
         client.list_project_keys()
     admin.clear_faults()
     assert client.list_project_keys() == ["CONF", "OTHER"]
+
+
+def test_a_lost_start_response_leaves_the_job_behind(project, admin):
+    import requests
+
+    before = len(admin.jobs(PROJECT))
+    admin.set_faults(dropStartResponses=1)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        project.new_job().with_output("slow").start()
+    jobs = admin.jobs(PROJECT)
+    assert len(jobs) == before + 1
+    lost = jobs[-1]
+    assert lost["apiKeyId"] == "conformance" and lost["state"] in ("NOT_STARTED", "RUNNING")
+    # The caller can find it again, as the operator's adopt-by-search does.
+    assert lost["id"] in [i.job_id for i in project.list_running_jobs()]
+    admin.set_faults(dropStartResponses=1, dropStartResponseMode="504")
+    with pytest.raises(DataikuException, match="504 Gateway Time-out|504 Gateway Timeout"):
+        project.new_job().with_output("quick").start()
+    assert admin.stats()["faultsInjected"]["droppedStartResponses"] >= 2
