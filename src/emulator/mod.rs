@@ -1,12 +1,170 @@
-//! A local DSS emulator (jobs API subset).
+//! A local DSS emulator (jobs API subset) for demos, tests and sandboxes.
+//!
+//! It serves the DSS public API under both `/public/api` and `/dip/publicapi`, so the official
+//! Python client (`dataiku-api-client`) works against it unchanged, and simulates jobs from a
+//! configured flow: activities with durations, outcomes, warnings and log lines, an instance-wide
+//! limit on running activities, and the four build types. Faults (latency, 5xx, 429, resets, lost
+//! start responses, outages) can be injected, and an admin API under `/__emulator/` lets tests see
+//! and finish jobs. `docs/emulator.md` documents the configuration and both APIs.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kube_dss::emulator::Error> {
+//! use kube_dss::emulator::{Config, spawn};
+//! let config = Config::from_yaml("projects: [{projectKey: P, datasets: [{name: d}]}]\napiKeys: [{key: k, id: me, admin: true}]")?;
+//! let emulator = spawn(config, "127.0.0.1:0".parse().expect("a socket address")).await?;
+//! println!("{}", emulator.base_url());
+//! emulator.shutdown().await;
+//! # Ok(()) }
+//! ```
 
-use std::process::ExitCode;
+pub mod admin;
+mod admin_api;
+mod api;
+mod catalog;
+mod config;
+mod faults;
+mod server;
+mod sim;
+mod stats;
+
+use std::{
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+pub use config::{
+    ApiKeyConfig, BuildSpec, Config, DimensionConfig, InstanceConfig, ObjectConfig, Outcome, ProjectConfig,
+    RecipeConfig,
+};
+pub use faults::{DropMode, FaultCounters, Faults};
+pub use server::{Handle, spawn};
+pub use stats::Stats;
+
+use crate::telemetry::{self, LogFormat};
+
+/// The example configuration, used when `--config` is not given.
+const EXAMPLE_CONFIG: &str = include_str!("../../examples/emulator.yaml");
+
+/// Errors of the emulator's set-up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config file could not be read.
+    #[error("cannot read the emulator config {path}")]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config is not valid YAML for the expected structure.
+    #[error("the emulator config does not parse")]
+    ParseConfig(#[source] serde_yaml::Error),
+    /// The config parses but is inconsistent.
+    #[error("invalid emulator config: {0}")]
+    InvalidConfig(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The requested address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// Arguments of `kube-dss emulator`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Address to listen on; port 0 picks a free port (the ready line shows the real one).
+    #[arg(long, default_value = "127.0.0.1:11200", env = "KUBE_DSS_EMULATOR_LISTEN")]
+    pub listen: SocketAddr,
+    /// The YAML configuration file (projects, flow, API keys, faults). Without it, the built-in
+    /// copy of `examples/emulator.yaml` is used.
+    #[arg(long, env = "KUBE_DSS_EMULATOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Overrides `instance.timeScale` (e.g. 10 makes every build ten times faster).
+    #[arg(long)]
+    pub time_scale: Option<f64>,
+    /// Log format (logs go to stderr; stdout only carries the ready line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
 
-/// Runs `kube-dss emulator`.
-pub async fn main(_args: Args) -> ExitCode {
+fn load(path: Option<&Path>, time_scale: Option<f64>) -> Result<Config, Error> {
+    let mut config = match path {
+        Some(p) => Config::from_file(p)?,
+        None => Config::from_yaml(EXAMPLE_CONFIG)?,
+    };
+    if let Some(scale) = time_scale {
+        config.instance.time_scale = scale;
+        // Re-check: the override must be a valid time scale too.
+        catalog::Catalog::build(&config)?;
+    }
+    Ok(config)
+}
+
+fn report(err: &dyn std::error::Error) -> ExitCode {
+    let mut msg = format!("kube-dss emulator: {err}");
+    let mut source = err.source();
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    eprintln!("{msg}");
     ExitCode::FAILURE
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs `kube-dss emulator`: serves until SIGTERM or Ctrl-C. Prints one ready line on stdout
+/// (`kube-dss emulator listening on http://ADDR`) once it accepts connections.
+pub async fn main(args: Args) -> ExitCode {
+    telemetry::init(args.log_format, "info,kube_dss=info");
+    let config = match load(args.config.as_deref(), args.time_scale) {
+        Ok(c) => c,
+        Err(err) => return report(&err),
+    };
+    let projects = config.projects.len();
+    let handle = match spawn(config, args.listen).await {
+        Ok(h) => h,
+        Err(err) => return report(&err),
+    };
+    tracing::info!(addr = %handle.local_addr(), projects, "DSS emulator ready");
+    let mut stdout = std::io::stdout().lock();
+    // Scripts wait for this exact line to learn the port.
+    if writeln!(stdout, "kube-dss emulator listening on {}", handle.base_url())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        eprintln!("kube-dss emulator: cannot write the ready line to stdout");
+    }
+    drop(stdout);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    handle.shutdown().await;
+    ExitCode::SUCCESS
 }

@@ -1,0 +1,931 @@
+//! The DSS public API subset: projects, auth, instance info, jobs, datasets and the flow graph.
+//! The same router is served under `/public/api` and `/dip/publicapi`.
+//!
+//! Permissions checked (see `docs/emulator.md`): `READ_CONF` for projects, datasets and the flow;
+//! `READ_CONF` or `MONITOR_JOBS` for job lists; `MONITOR_JOBS` for a job's status and log;
+//! `RUN_JOBS` to start and abort jobs.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{FromRequestParts, Path, RawQuery, State, rejection::BytesRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
+    routing::{MethodRouter, get, post},
+};
+use base64::Engine;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use super::{
+    catalog::{ApiKey, ObjectType, Project},
+    faults::DropMode,
+    server::{AppState, ResetConnection, lock},
+    sim::{BuildType, JobError, NewJob, Target},
+};
+
+/// Error types of DSS error bodies. The exact types and statuses real DSS uses are not verified;
+/// these follow its Java exception naming and are documented in `docs/emulator.md`.
+pub(crate) mod error_type {
+    pub(crate) const UNAUTHORIZED: &str = "com.dataiku.dip.exceptions.UnauthorizedException";
+    pub(crate) const FORBIDDEN: &str = "com.dataiku.dip.exceptions.ForbiddenException";
+    pub(crate) const NOT_FOUND: &str = "com.dataiku.dip.server.controllers.NotFoundException";
+    pub(crate) const BAD_REQUEST: &str = "com.dataiku.dip.exceptions.BadRequestException";
+    pub(crate) const TOO_MANY_REQUESTS: &str = "com.dataiku.dip.exceptions.TooManyRequestsException";
+    pub(crate) const INTERNAL: &str = "com.dataiku.dip.exceptions.DKUException";
+    pub(crate) const CONFLICT: &str = "com.dataiku.dip.exceptions.ConflictException";
+}
+
+/// A DSS error answer: a status and a JSON body `{errorType, message, detailedMessage}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) error_type: &'static str,
+    pub(crate) message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            error_type,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, error_type::UNAUTHORIZED, message)
+    }
+    pub(crate) fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, error_type::FORBIDDEN, message)
+    }
+    pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, error_type::NOT_FOUND, message)
+    }
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, error_type::BAD_REQUEST, message)
+    }
+    pub(crate) fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error_type::INTERNAL, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "errorType": self.error_type,
+            "message": self.message,
+            "detailedMessage": self.message,
+        });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// An HTML error page as a reverse proxy in front of DSS would send it.
+pub(crate) fn gateway_page(status: StatusCode) -> Response {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let body = format!(
+        "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n</body>\r\n</html>\r\n",
+        code = status.as_u16()
+    );
+    (status, [(header::CONTENT_TYPE, "text/html")], body).into_response()
+}
+
+/// The answer to a call whose response is dropped.
+pub(crate) fn dropped(mode: DropMode) -> Response {
+    match mode {
+        DropMode::Reset => {
+            let mut r = StatusCode::BAD_GATEWAY.into_response();
+            r.extensions_mut().insert(ResetConnection);
+            r
+        }
+        DropMode::BadGateway => gateway_page(StatusCode::BAD_GATEWAY),
+        DropMode::Unavailable => gateway_page(StatusCode::SERVICE_UNAVAILABLE),
+        DropMode::GatewayTimeout => gateway_page(StatusCode::GATEWAY_TIMEOUT),
+    }
+}
+
+/// Path parameters whose rejection is a DSS JSON error.
+pub(crate) struct P<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for P<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(t)| P(t))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
+/// The authenticated caller.
+pub(crate) struct Caller {
+    pub(crate) key: ApiKey,
+    source: &'static str,
+}
+
+impl Caller {
+    fn require(&self, project: &str, perm: &str) -> Result<(), ApiError> {
+        if self.key.can(project, perm) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "Action forbidden: API key {} lacks the {perm} permission on project {project}",
+                self.key.config.id
+            )))
+        }
+    }
+
+    fn require_any(&self, project: &str, perms: &[&str]) -> Result<(), ApiError> {
+        if perms.iter().any(|p| self.key.can(project, p)) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "Action forbidden: API key {} lacks the {} permission on project {project}",
+                self.key.config.id,
+                perms.join(" or ")
+            )))
+        }
+    }
+}
+
+/// Takes the API key from, in order: `Authorization: Basic base64(key:)` (the official client),
+/// `Authorization: Bearer key`, then `X-DKU-APITicket: key`.
+fn credentials(headers: &HeaderMap) -> Result<Option<(String, &'static str)>, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("Invalid Authorization header"))?;
+        let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    ApiError::unauthorized("Invalid Authorization header: bad Basic credentials")
+                })?;
+            // The key is the user name; the password is ignored.
+            let user = decoded.split_once(':').map_or(decoded.as_str(), |(u, _)| u);
+            return Ok(Some((user.to_owned(), "API_KEY")));
+        }
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Ok(Some((rest.to_owned(), "API_KEY")));
+        }
+        return Err(ApiError::unauthorized(format!(
+            "Unsupported authorization scheme {scheme}"
+        )));
+    }
+    if let Some(value) = headers.get("x-dku-apiticket") {
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("Invalid X-DKU-APITicket header"))?;
+        return Ok(Some((value.trim().to_owned(), "TICKET")));
+    }
+    Ok(None)
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let Some((secret, source)) = credentials(&parts.headers)? else {
+            return Err(ApiError::unauthorized(
+                "No API key provided: use HTTP Basic authentication with the API key as user name",
+            ));
+        };
+        let key = state
+            .key(&secret)
+            .ok_or_else(|| ApiError::unauthorized("Invalid API key"))?;
+        Ok(Caller { key, source })
+    }
+}
+
+/// Query parameters, with repeated keys kept (`tags=a&tags=b`).
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn new(raw: Option<String>) -> Query {
+        Query(raw.map_or_else(Vec::new, |q| {
+            url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()
+        }))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// A boolean as Python (`True`) or anyone else (`true`, `1`) sends it.
+    fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(name) {
+            None | Some("") => Ok(None),
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(Some(true)),
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(Some(false)),
+            Some(v) => Err(ApiError::bad_request(format!("Invalid boolean for {name}: {v}"))),
+        }
+    }
+}
+
+fn project<'a>(state: &'a AppState, pk: &str) -> Result<&'a Project, ApiError> {
+    state
+        .catalog
+        .projects
+        .get(pk)
+        .ok_or_else(|| ApiError::not_found(format!("Project {pk} does not exist")))
+}
+
+fn json_bytes(bytes: Vec<u8>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        bytes,
+    )
+        .into_response()
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Response, ApiError> {
+    serde_json::to_vec(value)
+        .map(json_bytes)
+        .map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))
+}
+
+/// Registers a route under its canonical path and with the trailing slash toggled, because
+/// clients differ (the official client uses `/jobs/{id}/` but `/log`; others use `/log/`).
+fn both(
+    router: Router<Arc<AppState>>,
+    path: &str,
+    handler: MethodRouter<Arc<AppState>>,
+) -> Router<Arc<AppState>> {
+    router
+        .route(path, handler.clone())
+        .route(&toggle_slash(path), handler)
+}
+
+pub(crate) fn toggle_slash(path: &str) -> String {
+    match path.strip_suffix('/') {
+        Some(p) => p.to_owned(),
+        None => format!("{path}/"),
+    }
+}
+
+/// The canonical route templates (the forms the official client sends), used as stats keys.
+pub(crate) const ROUTES: &[&str] = &[
+    "/projects/",
+    "/projects/{pk}",
+    "/auth/info",
+    "/instance-info",
+    "/jobs/running/",
+    "/projects/{pk}/jobs/",
+    "/projects/{pk}/jobs/running/",
+    "/projects/{pk}/jobs/{id}/",
+    "/projects/{pk}/jobs/{id}/abort",
+    "/projects/{pk}/jobs/{id}/log",
+    "/projects/{pk}/datasets/",
+    "/projects/{pk}/datasets/{name}",
+    "/projects/{pk}/datasets/{name}/metadata",
+    "/projects/{pk}/datasets/{name}/info",
+    "/projects/{pk}/datasets/{name}/partitions",
+    "/projects/{pk}/flow/graph/",
+];
+
+/// The DSS API router (without prefix, without layers).
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    let r = Router::new();
+    let r = both(r, "/projects/", get(list_projects));
+    let r = both(r, "/projects/{pk}", get(project_summary));
+    let r = both(r, "/auth/info", get(auth_info));
+    let r = both(r, "/instance-info", get(instance_info));
+    let r = both(r, "/jobs/running/", get(running_all));
+    let r = both(r, "/projects/{pk}/jobs/", get(list_jobs).post(start_job));
+    let r = both(r, "/projects/{pk}/jobs/running/", get(running_project));
+    let r = both(r, "/projects/{pk}/jobs/{id}/", get(job_status));
+    let r = both(r, "/projects/{pk}/jobs/{id}/abort", post(abort_job));
+    let r = both(r, "/projects/{pk}/jobs/{id}/log", get(job_log));
+    let r = both(r, "/projects/{pk}/datasets/", get(list_datasets));
+    let r = both(r, "/projects/{pk}/datasets/{name}", get(dataset_settings));
+    let r = both(
+        r,
+        "/projects/{pk}/datasets/{name}/metadata",
+        get(dataset_metadata),
+    );
+    let r = both(r, "/projects/{pk}/datasets/{name}/info", get(dataset_info));
+    let r = both(
+        r,
+        "/projects/{pk}/datasets/{name}/partitions",
+        get(dataset_partitions),
+    );
+    both(r, "/projects/{pk}/flow/graph/", get(flow_graph))
+}
+
+fn project_summary_json(p: &Project) -> Value {
+    json!({
+        "projectKey": p.key,
+        "name": p.config.name.clone().unwrap_or_else(|| p.key.clone()),
+        "shortDesc": p.config.description.clone().unwrap_or_default(),
+        "ownerLogin": p.config.owner.clone().unwrap_or_else(|| "admin".to_owned()),
+        "tags": p.config.tags,
+        "projectStatus": "",
+    })
+}
+
+async fn list_projects(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = Query::new(q);
+    let with_location = query.bool("includeLocation")?.unwrap_or(false);
+    let items: Vec<Value> = st
+        .catalog
+        .projects
+        .values()
+        .filter(|p| caller.key.can(&p.key, "READ_CONF"))
+        .map(|p| {
+            let mut v = project_summary_json(p);
+            if with_location && let Some(o) = v.as_object_mut() {
+                o.insert(
+                    "projectLocation".into(),
+                    json!({"projectKey": p.key, "folderId": "ROOT"}),
+                );
+            }
+            v
+        })
+        .collect();
+    to_json(&items)
+}
+
+async fn project_summary(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    P(pk): P<String>,
+) -> Result<Response, ApiError> {
+    let p = project(&st, &pk)?;
+    caller.require(&pk, "READ_CONF")?;
+    to_json(&project_summary_json(p))
+}
+
+async fn auth_info(
+    State(_st): State<Arc<AppState>>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let with_secrets = Query::new(q).bool("withSecrets")?.unwrap_or(false);
+    let mut info = json!({
+        "authIdentifier": caller.key.config.id,
+        "authSource": caller.source,
+        "groups": caller.key.config.groups,
+        "userProfile": if caller.key.config.admin { "DESIGNER" } else { "READER" },
+        "admin": caller.key.config.admin,
+    });
+    if with_secrets && let Some(o) = info.as_object_mut() {
+        o.insert("secrets".into(), json!([]));
+    }
+    to_json(&info)
+}
+
+async fn instance_info(State(st): State<Arc<AppState>>, _caller: Caller) -> Result<Response, ApiError> {
+    let i = &st.config.instance;
+    to_json(&json!({
+        "dssVersion": i.dss_version,
+        "nodeId": i.node_name,
+        "nodeName": i.node_name,
+        "nodeType": "DESIGN",
+        "emulated": true,
+    }))
+}
+
+const LIST_PERMS: &[&str] = &["READ_CONF", "MONITOR_JOBS"];
+
+async fn list_jobs(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    P(pk): P<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    project(&st, &pk)?;
+    caller.require_any(&pk, LIST_PERMS)?;
+    let limit = match Query::new(q).get("limit") {
+        None | Some("") => 0,
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_request(format!("Invalid limit: {v}")))?,
+    };
+    let mut sim = lock(&st.sim);
+    let now = sim.now();
+    sim.advance(now);
+    let take = if limit == 0 { usize::MAX } else { limit };
+    let items: Vec<_> = sim
+        .project_jobs(&pk)
+        .take(take)
+        .map(|j| j.list_item(&sim.clock))
+        .collect();
+    to_json(&items)
+}
+
+async fn running_project(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    P(pk): P<String>,
+) -> Result<Response, ApiError> {
+    project(&st, &pk)?;
+    caller.require_any(&pk, LIST_PERMS)?;
+    let mut sim = lock(&st.sim);
+    let now = sim.now();
+    sim.advance(now);
+    let items: Vec<_> = sim
+        .active_jobs()
+        .filter(|j| j.project == pk)
+        .map(|j| j.list_item(&sim.clock))
+        .collect();
+    to_json(&items)
+}
+
+async fn running_all(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let all_users = Query::new(q).bool("allUsers")?.unwrap_or(true);
+    let mut sim = lock(&st.sim);
+    let now = sim.now();
+    sim.advance(now);
+    let items: Vec<_> = sim
+        .active_jobs()
+        .filter(|j| LIST_PERMS.iter().any(|p| caller.key.can(&j.project, p)))
+        .filter(|j| all_users || j.key_id == caller.key.config.id)
+        .map(|j| j.list_item(&sim.clock))
+        .collect();
+    to_json(&items)
+}
+
+/// Makes a job-id fragment URL-safe: the client puts ids into paths without encoding them.
+fn id_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Reads a nullable string field (`null` and absent are the same).
+fn opt_str<'a>(item: &'a Map<String, Value>, keys: &[&str], what: &str) -> Result<Option<&'a str>, ApiError> {
+    for k in keys {
+        match item.get(*k) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(s)) => return Ok(Some(s)),
+            Some(_) => return Err(ApiError::bad_request(format!("{what}: `{k}` must be a string"))),
+        }
+    }
+    Ok(None)
+}
+
+async fn start_job(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    P(pk): P<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    project(&st, &pk)?;
+    caller.require(&pk, "RUN_JOBS")?;
+    let body = body.map_err(|e| ApiError::new(e.status(), error_type::BAD_REQUEST, e.body_text()))?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "A job definition is required in the request body",
+        ));
+    }
+    let Value::Object(mut def) = serde_json::from_slice::<Value>(&body)
+        .map_err(|e| ApiError::bad_request(format!("Malformed job definition (invalid JSON): {e}")))?
+    else {
+        return Err(ApiError::bad_request("The job definition must be a JSON object"));
+    };
+    let build_name = opt_str(&def, &["type"], "job definition")?
+        .unwrap_or("NON_RECURSIVE_FORCED_BUILD")
+        .to_owned();
+    let build = BuildType::parse(&build_name).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Unknown job type {build_name}: expected NON_RECURSIVE_FORCED_BUILD, RECURSIVE_BUILD, \
+             RECURSIVE_FORCED_BUILD or RECURSIVE_MISSING_ONLY_BUILD"
+        ))
+    })?;
+    def.insert("type".into(), json!(build_name));
+    let outputs = match def.get("outputs") {
+        Some(Value::Array(a)) if !a.is_empty() => a.clone(),
+        Some(Value::Array(_)) | None | Some(Value::Null) => {
+            return Err(ApiError::bad_request(
+                "The job definition has no outputs: nothing to build",
+            ));
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "The job definition's `outputs` must be an array",
+            ));
+        }
+    };
+    let mut targets = Vec::new();
+    let mut normalized = Vec::new();
+    let mut label = String::new();
+    let mut first_output = String::new();
+    let mut nothing = Vec::new();
+    for (i, out) in outputs.into_iter().enumerate() {
+        let what = format!("outputs[{i}]");
+        let Value::Object(mut item) = out else {
+            return Err(ApiError::bad_request(format!("{what} must be an object")));
+        };
+        let id = opt_str(&item, &["id", "targetDataset", "targetManagedFolder"], &what)?
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::bad_request(format!("{what} has no id")))?
+            .to_owned();
+        let ty = match opt_str(&item, &["type"], &what)? {
+            None => None,
+            Some(t) => Some(
+                ObjectType::parse(t)
+                    .ok_or_else(|| ApiError::bad_request(format!("{what}: unknown object type {t}")))?,
+            ),
+        };
+        let okey = opt_str(&item, &["projectKey", "targetDatasetProjectKey"], &what)?
+            .unwrap_or(&pk)
+            .to_owned();
+        let oproject = project(&st, &okey)?;
+        if okey != pk {
+            caller.require(&okey, "READ_CONF")?;
+        }
+        let obj_idx = oproject.find(&id, ty).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "{} {okey}.{id} does not exist",
+                match ty {
+                    Some(t) => t.wire(),
+                    None => "Object",
+                }
+            ))
+        })?;
+        let obj = &oproject.objects[obj_idx];
+        let spec: Option<String> = match item.get("partition").or_else(|| item.get("targetPartition")) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            // `dataset.build(partitions=[...])` sends the list as is.
+            Some(Value::Array(parts)) => Some(
+                parts
+                    .iter()
+                    .map(|p| p.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| ApiError::bad_request(format!("{what}: partitions must be strings")))?
+                    .join(","),
+            ),
+            Some(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "{what}: partition must be a string or a list"
+                )));
+            }
+        };
+        let spec_label = spec
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "NP".to_owned());
+        let partitions: Vec<String> = if obj.partitioned() {
+            let parts: Vec<String> = spec_label
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if parts.is_empty() {
+                vec!["NP".to_owned()]
+            } else {
+                parts
+            }
+        } else {
+            vec!["NP".to_owned()]
+        };
+        if i == 0 {
+            label = id_safe(&format!("{id}_{spec_label}"));
+            first_output = id.clone();
+        }
+        if !obj.computable {
+            nothing.push(format!(
+                "{} {okey}.{id} is a flow source (no recipe builds it)",
+                obj.ty.wire()
+            ));
+        }
+        item.insert("type".into(), json!(obj.ty.wire()));
+        item.insert("id".into(), json!(id));
+        item.insert("projectKey".into(), json!(okey));
+        item.insert("targetDataset".into(), json!(id));
+        item.insert("targetDatasetProjectKey".into(), json!(okey));
+        item.insert("targetPartition".into(), json!(spec_label));
+        normalized.push(Value::Object(item));
+        targets.push(Target {
+            project: okey,
+            obj: obj_idx,
+            partitions,
+        });
+    }
+    def.insert("outputs".into(), Value::Array(normalized));
+    let stored = {
+        let mut sim = lock(&st.sim);
+        let now = sim.now();
+        sim.advance(now);
+        let activities = sim.plan(build, &targets);
+        let note = if nothing.is_empty() {
+            None
+        } else {
+            Some(nothing.join("; "))
+        };
+        let job = sim
+            .create(
+                NewJob {
+                    project: &pk,
+                    def,
+                    key_id: &caller.key.config.id,
+                    label: &label,
+                    first_output: &first_output,
+                    activities,
+                    note,
+                },
+                now,
+            )
+            .ok_or_else(|| ApiError::internal("the job was not retained"))?;
+        tracing::debug!(project = %pk, job = %job.id, "job started");
+        job.def.clone()
+    };
+    st.wake.notify_one();
+    if let Some(mode) = lock(&st.faults).drop_start() {
+        tracing::info!(project = %pk, job = ?stored.get("id"), "dropping the start response (fault)");
+        return Ok(dropped(mode));
+    }
+    to_json(&stored)
+}
+
+fn job_error(pk: &str, id: &str, e: JobError) -> ApiError {
+    match e {
+        JobError::NotFound => ApiError::not_found(format!("Job {id} does not exist in project {pk}")),
+        JobError::AlreadyFinished(s) => ApiError::new(
+            StatusCode::CONFLICT,
+            error_type::CONFLICT,
+            format!("Job {id} in project {pk} is already finished ({})", s.as_str()),
+        ),
+    }
+}
+
+async fn job_status(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    P((pk, id)): P<(String, String)>,
+) -> Result<Response, ApiError> {
+    project(&st, &pk)?;
+    caller.require(&pk, "MONITOR_JOBS")?;
+    let mut sim = lock(&st.sim);
+    let now = sim.now();
+    sim.advance(now);
+    let job = sim
+        .get(&pk, &id)
+        .ok_or_else(|| job_error(&pk, &id, JobError::NotFound))?;
+    to_json(&job.status(&sim.clock))
+}
+
+async fn abort_job(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    P((pk, id)): P<(String, String)>,
+) -> Result<Response, ApiError> {
+    project(&st, &pk)?;
+    caller.require(&pk, "RUN_JOBS")?;
+    let aborted = {
+        let mut sim = lock(&st.sim);
+        let now = sim.now();
+        sim.abort(&pk, &id, now).map_err(|e| job_error(&pk, &id, e))?
+    };
+    st.wake.notify_one();
+    // Always a JSON body: the client parses it, and an empty answer or a 204 crashes it.
+    to_json(&json!({"projectKey": pk, "jobId": id, "aborted": aborted}))
+}
+
+async fn job_log(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    P((pk, id)): P<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    project(&st, &pk)?;
+    caller.require(&pk, "MONITOR_JOBS")?;
+    let query = Query::new(q);
+    let activity = query.get("activity").filter(|a| !a.is_empty());
+    let text = {
+        let mut sim = lock(&st.sim);
+        let now = sim.now();
+        sim.advance(now);
+        let job = sim
+            .get(&pk, &id)
+            .ok_or_else(|| job_error(&pk, &id, JobError::NotFound))?;
+        if let Some(a) = activity
+            && !job.has_activity(a)
+        {
+            return Err(ApiError::not_found(format!(
+                "Activity {a} does not exist in job {id}"
+            )));
+        }
+        job.log(activity, now, &sim.clock)
+    };
+    // An explicit charset: without one the client decodes text/plain as ISO-8859-1.
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+fn dataset<'a>(
+    st: &'a AppState,
+    caller: &Caller,
+    pk: &str,
+    name: &str,
+) -> Result<(&'a Project, usize), ApiError> {
+    let p = project(st, pk)?;
+    caller.require(pk, "READ_CONF")?;
+    let idx = p
+        .find(name, Some(ObjectType::Dataset))
+        .ok_or_else(|| ApiError::not_found(format!("Dataset {pk}.{name} does not exist")))?;
+    Ok((p, idx))
+}
+
+fn partitioning_json(p: &Project, idx: usize) -> Value {
+    let dims: Vec<Value> = p.objects[idx]
+        .config
+        .partitioning
+        .iter()
+        .map(|d| {
+            let kind = d.kind.clone().unwrap_or_else(|| "time".to_owned());
+            let params = if kind == "time" {
+                json!({"period": d.period.clone().unwrap_or_else(|| "DAY".to_owned())})
+            } else {
+                json!({})
+            };
+            json!({"name": d.name, "type": kind, "params": params})
+        })
+        .collect();
+    json!({"ignoreNonMatchingFile": false, "considerMissingRequestedPartitionsAsEmpty": false, "dimensions": dims})
+}
+
+fn dataset_json(p: &Project, idx: usize) -> Value {
+    let o = &p.objects[idx];
+    json!({
+        "projectKey": p.key,
+        "name": o.name,
+        "type": o.config.kind.clone().unwrap_or_else(|| "Filesystem".to_owned()),
+        "managed": true,
+        "params": {"connection": "filesystem_managed", "path": format!("{}/{}", p.key, o.name)},
+        "formatType": "csv",
+        "formatParams": {"style": "unix", "separator": ",", "charset": "utf8"},
+        "schema": {"columns": [], "userModified": false},
+        "partitioning": partitioning_json(p, idx),
+        "tags": o.config.tags,
+        "flowOptions": {"virtualizable": false, "rebuildBehavior": "NORMAL"},
+        "readWriteOptions": {"preserveOrder": false, "writeBuckets": 1, "forceSingleOutputFile": false},
+    })
+}
+
+async fn list_datasets(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    P(pk): P<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = project(&st, &pk)?;
+    caller.require(&pk, "READ_CONF")?;
+    let query = Query::new(q);
+    // No dataset is shared between projects here, so `foreign` changes nothing once it parses.
+    query.bool("foreign")?;
+    let tags = query.all("tags");
+    let items: Vec<Value> = p
+        .objects
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.ty == ObjectType::Dataset)
+        .filter(|(_, o)| tags.is_empty() || o.config.tags.iter().any(|t| tags.contains(&t.as_str())))
+        .map(|(i, _)| dataset_json(p, i))
+        .collect();
+    to_json(&items)
+}
+
+async fn dataset_settings(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    P((pk, name)): P<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (p, idx) = dataset(&st, &caller, &pk, &name)?;
+    to_json(&dataset_json(p, idx))
+}
+
+async fn dataset_metadata(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    P((pk, name)): P<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (p, idx) = dataset(&st, &caller, &pk, &name)?;
+    let o = &p.objects[idx];
+    to_json(&json!({
+        "label": o.name,
+        "description": "",
+        "shortDesc": "",
+        "tags": o.config.tags,
+        "custom": {"kv": {}},
+        "checklists": {"checklists": []},
+    }))
+}
+
+async fn dataset_info(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    P((pk, name)): P<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (p, idx) = dataset(&st, &caller, &pk, &name)?;
+    let mut info = json!({
+        "dataset": dataset_json(p, idx),
+        "partitioned": p.objects[idx].partitioned(),
+        "computable": p.objects[idx].computable,
+    });
+    let last = {
+        let mut sim = lock(&st.sim);
+        let now = sim.now();
+        sim.advance(now);
+        sim.last_build(&pk, idx)
+    };
+    if let (Some((start, end, ok)), Some(o)) = (last, info.as_object_mut()) {
+        o.insert(
+            "lastBuild".into(),
+            json!({"buildStartTime": start, "buildEndTime": end, "buildSuccess": ok}),
+        );
+    }
+    to_json(&info)
+}
+
+async fn dataset_partitions(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    P((pk, name)): P<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (p, idx) = dataset(&st, &caller, &pk, &name)?;
+    let parts = if p.objects[idx].partitioned() {
+        lock(&st.sim).existing_partitions(&pk, idx)
+    } else {
+        vec!["NP".to_owned()]
+    };
+    to_json(&parts)
+}
+
+async fn flow_graph(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    P(pk): P<String>,
+) -> Result<Response, ApiError> {
+    let p = project(&st, &pk)?;
+    caller.require(&pk, "READ_CONF")?;
+    let mut nodes = Map::new();
+    for o in &p.objects {
+        let predecessors: Vec<&str> = o
+            .producer
+            .map(|r| p.recipes[r].name.as_str())
+            .into_iter()
+            .collect();
+        let successors: Vec<&str> = p
+            .recipes
+            .iter()
+            .filter(|r| r.inputs.iter().any(|&i| p.objects[i].name == o.name))
+            .map(|r| r.name.as_str())
+            .collect();
+        nodes.insert(
+            o.name.clone(),
+            json!({
+                "ref": o.name,
+                "type": o.ty.graph_node(),
+                "projectKey": p.key,
+                "predecessors": predecessors,
+                "successors": successors,
+            }),
+        );
+    }
+    for r in &p.recipes {
+        let names = |idx: &[usize]| idx.iter().map(|&i| p.objects[i].name.clone()).collect::<Vec<_>>();
+        nodes.insert(
+            r.name.clone(),
+            json!({
+                "ref": r.name,
+                "type": "RUNNABLE_RECIPE",
+                "subType": r.kind,
+                "projectKey": p.key,
+                "predecessors": names(&r.inputs),
+                "successors": names(&r.outputs),
+            }),
+        );
+    }
+    to_json(&json!({"nodes": nodes}))
+}

@@ -1,0 +1,379 @@
+//! The HTTP side: shared state, the fault and statistics layer of the DSS API, the router with
+//! both API prefixes, the scheduler task, and an HTTP/1.1 accept loop.
+//!
+//! The accept loop is hand-written (rather than `axum::serve`) for one fault: a connection reset.
+//! A handler marks its response with [`ResetConnection`], and the connection's service then
+//! returns an error, on which hyper closes the connection without writing any response.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{MatchedPath, Request, State},
+    http::{HeaderValue, Method, StatusCode, Uri, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpListener, sync::Notify, sync::watch, task::JoinSet};
+use tower::ServiceExt;
+
+use super::{
+    Error,
+    api::{self, ApiError, ROUTES, dropped, error_type, gateway_page, toggle_slash},
+    catalog::{ApiKey, Catalog},
+    config::Config,
+    faults::{DropMode, FaultState, Verdict},
+    sim::{Clock, Sim},
+    stats::StatsState,
+};
+
+/// The documented API prefix, and the one the official Python client uses.
+pub(crate) const PREFIXES: [&str; 2] = ["/public/api", "/dip/publicapi"];
+
+/// How long shutdown waits for open connections to finish their current request.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Request bodies above this size are refused (a job definition is a few hundred bytes).
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Marks a response that must not be sent: the connection is closed instead.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ResetConnection;
+
+/// Locks a mutex, ignoring poisoning: every critical section leaves the state consistent, and a
+/// panic in one request must not take the whole emulator down.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Everything the handlers share.
+pub(crate) struct AppState {
+    pub(crate) config: Config,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) sim: Mutex<Sim>,
+    /// API keys by secret; the admin API adds and revokes keys at run time.
+    keys: RwLock<HashMap<String, ApiKey>>,
+    pub(crate) faults: Mutex<FaultState>,
+    pub(crate) stats: Mutex<StatsState>,
+    /// Wakes the scheduler when a job is created or finished early.
+    pub(crate) wake: Notify,
+}
+
+impl AppState {
+    pub(crate) fn new(config: Config) -> Result<AppState, Error> {
+        let catalog = Arc::new(Catalog::build(&config)?);
+        let keys = catalog
+            .keys
+            .iter()
+            .map(|k| (k.config.key.clone(), k.clone()))
+            .collect();
+        Ok(AppState {
+            sim: Mutex::new(Sim::new(catalog.clone(), &config.instance, Clock::new())),
+            faults: Mutex::new(FaultState::new(config.faults.clone())),
+            stats: Mutex::new(StatsState::default()),
+            keys: RwLock::new(keys),
+            catalog,
+            config,
+            wake: Notify::new(),
+        })
+    }
+
+    pub(crate) fn key(&self, secret: &str) -> Option<ApiKey> {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(secret)
+            .cloned()
+    }
+
+    /// Adds or replaces (by id) an API key.
+    pub(crate) fn put_key(&self, key: ApiKey) {
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        keys.retain(|_, k| k.config.id != key.config.id);
+        keys.insert(key.config.key.clone(), key);
+    }
+
+    /// Revokes the key with this id; returns whether it existed.
+    pub(crate) fn delete_key(&self, id: &str) -> bool {
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        let before = keys.len();
+        keys.retain(|_, k| k.config.id != id);
+        keys.len() != before
+    }
+
+    pub(crate) fn key_list(&self) -> Vec<ApiKey> {
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        let mut list: Vec<ApiKey> = keys.values().cloned().collect();
+        list.sort_by(|a, b| a.config.id.cmp(&b.config.id));
+        list
+    }
+}
+
+/// The stats key of a request: method and canonical route template, without the API prefix.
+fn route_key(method: &Method, matched: Option<&MatchedPath>) -> String {
+    let Some(m) = matched else {
+        return format!("{method} unmatched");
+    };
+    let path = PREFIXES
+        .iter()
+        .find_map(|p| m.as_str().strip_prefix(p))
+        .unwrap_or(m.as_str());
+    let canonical = if ROUTES.contains(&path) {
+        path.to_owned()
+    } else {
+        let toggled = toggle_slash(path);
+        if ROUTES.contains(&toggled.as_str()) {
+            toggled
+        } else {
+            path.to_owned()
+        }
+    };
+    format!("{method} {canonical}")
+}
+
+/// Counts the request, applies faults, and adds DSS's version headers.
+async fn dss_layer(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = route_key(req.method(), req.extensions().get::<MatchedPath>());
+    lock(&st.stats).request(&route, chrono::Utc::now().timestamp());
+    let (latency, verdict) = {
+        let mut f = lock(&st.faults);
+        (f.latency_ms(&route), f.verdict(&route))
+    };
+    if latency > 0 {
+        // Injected latency is the only waiting the emulator does inside a request.
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    let mut resp = match verdict {
+        Verdict::Pass => next.run(req).await,
+        Verdict::Outage(mode) => dropped(mode),
+        Verdict::Reset => dropped(DropMode::Reset),
+        Verdict::RateLimited(secs) => {
+            let mut r = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                error_type::TOO_MANY_REQUESTS,
+                format!("Too many requests, retry in {secs} s"),
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            r
+        }
+        Verdict::Error(status) => match StatusCode::from_u16(status) {
+            Ok(StatusCode::INTERNAL_SERVER_ERROR) | Err(_) => {
+                ApiError::internal("Internal server error (injected by the emulator)").into_response()
+            }
+            Ok(s) => gateway_page(s),
+        },
+    };
+    if resp.extensions().get::<ResetConnection>().is_none() {
+        lock(&st.stats).response(resp.status().as_u16());
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&st.config.instance.dss_version) {
+            h.insert("DSS-Version", v);
+        }
+        h.insert("DSS-API-Version", HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// Answers unknown paths and methods with a DSS-style JSON 404/405.
+async fn fallback(State(st): State<Arc<AppState>>, method: Method, uri: Uri) -> Response {
+    let path = uri.path();
+    if PREFIXES.iter().any(|p| path.starts_with(p)) {
+        let mut stats = lock(&st.stats);
+        stats.request(&format!("{method} unmatched"), chrono::Utc::now().timestamp());
+        stats.response(404);
+    }
+    ApiError::not_found(format!("No API endpoint {method} {path}")).into_response()
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        error_type::BAD_REQUEST,
+        format!("Method {method} is not allowed on {}", uri.path()),
+    )
+    .into_response()
+}
+
+/// The whole application: the DSS API under both prefixes, and the admin API.
+pub(crate) fn app(state: Arc<AppState>) -> Router {
+    let dss = api::router()
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), dss_layer));
+    Router::new()
+        .nest(PREFIXES[0], dss.clone())
+        .nest(PREFIXES[1], dss)
+        .nest("/__emulator", super::admin_api::router())
+        .fallback(fallback)
+        .with_state(state)
+}
+
+/// Collapses leading slashes: a client configured with `http://host:port/` sends `//dip/...`.
+fn normalize(req: &mut hyper::Request<hyper::body::Incoming>) {
+    let path = req.uri().path();
+    if !path.starts_with("//") {
+        return;
+    }
+    let trimmed = format!("/{}", path.trim_start_matches('/'));
+    let pq = match req.uri().query() {
+        Some(q) => format!("{trimmed}?{q}"),
+        None => trimmed,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = pq.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
+/// Resolves once shutdown is requested (or the handle is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, before any other await of the caller.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// The error that makes hyper close a connection without answering.
+#[derive(Debug, thiserror::Error)]
+#[error("connection reset by the emulator (injected fault)")]
+struct Reset;
+
+async fn serve_connection(stream: tokio::net::TcpStream, app: Router, mut shutdown: watch::Receiver<bool>) {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        let app = app.clone();
+        async move {
+            normalize(&mut req);
+            let resp = match app.oneshot(req.map(Body::new)).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            if resp.extensions().get::<ResetConnection>().is_some() {
+                return Err(Reset);
+            }
+            Ok::<_, Reset>(resp)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(err) = res {
+                tracing::debug!(error = &err as &dyn std::error::Error, "connection closed");
+            }
+        }
+        _ = stopped(&mut shutdown) => {
+            // Let the current request finish, then close (idle keep-alive connections close now).
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, app: Router, mut shutdown: watch::Receiver<bool>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    conns.spawn(serve_connection(stream, app.clone(), shutdown.clone()));
+                }
+                Err(err) => {
+                    // Typically out of file descriptors: back off briefly instead of spinning.
+                    tracing::warn!(error = &err as &dyn std::error::Error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+    drop(listener);
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        conns.abort_all();
+    }
+}
+
+/// Moves the simulation forward at each due time, so queued jobs start when a slot frees up
+/// even if nobody is polling.
+async fn scheduler(st: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let next = {
+            let mut sim = lock(&st.sim);
+            let now = sim.now();
+            sim.advance(now);
+            sim.next_event().map(|t| sim.clock.instant(t))
+        };
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => {}
+            _ = st.wake.notified() => {}
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+}
+
+/// A running emulator.
+#[derive(Debug)]
+pub struct Handle {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    scheduler: tokio::task::JoinHandle<()>,
+}
+
+impl Handle {
+    /// The base URL, e.g. `http://127.0.0.1:11200` (no trailing slash, no API prefix).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The address the emulator listens on (with the real port when started on port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (up to 5 s), and stops.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+        let _ = self.scheduler.await;
+    }
+}
+
+/// Starts an emulator on `listen` (port 0 picks a free port) in tokio tasks. Dropping the
+/// returned handle also stops it.
+pub async fn spawn(config: Config, listen: SocketAddr) -> Result<Handle, Error> {
+    let state = Arc::new(AppState::new(config)?);
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Bind { addr: listen, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| Error::Bind { addr: listen, source })?;
+    let (stop, stopped) = watch::channel(false);
+    let scheduler = tokio::spawn(scheduler(state.clone(), stopped.clone()));
+    let server = tokio::spawn(accept_loop(listener, app(state), stopped));
+    Ok(Handle {
+        addr,
+        stop,
+        server,
+        scheduler,
+    })
+}
