@@ -119,20 +119,15 @@ cleanup() {
       | k replace --raw "/api/v1/namespaces/$n/finalize" -f - >/dev/null 2>&1
   done
   if [ "$started_cluster" = 1 ] && [ "${KEEP_CLUSTER:-0}" != 1 ]; then
-    # Stop the two processes this run started (by their pid files), which releases cluster.sh's lock,
-    # then let cluster.sh remove the state.
+    # Stop the two processes this run started (by their pid files; the apiserver first, as cluster.sh
+    # does, with SIGKILL after 5 s), which releases cluster.sh's lock; then cluster.sh removes the state.
     for p in kube-apiserver etcd; do
       pidfile="$local_dir/cluster/pids/$p"
-      [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
-    done
-    for _ in $(seq 1 50); do
-      pids_alive=0
-      for p in kube-apiserver etcd; do
-        pidfile="$local_dir/cluster/pids/$p"
-        [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && pids_alive=1
-      done
-      [ "$pids_alive" = 0 ] && break
-      sleep 0.2
+      [ -f "$pidfile" ] || continue
+      pid="$(cat "$pidfile")"
+      kill "$pid" 2>/dev/null
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null
     done
     timeout 60 hack/cluster.sh down >/dev/null 2>&1
   fi
