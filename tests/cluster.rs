@@ -19,9 +19,14 @@ async fn kube_rs_creates_watches_and_deletes_an_object_on_the_real_apiserver() {
     let ns = harness::TestNs::new(&client, "harness").await;
     let api: Api<ConfigMap> = ns.api();
 
-    let mut events = watcher(api.clone(), watcher::Config::default()).applied_objects().boxed();
+    let mut events = watcher(api.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
     let cm = ConfigMap {
-        metadata: ObjectMeta { name: Some("probe".into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("probe".into()),
+            ..Default::default()
+        },
         data: Some([("k".to_string(), "v".to_string())].into()),
         ..Default::default()
     };
@@ -34,7 +39,9 @@ async fn kube_rs_creates_watches_and_deletes_an_object_on_the_real_apiserver() {
     assert_eq!(seen.metadata.name.as_deref(), Some("probe"));
     assert_eq!(seen.data.unwrap()["k"], "v");
 
-    api.delete("probe", &DeleteParams::default()).await.expect("delete");
+    api.delete("probe", &DeleteParams::default())
+        .await
+        .expect("delete");
     harness::wait_gone(&api, "probe", Duration::from_secs(20)).await;
     ns.cleanup().await;
 }
@@ -42,7 +49,8 @@ async fn kube_rs_creates_watches_and_deletes_an_object_on_the_real_apiserver() {
 #[test]
 fn committed_crds_match_the_generated_ones() {
     let generated = kube_dss::crd::crds_yaml().expect("generate CRDs");
-    let committed = std::fs::read_to_string(harness::repo().join("crds/kube-dss.dev.yaml")).expect("read crds/");
+    let committed =
+        std::fs::read_to_string(harness::repo().join("crds/kube-dss.dev.yaml")).expect("read crds/");
     assert!(
         generated == committed,
         "crds/kube-dss.dev.yaml is out of date: run `make crds` (cargo run -- crds > crds/kube-dss.dev.yaml)"
@@ -52,6 +60,17 @@ fn committed_crds_match_the_generated_ones() {
 #[test]
 fn rbac_is_on_in_the_local_control_plane() {
     harness::control_plane();
-    let out = harness::kubectl(&["auth", "can-i", "list", "secrets", "--as=system:serviceaccount:default:nobody", "-A"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no", "an unprivileged identity must be refused");
+    let out = harness::kubectl(&[
+        "auth",
+        "can-i",
+        "list",
+        "secrets",
+        "--as=system:serviceaccount:default:nobody",
+        "-A",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "no",
+        "an unprivileged identity must be refused"
+    );
 }

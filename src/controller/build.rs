@@ -68,6 +68,8 @@ struct Run<'a> {
     blocker: Option<Blocker>,
     want: String,
     now: Timestamp,
+    /// The resourceVersion every write must find (the one read, then the one last written).
+    rv: Option<String>,
     /// Events to publish once the status is recorded.
     events: Vec<(EventType, &'static str, &'static str, String)>,
 }
@@ -84,6 +86,7 @@ impl<'a> Run<'a> {
             blocker: None,
             want: definition::run_fingerprint(&build.spec, rerun),
             now: Timestamp::now(),
+            rv: build.resource_version(),
             events: Vec::new(),
         }
     }
@@ -369,9 +372,8 @@ impl<'a> Run<'a> {
         self.status.phase = Some(Phase::Starting);
         self.blocker = None;
         status::summarize(&mut self.status, self.build.metadata.generation, None, self.now);
-        let rv = self.build.resource_version();
-        match write_status(api, self.build, &self.status, rv.as_deref()).await {
-            Ok(()) => {}
+        match write_status(api, self.build, &self.status, self.rv.as_deref()).await {
+            Ok(rv) => self.rv = rv,
             Err(e) if e.is_conflict() => {
                 // Someone else (or a newer copy of this object) moved first: look again.
                 tracing::debug!("start request lost a resourceVersion race; requeueing");
@@ -574,7 +576,15 @@ impl<'a> Run<'a> {
             self.now,
         );
         if self.status != self.old {
-            write_status(api, self.build, &self.status, None).await?;
+            match write_status(api, self.build, &self.status, self.rv.as_deref()).await {
+                Ok(_) => {}
+                Err(e) if e.is_conflict() => {
+                    // A newer copy exists: it is reconciled next; transitions are seen again there.
+                    tracing::debug!("status write lost a resourceVersion race; requeueing");
+                    return Ok(Action::requeue(Duration::from_millis(500)));
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.ctx
             .metrics
@@ -712,7 +722,7 @@ async fn cleanup(build: &DatasetBuild, _api: &Api<DatasetBuild>, ctx: &Context) 
                 });
                 // Best effort: recording the abort is informative only.
                 let api: Api<DatasetBuild> = Api::namespaced(ctx.kube.clone(), &ns);
-                let _ = write_status(&api, build, &s, None).await;
+                let _ = write_status(&api, build, &s, build.resource_version().as_deref()).await;
             }
             if overdue {
                 ctx.metrics.finalizer_forced("AbortUnconfirmed");
@@ -748,14 +758,17 @@ async fn cleanup(build: &DatasetBuild, _api: &Api<DatasetBuild>, ctx: &Context) 
     }
 }
 
-/// Writes the whole status by server-side apply. With `resource_version`, the write only succeeds if
-/// the object is unchanged since it was read (409 otherwise).
+/// Writes the whole status by server-side apply and returns the new resourceVersion. With
+/// `resource_version`, the write only succeeds if the object is unchanged since it was read (409
+/// otherwise): every write of the reconciler uses it, so a replica or a reconcile working from a stale
+/// copy can never roll the status back (and, say, erase a recorded job id, which would start a second
+/// job).
 async fn write_status(
     api: &Api<DatasetBuild>,
     build: &DatasetBuild,
     status: &DatasetBuildStatus,
     resource_version: Option<&str>,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let mut metadata = json!({ "name": build.name_any() });
     if let Some(rv) = resource_version {
         metadata["resourceVersion"] = json!(rv);
@@ -772,7 +785,7 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await
-    .map(|_| ())
+    .map(|written| written.resource_version())
     .map_err(Error::kube("write status"))
 }
 

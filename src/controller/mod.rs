@@ -249,16 +249,20 @@ async fn run(args: Args) -> Result<(), BoxError> {
             },
         )
     });
+    wait_for_crds(&client, &shutdown_rx).await;
+    readiness.crds_found.store(true, Ordering::Relaxed);
+
     if let Some(elector) = &elector {
+        // A follower is ready as a standby: readiness must not depend on leadership, or a rolling
+        // update of several replicas would never complete.
+        readiness.caches_synced.store(true, Ordering::Relaxed);
         tokio::select! {
             () = elector.acquire() => {}
             () = wait(shutdown_rx.clone()) => return Ok(()),
         }
+        readiness.caches_synced.store(false, Ordering::Relaxed);
     }
     metrics.set_leader(true);
-
-    wait_for_crds(&client, &shutdown_rx).await;
-    readiness.crds_found.store(true, Ordering::Relaxed);
 
     let default = default_connection(&args)?;
     let recorder = Recorder::new(
@@ -405,8 +409,21 @@ fn run_scope(
     let ready = {
         let (b, c) = (build_store.clone(), conn_store.clone());
         async move {
-            let _ = b.wait_until_ready().await;
-            let _ = c.wait_until_ready().await;
+            // The controller's own runner also waits on these stores, and a store wakes only its
+            // latest waiter: re-poll with a timeout instead of parking once.
+            for store_ready in [either::Left(b), either::Right(c)] {
+                loop {
+                    let wait = async {
+                        match &store_ready {
+                            either::Left(b) => b.wait_until_ready().await.is_ok(),
+                            either::Right(c) => c.wait_until_ready().await.is_ok(),
+                        }
+                    };
+                    if let Ok(true) = tokio::time::timeout(Duration::from_millis(250), wait).await {
+                        break;
+                    }
+                }
+            }
         }
     };
 
@@ -486,7 +503,9 @@ fn default_connection(args: &Args) -> Result<Option<connections::DefaultConnecti
         "/public/api" => dss::ApiPrefix::PublicApi,
         "/dip/publicapi" => dss::ApiPrefix::DipPublicApi,
         other => {
-            return Err(format!("--dss-api-prefix must be /public/api or /dip/publicapi, not {other}").into());
+            return Err(
+                format!("--dss-api-prefix must be /public/api or /dip/publicapi, not {other}").into(),
+            );
         }
     };
     let rps = args.dss_requests_per_second.max(1);

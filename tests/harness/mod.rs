@@ -5,7 +5,8 @@
 //! - [`TestNs`] gives each test its own namespace, removed by [`TestNs::cleanup`].
 //! - [`Operator`] runs `kube-dss controller` as a real process (so tests can SIGKILL it), logging to
 //!   a file under `target/test-logs/`.
-#![allow(dead_code)]
+// Test support: a failed set-up step should stop the test loudly, so unwrap is the right tool here.
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::{
     path::{Path, PathBuf},
@@ -15,8 +16,8 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::core::v1::{Namespace, Secret},
     ByteString,
+    api::core::v1::{Namespace, Secret},
 };
 use kube::{
     Api, Client, Config, ResourceExt,
@@ -45,11 +46,30 @@ pub fn control_plane() -> PathBuf {
             let stdout = String::from_utf8_lossy(&out.stdout);
             let path = PathBuf::from(stdout.lines().last().expect("kubeconfig path").trim());
             let crds = repo().join("crds");
-            let applied = kubectl_with(&path, &["apply", "--server-side", "--force-conflicts", "-f", crds.to_str().unwrap()]);
-            assert!(applied.status.success(), "installing CRDs failed: {}", String::from_utf8_lossy(&applied.stderr));
+            let applied = kubectl_with(
+                &path,
+                &[
+                    "apply",
+                    "--server-side",
+                    "--force-conflicts",
+                    "-f",
+                    crds.to_str().unwrap(),
+                ],
+            );
+            assert!(
+                applied.status.success(),
+                "installing CRDs failed: {}",
+                String::from_utf8_lossy(&applied.stderr)
+            );
             let established = kubectl_with(
                 &path,
-                &["wait", "--for=condition=Established", "--timeout=60s", "crd/datasetbuilds.kube-dss.dev", "crd/dssconnections.kube-dss.dev"],
+                &[
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=60s",
+                    "crd/datasetbuilds.kube-dss.dev",
+                    "crd/dssconnections.kube-dss.dev",
+                ],
             );
             assert!(established.status.success(), "CRDs not established");
             path
@@ -59,8 +79,14 @@ pub fn control_plane() -> PathBuf {
 
 /// The directory of the control-plane binaries (kubectl, helm, ...).
 pub fn tools_bin() -> PathBuf {
-    let local = std::env::var_os("KUBE_DSS_LOCAL").map(PathBuf::from).unwrap_or_else(|| repo().join(".local"));
-    PathBuf::from(std::fs::read_to_string(local.join("cluster/bin")).expect("control plane started").trim())
+    let local = std::env::var_os("KUBE_DSS_LOCAL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".local"));
+    PathBuf::from(
+        std::fs::read_to_string(local.join("cluster/bin"))
+            .expect("control plane started")
+            .trim(),
+    )
 }
 
 /// Runs kubectl against the local control plane.
@@ -69,16 +95,29 @@ pub fn kubectl(args: &[&str]) -> Output {
 }
 
 fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> Output {
-    let local = std::env::var_os("KUBE_DSS_LOCAL").map(PathBuf::from).unwrap_or_else(|| repo().join(".local"));
-    let bin = PathBuf::from(std::fs::read_to_string(local.join("cluster/bin")).expect("control plane started").trim().to_string());
-    Command::new(bin.join("kubectl")).env("KUBECONFIG", kubeconfig).args(args).output().expect("run kubectl")
+    let local = std::env::var_os("KUBE_DSS_LOCAL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".local"));
+    let bin = PathBuf::from(
+        std::fs::read_to_string(local.join("cluster/bin"))
+            .expect("control plane started")
+            .trim()
+            .to_string(),
+    );
+    Command::new(bin.join("kubectl"))
+        .env("KUBECONFIG", kubeconfig)
+        .args(args)
+        .output()
+        .expect("run kubectl")
 }
 
 /// A kube client for the local control plane (admin credentials).
 pub async fn client() -> Client {
     let path = control_plane();
     let kubeconfig = Kubeconfig::read_from(&path).expect("read kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
     Client::try_from(config).expect("client")
 }
 
@@ -102,14 +141,22 @@ impl TestNs {
             },
             ..Default::default()
         };
-        api.create(&PostParams::default(), &ns).await.expect("create namespace");
-        TestNs { name, client: client.clone() }
+        api.create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        TestNs {
+            name,
+            client: client.clone(),
+        }
     }
 
     /// Typed API in this namespace.
     pub fn api<K>(&self) -> Api<K>
     where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
     {
         Api::namespaced(self.client.clone(), &self.name)
     }
@@ -118,12 +165,17 @@ impl TestNs {
     pub async fn secret(&self, name: &str, key: &str, value: &str) {
         let api: Api<Secret> = self.api();
         let secret = Secret {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
             data: Some([(key.to_string(), ByteString(value.as_bytes().to_vec()))].into()),
             ..Default::default()
         };
         let _ = api.delete(name, &DeleteParams::default()).await;
-        api.create(&PostParams::default(), &secret).await.expect("create secret");
+        api.create(&PostParams::default(), &secret)
+            .await
+            .expect("create secret");
     }
 
     /// Deletes the namespace. With no namespace controller running, the test finalizes it itself
@@ -131,7 +183,14 @@ impl TestNs {
     pub async fn cleanup(self) {
         let api: Api<Namespace> = Api::all(self.client.clone());
         let _ = api.delete(&self.name, &DeleteParams::default()).await;
-        let _ = kubectl(&["delete", "datasetbuilds,dssconnections,secrets,events", "--all", "-n", &self.name, "--wait=false"]);
+        let _ = kubectl(&[
+            "delete",
+            "datasetbuilds,dssconnections,secrets,events",
+            "--all",
+            "-n",
+            &self.name,
+            "--wait=false",
+        ]);
         let body = serde_json::json!({
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": self.name},
@@ -170,7 +229,14 @@ impl Operator {
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_kube-dss"))
             .arg("controller")
-            .args(["--namespace", namespace, "--admin-addr", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+            .args([
+                "--namespace",
+                namespace,
+                "--admin-addr",
+                &format!("127.0.0.1:{port}"),
+                "--log-format",
+                "json",
+            ])
             .args(["--dss-request-timeout-seconds", "5", "--poll-max-seconds", "2"])
             .args(extra)
             .env("KUBECONFIG", &kubeconfig)
@@ -180,17 +246,21 @@ impl Operator {
             .stderr(file)
             .spawn()
             .expect("start kube-dss controller");
-        Operator { child, log, admin: format!("http://127.0.0.1:{port}") }
+        Operator {
+            child,
+            log,
+            admin: format!("http://127.0.0.1:{port}"),
+        }
     }
 
     /// Waits until `/readyz` answers 200.
     pub async fn ready(&self) {
         let url = format!("{}/readyz", self.admin);
         for _ in 0..300 {
-            if let Ok(r) = reqwest::get(&url).await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status().is_success()
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -205,7 +275,10 @@ impl Operator {
 
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         for _ in 0..100 {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
@@ -222,7 +295,12 @@ impl Operator {
 
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.admin)).await.expect("scrape").text().await.expect("text")
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text")
     }
 }
 
@@ -234,7 +312,11 @@ impl Drop for Operator {
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Polls an object until `cond` holds, or panics with its last state.
@@ -255,7 +337,8 @@ where
     }
     panic!(
         "timed out waiting for {name}; last seen:\n{}",
-        last.map(|o| serde_yaml::to_string(&o).unwrap_or_default()).unwrap_or_else(|| "nothing".into())
+        last.map(|o| serde_yaml::to_string(&o).unwrap_or_default())
+            .unwrap_or_else(|| "nothing".into())
     );
 }
 

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# `make demo`: the local control plane, the DSS emulator (examples/emulator.yaml on 127.0.0.1:11200),
+# the operator watching namespace kube-dss-demo, and the two example builds of examples/demo/.
+# Shows their status changing until one Succeeded and one Failed, then the failure's log tail.
+# `make demo-down` stops the emulator and the operator.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+demo="$root/.local/demo"
+ns=kube-dss-demo
+mkdir -p "$demo"
+
+stop() {
+  for p in operator emulator; do
+    if [ -f "$demo/$p.pid" ] && kill -0 "$(cat "$demo/$p.pid")" 2>/dev/null; then
+      kill "$(cat "$demo/$p.pid")" 2>/dev/null || true
+    fi
+    rm -f "$demo/$p.pid"
+  done
+}
+
+if [ "${1:-up}" = down ]; then
+  stop
+  echo "demo: emulator and operator stopped (make cluster-down stops the control plane)"
+  exit 0
+fi
+
+echo "demo: building kube-dss"
+cargo build --quiet --locked --bin kube-dss
+bin="$root/target/debug/kube-dss"
+echo "demo: starting the control plane (the first run builds it from source: ~10 min)"
+export KUBECONFIG
+KUBECONFIG="$(hack/cluster.sh up | tail -n1)"
+kubectl="$(cat "$root/.local/cluster/bin")/kubectl"
+"$kubectl" apply --server-side --force-conflicts -f crds/ >/dev/null
+"$kubectl" wait --for=condition=Established --timeout=60s crd/datasetbuilds.kube-dss.dev crd/dssconnections.kube-dss.dev >/dev/null
+
+stop
+echo "demo: starting the DSS emulator on http://127.0.0.1:11200 (log: $demo/emulator.log)"
+"$bin" emulator --listen 127.0.0.1:11200 --config examples/emulator.yaml >"$demo/emulator.log" 2>&1 &
+echo $! > "$demo/emulator.pid"
+for _ in $(seq 1 50); do grep -q listening "$demo/emulator.log" 2>/dev/null && break; sleep 0.1; done
+grep -q listening "$demo/emulator.log" || { echo "demo: the emulator did not start:"; cat "$demo/emulator.log"; exit 1; }
+
+"$kubectl" create namespace "$ns" --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
+# A fresh demo: earlier builds are removed while the operator still runs their finalizers.
+echo "demo: starting the operator for namespace $ns (log: $demo/operator.log)"
+"$bin" controller --namespace "$ns" --admin-addr 127.0.0.1:18080 >"$demo/operator.log" 2>&1 &
+echo $! > "$demo/operator.pid"
+for _ in $(seq 1 100); do curl -fsS -o /dev/null http://127.0.0.1:18080/readyz 2>/dev/null && break; sleep 0.2; done
+"$kubectl" -n "$ns" delete dsb --all --wait=true --timeout=60s >/dev/null 2>&1 || true
+
+echo "demo: applying examples/demo/connection.yaml and examples/demo/builds.yaml"
+"$kubectl" -n "$ns" apply -f examples/demo/connection.yaml
+"$kubectl" -n "$ns" apply -f examples/demo/builds.yaml
+echo
+echo "demo: watching the builds (kubectl -n $ns get dsb -o wide)"
+for _ in $(seq 1 60); do
+  out="$("$kubectl" -n "$ns" get dsb -o wide)"
+  echo "$out"; echo
+  phases="$("$kubectl" -n "$ns" get dsb -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}')"
+  if [ "$(echo "$phases" | grep -cE '^(Succeeded|Failed|Aborted)$')" = 2 ]; then break; fi
+  sleep 2
+done
+"$kubectl" -n "$ns" wait --for=condition=Succeeded dsb/orders-clean --timeout=60s
+echo
+echo "demo: why customers-scored failed (status.failure):"
+"$kubectl" -n "$ns" get dsb customers-scored -o jsonpath='{.status.failure.reason}: {.status.failure.message}{"\n"}{.status.failure.logTail}{"\n"}'
+echo
+echo "demo: events:"
+"$kubectl" -n "$ns" get events --sort-by=.metadata.creationTimestamp -o custom-columns=TYPE:.type,REASON:.reason,OBJECT:.regarding.name,MESSAGE:.note | cut -c1-160
+cat <<MSG
+
+demo: done. Explore with:
+  export KUBECONFIG=$KUBECONFIG
+  $kubectl -n $ns get dsb,dssconn
+  $kubectl -n $ns patch dsb orders-clean --type merge -p '{"spec":{"rerunToken":"again"}}'   # build again
+  $bin jobs --url http://127.0.0.1:11200 --api-key demo-operator-key list --project ANALYTICS
+  curl -s http://127.0.0.1:18080/metrics | grep kube_dss_
+Stop with: make demo-down && make cluster-down
+MSG

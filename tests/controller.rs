@@ -1,0 +1,667 @@
+//! End to end: the operator binary against the real kube-apiserver and the DSS emulator. Job counts
+//! come from the emulator's own records.
+
+// Fixture helpers outside #[test] functions fail loudly on set-up errors, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{Operator, TestNs, wait_for, wait_gone};
+use k8s_openapi::api::events::v1::Event;
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use kube_dss::{
+    crd::{DSSConnection, DatasetBuild, Phase},
+    emulator::{
+        self, Config, Faults,
+        admin::{AdminClient, JobRecord, KeySpec},
+    },
+};
+use serde_json::json;
+
+const KEY: &str = "test-key-5f2b9c0d7e";
+
+const EMULATOR: &str = r#"
+instance: {maxRunningActivities: 50}
+defaults: {durationMs: 1500}
+projects:
+  - projectKey: PROJ
+    datasets:
+      - name: quick
+        build: {durationMs: 1500, log: ["building quick"]}
+      - name: quick2
+        build: {durationMs: 1500}
+      - name: slow
+        build: {durationMs: 600000}
+      - name: broken
+        build:
+          durationMs: 1000
+          outcome: FAILED
+          message: "Job failed: boom in recipe"
+          log: ["reading input", "ERROR: boom in recipe"]
+      - name: warned
+        build: {durationMs: 1000, warnings: 2}
+apiKeys:
+  - key: test-key-5f2b9c0d7e
+    id: kube-dss-operator
+    projects: {PROJ: [READ_CONF, RUN_JOBS, MONITOR_JOBS]}
+"#;
+
+struct Fixture {
+    ns: TestNs,
+    emu: emulator::Handle,
+    admin: AdminClient,
+    op: Operator,
+    builds: Api<DatasetBuild>,
+}
+
+impl Fixture {
+    async fn new(prefix: &str) -> Fixture {
+        Self::with(prefix, EMULATOR, &[]).await
+    }
+
+    async fn with(prefix: &str, emulator_yaml: &str, operator_args: &[&str]) -> Fixture {
+        let emu = emulator::spawn(
+            Config::from_yaml(emulator_yaml).unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let admin = AdminClient::new(emu.base_url());
+        let client = harness::client().await;
+        let ns = TestNs::new(&client, prefix).await;
+        ns.secret("dss-api-key", "apiKey", KEY).await;
+        let conns: Api<DSSConnection> = ns.api();
+        let conn: DSSConnection = serde_json::from_value(json!({
+            "apiVersion": "kube-dss.dev/v1alpha1", "kind": "DSSConnection",
+            "metadata": {"name": "dss"},
+            "spec": {"url": emu.base_url(), "apiKeySecretRef": {"name": "dss-api-key", "key": "apiKey"},
+                     "limits": {"requestsPerSecond": 50, "maxInFlight": 8}}
+        }))
+        .unwrap();
+        conns.create(&PostParams::default(), &conn).await.unwrap();
+        let op = Operator::start(&ns.name, operator_args);
+        op.ready().await;
+        let builds = ns.api();
+        Fixture {
+            ns,
+            emu,
+            admin,
+            op,
+            builds,
+        }
+    }
+
+    async fn create(&self, name: &str, spec: serde_json::Value) -> DatasetBuild {
+        let mut spec = spec;
+        if spec.get("connectionRef").is_none() {
+            spec["connectionRef"] = json!({"name": "dss"});
+        }
+        if spec.get("projectKey").is_none() {
+            spec["projectKey"] = json!("PROJ");
+        }
+        let build: DatasetBuild = serde_json::from_value(json!({
+            "apiVersion": "kube-dss.dev/v1alpha1", "kind": "DatasetBuild",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap();
+        self.builds.create(&PostParams::default(), &build).await.unwrap()
+    }
+
+    async fn patch_spec(&self, name: &str, spec: serde_json::Value) {
+        self.builds
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": spec})),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn wait_phase(&self, name: &str, phase: Phase, secs: u64) -> DatasetBuild {
+        wait_for(
+            &self.builds,
+            name,
+            Duration::from_secs(secs),
+            |b: &DatasetBuild| b.status.as_ref().and_then(|s| s.phase) == Some(phase),
+        )
+        .await
+    }
+
+    async fn jobs_of(&self, output: &str) -> Vec<JobRecord> {
+        self.admin
+            .jobs()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|j| {
+                j.def["outputs"]
+                    .as_array()
+                    .is_some_and(|o| o.iter().any(|o| o.to_string().contains(output)))
+            })
+            .collect()
+    }
+
+    async fn events(&self) -> Vec<Event> {
+        let api: Api<Event> = self.ns.api();
+        api.list(&ListParams::default()).await.unwrap().items
+    }
+
+    /// The API key must never show in logs or events.
+    async fn assert_no_secret_leak(&self) {
+        assert!(
+            !self.op.log_text().contains(KEY),
+            "the API key leaked into the operator log"
+        );
+        for e in self.events().await {
+            assert!(
+                !e.note.unwrap_or_default().contains(KEY),
+                "the API key leaked into an event"
+            );
+        }
+    }
+
+    async fn cleanup(self) {
+        self.assert_no_secret_leak().await;
+        let _ = self
+            .builds
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await;
+        for b in self
+            .builds
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            wait_gone(&self.builds, &b.name_any(), Duration::from_secs(30)).await;
+        }
+        drop(self.op);
+        self.ns.cleanup().await;
+        self.emu.shutdown().await;
+    }
+}
+
+fn condition<'a>(
+    b: &'a DatasetBuild,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    b.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn build_succeeds_and_kubectl_wait_returns() {
+    let f = Fixture::new("e2e-ok").await;
+    f.create("ok", json!({"outputs": [{"id": "quick"}]})).await;
+    let out = harness::kubectl(&[
+        "wait",
+        "--for=condition=Succeeded",
+        "dsb/ok",
+        "-n",
+        &f.ns.name,
+        "--timeout=60s",
+    ]);
+    assert!(
+        out.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = f.builds.get("ok").await.unwrap();
+    let s = b.status.clone().unwrap();
+    assert_eq!(s.phase, Some(Phase::Succeeded));
+    assert_eq!(s.state.as_deref(), Some("DONE"));
+    assert_eq!(s.observed_generation, b.metadata.generation);
+    assert!(s.start_time.is_some() && s.completion_time.is_some());
+    assert_eq!(condition(&b, "Ready").unwrap().status, "True");
+    assert!(condition(&b, "Reconciling").is_none() && condition(&b, "Stalled").is_none());
+    let jobs = f.jobs_of("quick").await;
+    assert_eq!(jobs.len(), 1, "exactly one DSS job per build");
+    assert_eq!(Some(&jobs[0].id), s.job_id.as_ref());
+    assert_eq!(b.finalizers(), ["kube-dss.dev/abort-job"]);
+    let reasons: Vec<String> = f.events().await.into_iter().filter_map(|e| e.reason).collect();
+    assert!(
+        reasons.contains(&"JobStarted".into()) && reasons.contains(&"JobSucceeded".into()),
+        "{reasons:?}"
+    );
+    // Terminal builds are not polled again: no DSS call for this job in a few seconds.
+    let before = f.admin.stats().await.unwrap().requests_total;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = f.admin.stats().await.unwrap().requests_total;
+    assert!(
+        after - before <= 1,
+        "terminal builds must not be polled ({} calls)",
+        after - before
+    );
+    let metrics = f.op.metrics().await;
+    assert!(
+        metrics.contains("kube_dss_builds{phase=\"Succeeded\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kube_dss_dss_requests_total{operation=\"start_job\",status_class=\"2xx\"} 1"),
+        "{metrics}"
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_output_is_failed_and_stalled_with_the_log_tail() {
+    let f = Fixture::new("e2e-fail").await;
+    f.create("bad", json!({"outputs": [{"id": "broken"}]})).await;
+    let b = f.wait_phase("bad", Phase::Failed, 60).await;
+    let s = b.status.clone().unwrap();
+    let failure = s.failure.unwrap();
+    assert_eq!(failure.reason, "JobFailed");
+    assert!(failure.log_tail.unwrap_or_default().contains("boom in recipe"));
+    let stalled = condition(&b, "Stalled").unwrap();
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "JobFailed")
+    );
+    assert_eq!(condition(&b, "Succeeded").unwrap().status, "False");
+    let out = harness::kubectl(&[
+        "wait",
+        "--for=condition=Succeeded=False",
+        "dsb/bad",
+        "-n",
+        &f.ns.name,
+        "--timeout=10s",
+    ]);
+    assert!(out.status.success());
+    let warned = f.events().await.into_iter().any(|e| {
+        e.reason.as_deref() == Some("JobFailed") && e.note.unwrap_or_default().contains("boom in recipe")
+    });
+    assert!(warned, "a Warning event carries the log tail");
+    assert_eq!(f.jobs_of("broken").await.len(), 1, "no retry without spec.retry");
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_running_build_aborts_the_dss_job() {
+    let f = Fixture::new("e2e-del").await;
+    f.create("long", json!({"outputs": [{"id": "slow"}]})).await;
+    f.wait_phase("long", Phase::Running, 60).await;
+    f.builds.delete("long", &DeleteParams::default()).await.unwrap();
+    wait_gone(&f.builds, "long", Duration::from_secs(60)).await;
+    let jobs = f.jobs_of("slow").await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].state, "ABORTED");
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orphan_policy_leaves_the_job_running() {
+    let f = Fixture::new("e2e-orphan").await;
+    f.create(
+        "long",
+        json!({"outputs": [{"id": "slow"}], "deletionPolicy": "Orphan"}),
+    )
+    .await;
+    f.wait_phase("long", Phase::Running, 60).await;
+    let calls_before = f.admin.stats().await.unwrap();
+    f.builds.delete("long", &DeleteParams::default()).await.unwrap();
+    wait_gone(&f.builds, "long", Duration::from_secs(30)).await;
+    let jobs = f.jobs_of("slow").await;
+    assert_eq!(jobs[0].state, "RUNNING", "Orphan leaves the DSS job alone");
+    let aborts = f
+        .admin
+        .stats()
+        .await
+        .unwrap()
+        .requests_by_route
+        .get("POST /projects/{pk}/jobs/{id}/abort")
+        .copied();
+    assert_eq!(
+        aborts,
+        calls_before
+            .requests_by_route
+            .get("POST /projects/{pk}/jobs/{id}/abort")
+            .copied()
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dss_outage_is_waited_out_without_a_hot_loop() {
+    let f = Fixture::new("e2e-outage").await;
+    f.admin
+        .set_faults(&Faults {
+            outage: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    f.create("ok", json!({"outputs": [{"id": "quick"}]})).await;
+    let b = wait_for(&f.builds, "ok", Duration::from_secs(60), |b: &DatasetBuild| {
+        condition(b, "Reconciling").is_some_and(|c| c.reason.starts_with("Dss"))
+    })
+    .await;
+    assert_eq!(condition(&b, "Ready").unwrap().status, "False");
+    let before = f.admin.stats().await.unwrap().requests_total;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let during = f.admin.stats().await.unwrap().requests_total - before;
+    assert!(
+        during <= 12,
+        "{during} DSS calls in 8 s of outage: the operator must back off"
+    );
+    f.admin.clear_faults().await.unwrap();
+    f.wait_phase("ok", Phase::Succeeded, 120).await;
+    assert_eq!(f.jobs_of("quick").await.len(), 1);
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_key_is_used_without_a_restart() {
+    let f = Fixture::new("e2e-rotate").await;
+    f.create("first", json!({"outputs": [{"id": "quick"}]})).await;
+    f.wait_phase("first", Phase::Succeeded, 60).await;
+    let new_key = "rotated-key-8c1d2e3f";
+    let spec = KeySpec {
+        key: new_key.into(),
+        projects: [(
+            "PROJ".to_string(),
+            vec!["READ_CONF".into(), "RUN_JOBS".into(), "MONITOR_JOBS".into()],
+        )]
+        .into(),
+        admin: false,
+        groups: vec![],
+    };
+    f.admin.put_key("kube-dss-operator", &spec).await.unwrap();
+    f.ns.secret("dss-api-key", "apiKey", new_key).await;
+    f.create("second", json!({"outputs": [{"id": "quick2"}]})).await;
+    f.wait_phase("second", Phase::Succeeded, 90).await;
+    assert!(!f.op.log_text().contains(new_key));
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_connection_or_secret_gives_a_clear_condition() {
+    let f = Fixture::new("e2e-missing").await;
+    f.create(
+        "noconn",
+        json!({"outputs": [{"id": "quick"}], "connectionRef": {"name": "nope"}}),
+    )
+    .await;
+    let b = wait_for(
+        &f.builds,
+        "noconn",
+        Duration::from_secs(30),
+        |b: &DatasetBuild| condition(b, "Ready").is_some_and(|c| c.reason == "ConnectionNotFound"),
+    )
+    .await;
+    assert!(condition(&b, "Ready").unwrap().message.contains("nope"));
+    let conns: Api<DSSConnection> = f.ns.api();
+    let conn: DSSConnection = serde_json::from_value(json!({
+        "apiVersion": "kube-dss.dev/v1alpha1", "kind": "DSSConnection", "metadata": {"name": "nosecret"},
+        "spec": {"url": f.emu.base_url(), "apiKeySecretRef": {"name": "absent", "key": "apiKey"}}
+    }))
+    .unwrap();
+    conns.create(&PostParams::default(), &conn).await.unwrap();
+    wait_for(
+        &conns,
+        "nosecret",
+        Duration::from_secs(30),
+        |c: &DSSConnection| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.reason == "SecretNotFound"))
+        },
+    )
+    .await;
+    wait_for(&conns, "dss", Duration::from_secs(30), |c: &DSSConnection| {
+        c.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    })
+    .await;
+    assert!(
+        f.admin.jobs().await.unwrap().is_empty(),
+        "nothing starts without a connection"
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_rerun_token_starts_exactly_one_new_job() {
+    let f = Fixture::new("e2e-rerun").await;
+    f.create("r", json!({"outputs": [{"id": "quick"}], "rerunToken": "a"}))
+        .await;
+    f.wait_phase("r", Phase::Succeeded, 60).await;
+    f.patch_spec("r", json!({"rerunToken": "b"})).await;
+    let b = wait_for(&f.builds, "r", Duration::from_secs(60), |b: &DatasetBuild| {
+        b.status.as_ref().is_some_and(|s| {
+            s.last_handled_rerun_token.as_deref() == Some("b") && s.phase == Some(Phase::Succeeded)
+        })
+    })
+    .await;
+    assert_eq!(f.jobs_of("quick").await.len(), 2);
+    assert_eq!(b.status.unwrap().history.len(), 1);
+    // The rerun annotation does the same without editing the spec.
+    f.builds
+        .patch(
+            "r",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"kube-dss.dev/rerun": "1"}}})),
+        )
+        .await
+        .unwrap();
+    wait_for(&f.builds, "r", Duration::from_secs(60), |b: &DatasetBuild| {
+        b.status.as_ref().is_some_and(|s| {
+            s.last_handled_rerun_annotation.as_deref() == Some("1") && s.phase == Some(Phase::Succeeded)
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(f.jobs_of("quick").await.len(), 3, "one job per run request");
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spec_change_waits_or_aborts_per_on_spec_change() {
+    let f = Fixture::new("e2e-change").await;
+    // Wait: the running job continues; the new definition runs after it.
+    f.create("w", json!({"outputs": [{"id": "slow"}]})).await;
+    f.wait_phase("w", Phase::Running, 60).await;
+    f.patch_spec("w", json!({"outputs": [{"id": "quick"}]})).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        f.jobs_of("slow").await[0].state,
+        "RUNNING",
+        "Wait lets the active job run"
+    );
+    assert!(f.jobs_of("quick").await.is_empty());
+    let slow = f.jobs_of("slow").await[0].id.clone();
+    f.admin
+        .finish("PROJ", &slow, emulator::admin::FinishState::Done)
+        .await
+        .unwrap();
+    wait_for(&f.builds, "w", Duration::from_secs(60), |b: &DatasetBuild| {
+        b.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::Succeeded) && s.history.len() == 1)
+    })
+    .await;
+    assert_eq!(f.jobs_of("quick").await.len(), 1);
+
+    // Abort: the running job is aborted and the new definition starts.
+    f.create("a", json!({"outputs": [{"id": "slow"}], "onSpecChange": "Abort"}))
+        .await;
+    f.wait_phase("a", Phase::Running, 60).await;
+    f.patch_spec("a", json!({"outputs": [{"id": "quick2"}]})).await;
+    f.wait_phase("a", Phase::Succeeded, 60).await;
+    let slow_jobs = f.jobs_of("slow").await;
+    assert!(slow_jobs.iter().any(|j| j.state == "ABORTED"));
+    assert_eq!(f.jobs_of("quick2").await.len(), 1);
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn suspend_starts_nothing_until_resumed() {
+    let f = Fixture::new("e2e-suspend").await;
+    f.create("s", json!({"outputs": [{"id": "quick"}], "suspend": true}))
+        .await;
+    f.wait_phase("s", Phase::Suspended, 30).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        f.admin.jobs().await.unwrap().is_empty(),
+        "a suspended build starts no job"
+    );
+    f.patch_spec("s", json!({"suspend": false})).await;
+    f.wait_phase("s", Phase::Succeeded, 60).await;
+    assert_eq!(f.jobs_of("quick").await.len(), 1);
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deadlines_abort_with_deadline_exceeded() {
+    let f = Fixture::with(
+        "e2e-deadline",
+        &EMULATOR.replace("maxRunningActivities: 50", "maxRunningActivities: 1"),
+        &[],
+    )
+    .await;
+    f.create(
+        "active",
+        json!({"outputs": [{"id": "slow"}], "activeDeadlineSeconds": 3}),
+    )
+    .await;
+    let b = f.wait_phase("active", Phase::Failed, 60).await;
+    assert_eq!(b.status.unwrap().failure.unwrap().reason, "DeadlineExceeded");
+    // The only activity slot is taken, so this job stays NOT_STARTED past its start deadline.
+    f.create("blocker", json!({"outputs": [{"id": "slow"}], "rerunToken": "x"}))
+        .await;
+    f.wait_phase("blocker", Phase::Running, 60).await;
+    f.create(
+        "queued",
+        json!({"outputs": [{"id": "quick"}], "startDeadlineSeconds": 3}),
+    )
+    .await;
+    let b = f.wait_phase("queued", Phase::Failed, 60).await;
+    assert_eq!(condition(&b, "Stalled").unwrap().reason, "DeadlineExceeded");
+    let quick = f.jobs_of("quick").await;
+    assert_eq!(quick.len(), 1);
+    assert_eq!(quick[0].state, "ABORTED");
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_stop_at_the_limit_and_warnings_fail_when_asked() {
+    let f = Fixture::new("e2e-retry").await;
+    f.create(
+        "r",
+        json!({"outputs": [{"id": "broken"}], "retry": {"limit": 2, "backoffSeconds": 1}}),
+    )
+    .await;
+    wait_for(&f.builds, "r", Duration::from_secs(90), |b: &DatasetBuild| {
+        b.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::Failed) && s.attempts == Some(3))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        f.jobs_of("broken").await.len(),
+        3,
+        "1 job + 2 retries, then no more"
+    );
+
+    f.create(
+        "w",
+        json!({"outputs": [{"id": "warned"}], "failOnWarnings": true}),
+    )
+    .await;
+    let b = f.wait_phase("w", Phase::Failed, 60).await;
+    assert_eq!(b.status.unwrap().failure.unwrap().reason, "FailedWithWarnings");
+    f.create("w2", json!({"outputs": [{"id": "warned"}], "rerunToken": "2"}))
+        .await;
+    let b = f.wait_phase("w2", Phase::Succeeded, 60).await;
+    assert_eq!(b.status.unwrap().warnings_count, Some(2));
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_start_response_is_adopted_not_started_twice() {
+    let f = Fixture::new("e2e-lost").await;
+    f.admin
+        .set_faults(&Faults {
+            drop_start_responses: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    f.create("l", json!({"outputs": [{"id": "quick"}]})).await;
+    let b = f.wait_phase("l", Phase::Succeeded, 120).await;
+    let jobs = f.jobs_of("quick").await;
+    assert_eq!(jobs.len(), 1, "the lost start must be adopted, not repeated");
+    assert_eq!(b.status.unwrap().job_id.as_ref(), Some(&jobs[0].id));
+    assert!(
+        f.events()
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("JobAdopted"))
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_killed_between_start_and_status_write_starts_no_second_job() {
+    let mut f = Fixture::new("e2e-kill").await;
+    // The start is accepted but its answer never arrives; the operator is SIGKILLed right after.
+    f.admin
+        .set_faults(&Faults {
+            drop_start_responses: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    f.create("k", json!({"outputs": [{"id": "quick"}]})).await;
+    for _ in 0..200 {
+        if !f.admin.jobs().await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f.op.kill();
+    let b = f.builds.get("k").await.unwrap();
+    assert!(
+        b.status.unwrap().job_id.is_none(),
+        "the job id was never recorded"
+    );
+    f.op = Operator::start(&f.ns.name, &[]);
+    f.op.ready().await;
+    f.wait_phase("k", Phase::Succeeded, 120).await;
+    assert_eq!(f.jobs_of("quick").await.len(), 1);
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_racing_operators_start_one_job_per_build() {
+    let f = Fixture::new("e2e-race").await;
+    let second = Operator::start(&f.ns.name, &[]);
+    second.ready().await;
+    for i in 0..6 {
+        f.create(
+            &format!("b{i}"),
+            json!({"outputs": [{"id": "quick"}], "rerunToken": format!("{i}")}),
+        )
+        .await;
+    }
+    for i in 0..6 {
+        f.wait_phase(&format!("b{i}"), Phase::Succeeded, 120).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        f.jobs_of("quick").await.len(),
+        6,
+        "exactly one job per build with two operators"
+    );
+    drop(second);
+    f.cleanup().await;
+}
