@@ -21,7 +21,7 @@ if [ "$started" = 1 ]; then trap 'hack/cluster.sh down' EXIT; fi
 
 step "cargo test (unit + integration on the real apiserver and the emulator)"
 # Integration tests mostly wait on DSS jobs and the apiserver, so more threads than cores is right.
-cargo test --locked -- --test-threads "${TEST_THREADS:-6}"
+cargo test --locked --no-fail-fast -- --test-threads "${TEST_THREADS:-6}"
 
 step "conformance: the official dataiku-api-client against the emulator"
 hack/conformance.sh

@@ -27,12 +27,28 @@ pub struct Config {
     /// Faults injected into DSS API calls from the start (the admin API can change them later).
     #[serde(default)]
     pub faults: Faults,
+    /// A file holding one more API key, accepted with every permission (id `sandbox`). This is how the
+    /// Helm chart's emulator sandbox shares a generated key with the operator through a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<std::path::PathBuf>,
 }
 
 impl Config {
     /// Parses a configuration from YAML (JSON is YAML too) and checks that it is consistent.
     pub fn from_yaml(text: &str) -> Result<Config, Error> {
-        let config: Config = serde_yaml::from_str(text).map_err(Error::ParseConfig)?;
+        let mut config: Config = serde_yaml::from_str(text).map_err(Error::ParseConfig)?;
+        if let Some(path) = &config.api_key_file {
+            let key = std::fs::read_to_string(path)
+                .map_err(|source| Error::ReadConfig { path: path.clone(), source })?
+                .trim()
+                .to_string();
+            config.api_keys.push(ApiKeyConfig {
+                key,
+                id: "sandbox".to_string(),
+                admin: true,
+                ..ApiKeyConfig::default()
+            });
+        }
         // Building the catalog is the consistency check: unknown recipe inputs, cycles, duplicate
         // keys and bad permissions are reported here rather than at the first request.
         super::catalog::Catalog::build(&config)?;
