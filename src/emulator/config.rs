@@ -39,7 +39,10 @@ impl Config {
         let mut config: Config = serde_yaml::from_str(text).map_err(Error::ParseConfig)?;
         if let Some(path) = &config.api_key_file {
             let key = std::fs::read_to_string(path)
-                .map_err(|source| Error::ReadConfig { path: path.clone(), source })?
+                .map_err(|source| Error::ReadConfig {
+                    path: path.clone(),
+                    source,
+                })?
                 .trim()
                 .to_string();
             config.api_keys.push(ApiKeyConfig {
