@@ -69,7 +69,7 @@ echo "demo: why customers-scored failed (status.failure):"
 "$kubectl" -n "$ns" get dsb customers-scored -o jsonpath='{.status.failure.reason}: {.status.failure.message}{"\n"}{.status.failure.logTail}{"\n"}'
 echo
 echo "demo: events:"
-"$kubectl" -n "$ns" get events --sort-by=.metadata.creationTimestamp -o custom-columns=TYPE:.type,REASON:.reason,OBJECT:.regarding.name,MESSAGE:.note | cut -c1-160
+"$kubectl" -n "$ns" get events --sort-by=.metadata.creationTimestamp -o custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message | cut -c1-160
 cat <<MSG
 
 demo: done. Explore with:
