@@ -413,6 +413,30 @@ async fn a_missing_connection_or_secret_gives_a_clear_condition() {
         },
     )
     .await;
+    // A refused key and an unreachable DSS say so in the connection's Ready condition.
+    f.ns.secret("wrong-key", "apiKey", "not-a-valid-key").await;
+    let port = harness::free_port();
+    for (name, url, secret) in [
+        ("badkey", f.emu.base_url(), "wrong-key"),
+        ("down", format!("http://127.0.0.1:{port}"), "dss-api-key"),
+    ] {
+        let conn: DSSConnection = serde_json::from_value(json!({
+            "apiVersion": "kube-dss.dev/v1alpha1", "kind": "DSSConnection", "metadata": {"name": name},
+            "spec": {"url": url, "apiKeySecretRef": {"name": secret, "key": "apiKey"}}
+        }))
+        .unwrap();
+        conns.create(&PostParams::default(), &conn).await.unwrap();
+    }
+    for (name, reason) in [("badkey", "Unauthorized"), ("down", "Unreachable")] {
+        wait_for(&conns, name, Duration::from_secs(30), |c: &DSSConnection| {
+            c.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == reason)
+            })
+        })
+        .await;
+    }
     wait_for(&conns, "dss", Duration::from_secs(30), |c: &DSSConnection| {
         c.status.as_ref().is_some_and(|s| {
             s.conditions
