@@ -689,3 +689,37 @@ async fn two_racing_operators_start_one_job_per_build() {
     drop(second);
     f.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_definition_is_not_retried_and_polls_write_nothing() {
+    let f = Fixture::new("e2e-reject").await;
+    f.create("nosuch", json!({"outputs": [{"id": "no_such_dataset"}]}))
+        .await;
+    let b = f.wait_phase("nosuch", Phase::Failed, 30).await;
+    assert_eq!(b.status.unwrap().failure.unwrap().reason, "StartRejected");
+    let starts = |s: &emulator::Stats| {
+        s.requests_by_route
+            .get("POST /projects/{pk}/jobs/")
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = starts(&f.admin.stats().await.unwrap());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        starts(&f.admin.stats().await.unwrap()),
+        before,
+        "a rejected definition is not sent again"
+    );
+
+    // A running job is polled, but its status is written only when something changes.
+    f.create("long", json!({"outputs": [{"id": "slow"}]})).await;
+    let running = f.wait_phase("long", Phase::Running, 60).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let later = f.builds.get("long").await.unwrap();
+    assert_eq!(
+        later.resource_version(),
+        running.resource_version(),
+        "no status write per poll"
+    );
+    f.cleanup().await;
+}

@@ -70,6 +70,8 @@ struct Run<'a> {
     now: Timestamp,
     /// The resourceVersion every write must find (the one read, then the one last written).
     rv: Option<String>,
+    /// A DSS job was started in this reconcile (its id must not be lost to a write conflict).
+    started_job: bool,
     /// Events to publish once the status is recorded.
     events: Vec<(EventType, &'static str, &'static str, String)>,
 }
@@ -85,8 +87,11 @@ impl<'a> Run<'a> {
             old,
             blocker: None,
             want: definition::run_fingerprint(&build.spec, rerun),
-            now: Timestamp::now(),
+            // Kubernetes times have whole seconds: a finer `now` would never compare equal to what
+            // is read back, and every poll would rewrite the status.
+            now: status::now_seconds(),
             rv: build.resource_version(),
+            started_job: false,
             events: Vec::new(),
         }
     }
@@ -138,7 +143,10 @@ impl<'a> Run<'a> {
         );
         tracing::debug!(?step, "decided");
         match step {
-            Step::Done => Ok(Action::await_change()),
+            Step::Done => {
+                self.settle_phase();
+                Ok(Action::await_change())
+            }
             Step::Suspend => {
                 self.status.phase = Some(Phase::Suspended);
                 Ok(Action::await_change())
@@ -162,6 +170,36 @@ impl<'a> Run<'a> {
             Step::Start { attempt } => self.start(api, &conn, attempt).await,
             Step::ResolveStart => self.resolve_start(api, &conn).await,
         }
+    }
+
+    /// When the desired state is reached, the phase says how the last job ended (it may still read
+    /// `Pending` after an abort for a spec change that was reverted).
+    fn settle_phase(&mut self) {
+        if matches!(
+            self.status.phase,
+            Some(Phase::Succeeded | Phase::Failed | Phase::Aborted | Phase::Suspended)
+        ) || self.status.job_id.is_none()
+        {
+            return;
+        }
+        self.status.phase = match plan::recorded_state(&self.status) {
+            Some(JobState::Done) if self.status.failure.is_none() => Some(Phase::Succeeded),
+            Some(JobState::Aborted) if self.status.failure.is_none() => {
+                self.status.failure = Some(status::failure("JobAborted", "the DSS job was aborted"));
+                Some(Phase::Aborted)
+            }
+            Some(JobState::Aborted)
+                if self
+                    .status
+                    .failure
+                    .as_ref()
+                    .is_some_and(|f| f.reason == "JobAborted") =>
+            {
+                Some(Phase::Aborted)
+            }
+            Some(_) => Some(Phase::Failed),
+            None => self.status.phase,
+        };
     }
 
     /// Polls the current job and folds the answer into the status.
@@ -364,7 +402,9 @@ impl<'a> Run<'a> {
         self.status.fingerprint = Some(self.want.clone());
         self.status.last_handled_rerun_token = self.build.spec.rerun_token.clone();
         self.status.last_handled_rerun_annotation = self.build.annotations().get(RERUN_ANNOTATION).cloned();
+        self.status.not_before = None;
         self.status.start_request = Some(StartRequest {
+            definition_hash: Some(definition::definition_hash(&self.build.spec)),
             requested_at: Time(self.now),
             fingerprint: self.want.clone(),
             attempt: Some(attempt),
@@ -394,8 +434,24 @@ impl<'a> Run<'a> {
     async fn post_start(&mut self, conn: &Resolved, attempt: i32) -> Result<Action, Error> {
         let definition = definition::job_definition(&self.build.spec);
         let project = self.build.spec.project_key.clone();
-        match conn.client.start_job(&project, &definition).await {
+        // The whole call, budget wait included, ends before the crash guard's grace period does, so
+        // a resolver never searches while this request could still reach DSS.
+        let deadline = self
+            .ctx
+            .settings
+            .plan
+            .start_grace
+            .saturating_sub(Duration::from_secs(10));
+        let sent = tokio::time::timeout(deadline, conn.client.start_job(&project, &definition)).await;
+        let result = match sent {
+            Ok(result) => result,
+            Err(_) => Err(crate::dss::Error::Timeout {
+                operation: crate::dss::Operation::StartJob,
+            }),
+        };
+        match result {
             Ok(started) => {
+                self.started_job = true;
                 self.ctx.metrics.job_started();
                 self.status.job_id = Some(started.id.clone());
                 self.status.state = None;
@@ -414,7 +470,14 @@ impl<'a> Run<'a> {
                 // DSS refused before creating anything: starting again later is safe.
                 self.status.start_request = None;
                 self.status.phase = Some(Phase::Pending);
-                let retry = e.retry_after().unwrap_or(Duration::from_secs(15));
+                let retry = e
+                    .retry_after()
+                    .unwrap_or(Duration::from_secs(15))
+                    .max(Duration::from_secs(1));
+                let until = self.now.as_millisecond() + i64::try_from(retry.as_millis()).unwrap_or(i64::MAX);
+                self.status.not_before = Timestamp::from_millisecond(until)
+                    .ok()
+                    .map(|t| Time(status::whole_seconds(t)));
                 if e.is_unauthorized() {
                     let _ = self.ctx.connections.refresh_key(conn, None).await;
                 }
@@ -452,30 +515,12 @@ impl<'a> Run<'a> {
             return Ok(Action::requeue(Duration::ZERO));
         };
         let project = self.build.spec.project_key.clone();
-        let jobs = match conn.client.list_jobs(&project).await {
-            Ok(jobs) => jobs,
-            Err(e) => return self.dss_trouble(conn, Error::dss("list jobs")(e)).await,
-        };
-        let identity = match self.ctx.connections.auth_identifier(conn).await {
-            Ok(id) => id,
+        let adopt = self.build.annotations().get(ADOPT_ANNOTATION).cloned();
+        let candidates = match lost_start_candidates(self.ctx, conn, self.build, &self.status, &request).await
+        {
+            Ok(c) => c,
             Err(e) => return self.dss_trouble(conn, e).await,
         };
-        let adopt = self.build.annotations().get(ADOPT_ANNOTATION).cloned();
-        let known: Vec<&str> = self.status.history.iter().map(|h| h.job_id.as_str()).collect();
-        let since = request.requested_at.0.as_millisecond() - self.ctx.settings.clock_skew.as_millis() as i64;
-        let candidates: Vec<&crate::dss::JobListItem> = jobs
-            .iter()
-            .filter(|j| !known.contains(&j.job_id.as_str()))
-            .filter(|j| match &adopt {
-                Some(id) => &j.job_id == id,
-                None => j.definition.as_ref().is_some_and(|d| {
-                    d.initiation_timestamp
-                        .is_some_and(|t| t.timestamp_millis() >= since)
-                        && d.initiator.as_deref().is_some_and(|i| initiator_is(i, &identity))
-                        && definition::definition_matches(&self.build.spec, &d.raw)
-                }),
-            })
-            .collect();
         match candidates.as_slice() {
             [job] => {
                 self.ctx.metrics.job_adopted();
@@ -496,6 +541,12 @@ impl<'a> Run<'a> {
                     adopt.unwrap_or_default()
                 );
                 self.block("StartOutcomeUnknown", msg, true);
+                Ok(Action::await_change())
+            }
+            [] if self.build.spec.suspend == Some(true) => {
+                // No job exists and the user suspended the build meanwhile: start nothing.
+                self.status.start_request = None;
+                self.status.phase = Some(Phase::Suspended);
                 Ok(Action::await_change())
             }
             [] => {
@@ -578,6 +629,27 @@ impl<'a> Run<'a> {
         if self.status != self.old {
             match write_status(api, self.build, &self.status, self.rv.as_deref()).await {
                 Ok(_) => {}
+                Err(e) if e.is_conflict() && self.started_job => {
+                    // The object changed (an edit, a label) between recording the start request and
+                    // recording the job id. The status is ours alone: write it again on the newest
+                    // version rather than lose the id of a job that now exists.
+                    let latest = api
+                        .get_status(&self.build.name_any())
+                        .await
+                        .map_err(Error::kube("read build"))?;
+                    let same_request = latest.status.as_ref().and_then(|s| s.start_request.as_ref())
+                        == self.status.start_request.as_ref();
+                    if !same_request {
+                        return Err(e);
+                    }
+                    write_status(
+                        api,
+                        self.build,
+                        &self.status,
+                        latest.resource_version().as_deref(),
+                    )
+                    .await?;
+                }
                 Err(e) if e.is_conflict() => {
                     // A newer copy exists: it is reconciled next; transitions are seen again there.
                     tracing::debug!("status write lost a resourceVersion race; requeueing");
@@ -614,6 +686,108 @@ impl<'a> Run<'a> {
     }
 }
 
+/// The DSS jobs that may be the one a lost start request created: initiated at or after the request
+/// (minus the tolerated clock skew) by this connection's key, building the requested definition, and
+/// tracked by no build of this scope. With the `kube-dss.dev/adopt-job` annotation, the named job.
+async fn lost_start_candidates(
+    ctx: &Context,
+    conn: &Resolved,
+    build: &DatasetBuild,
+    status: &DatasetBuildStatus,
+    request: &StartRequest,
+) -> Result<Vec<crate::dss::JobListItem>, Error> {
+    let project = build.spec.project_key.clone();
+    let jobs = conn
+        .client
+        .list_jobs(&project)
+        .await
+        .map_err(Error::dss("list jobs"))?;
+    let identity = ctx.connections.auth_identifier(conn).await?;
+    let adopt = build.annotations().get(ADOPT_ANNOTATION).cloned();
+    // Jobs this build or any other build already tracks are never candidates: two builds with the
+    // same outputs must not adopt each other's jobs.
+    let mut known: Vec<String> = status.history.iter().map(|h| h.job_id.clone()).collect();
+    for other in ctx.builds.state() {
+        if other.uid() == build.uid() {
+            continue;
+        }
+        if let Some(s) = &other.status {
+            known.extend(s.job_id.iter().cloned());
+            known.extend(s.history.iter().map(|h| h.job_id.clone()));
+        }
+    }
+    let wanted = request
+        .definition_hash
+        .clone()
+        .unwrap_or_else(|| definition::definition_hash(&build.spec));
+    let skew = i64::try_from(ctx.settings.clock_skew.as_millis()).unwrap_or(i64::MAX);
+    let since = request.requested_at.0.as_millisecond().saturating_sub(skew);
+    Ok(jobs
+        .into_iter()
+        .filter(|j| !known.contains(&j.job_id))
+        .filter(|j| match &adopt {
+            Some(id) => &j.job_id == id,
+            None => j.definition.as_ref().is_some_and(|d| {
+                d.initiation_timestamp
+                    .is_some_and(|t| t.timestamp_millis() >= since)
+                    && d.initiator.as_deref().is_some_and(|i| initiator_is(i, &identity))
+                    && definition::dss_definition_hash(&d.raw, &project).as_ref() == Some(&wanted)
+            }),
+        })
+        .collect())
+}
+
+/// What deletion finds for a start request whose job id was never recorded.
+enum LostStart {
+    /// The starter may still record it: look again later.
+    Wait(Duration),
+    /// The one job the request created.
+    Found(String),
+    /// No single job can be named; the note says why.
+    None(String),
+}
+
+async fn find_lost_start(
+    build: &DatasetBuild,
+    ctx: &Context,
+    status: &DatasetBuildStatus,
+    request: &StartRequest,
+) -> LostStart {
+    let waited = Timestamp::now().as_millisecond() - request.requested_at.0.as_millisecond();
+    let grace = i64::try_from(ctx.settings.plan.start_grace.as_millis()).unwrap_or(i64::MAX);
+    if waited < grace {
+        return LostStart::Wait(Duration::from_millis(
+            u64::try_from(grace - waited).unwrap_or(1000),
+        ));
+    }
+    let ns = build.namespace().unwrap_or_default();
+    let found = match ctx
+        .connections
+        .resolve(&ns, build.spec.connection_ref.as_ref())
+        .await
+    {
+        Ok(conn) => lost_start_candidates(ctx, &conn, build, status, request).await,
+        Err(e) => Err(e),
+    };
+    match found {
+        Ok(jobs) if jobs.len() == 1 => LostStart::Found(jobs[0].job_id.clone()),
+        Ok(jobs) if jobs.is_empty() => {
+            LostStart::None("released: the start request in flight created no DSS job".into())
+        }
+        Ok(jobs) => LostStart::None(format!(
+            "released: several DSS jobs match the start request in flight ({}); check which to abort",
+            jobs.iter()
+                .map(|j| j.job_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Err(e) => LostStart::None(format!(
+            "released: could not look for the job of the start request in flight ({}); check DSS for a job to abort",
+            e.chain()
+        )),
+    }
+}
+
 /// The deletion path: abort the job (Abort policy), confirm a terminal state, release the finalizer.
 /// Bounded: past `finalizer_timeout` with DSS unreachable or credentials gone, it releases anyway.
 async fn cleanup(build: &DatasetBuild, _api: &Api<DatasetBuild>, ctx: &Context) -> Result<Action, Error> {
@@ -636,19 +810,30 @@ async fn cleanup(build: &DatasetBuild, _api: &Api<DatasetBuild>, ctx: &Context) 
             Ok(Action::await_change())
         }
     };
-    let Some(job_id) = status.job_id.clone() else {
-        if status.start_request.is_none() {
+    let job_id = match (status.job_id.clone(), &status.start_request) {
+        (Some(id), _) => id,
+        (None, None) => {
+            // Never started a job: nothing to abort.
             ctx.metrics.set_phase(&uid, None);
             return Ok(Action::await_change());
         }
-        // A start whose outcome is unknown: there may be a job, but without its id it cannot be
-        // aborted safely (it could belong to someone else). Say so.
-        return release(
-            "released: a job start was in flight and its job id was never recorded; check DSS for a job to abort"
-                .to_string(),
-            EventType::Warning,
-        )
-        .await;
+        (None, Some(_)) if build.spec.deletion_policy == Some(DeletionPolicy::Orphan) => {
+            return release(
+                "released; a job start was in flight (deletionPolicy: Orphan)".to_string(),
+                EventType::Normal,
+            )
+            .await;
+        }
+        (None, Some(request)) => match find_lost_start(build, ctx, &status, request).await {
+            LostStart::Wait(after) => {
+                return Err(Error::AbortPending {
+                    job_id: "(start in flight)".into(),
+                    retry_after: after,
+                });
+            }
+            LostStart::Found(id) => id,
+            LostStart::None(note) => return release(note, EventType::Warning).await,
+        },
     };
     if build.spec.deletion_policy == Some(DeletionPolicy::Orphan) {
         return release(
@@ -809,23 +994,28 @@ pub fn log_tail(log: &str, lines: usize) -> String {
 
 /// Masks values that look like credentials (DSS logs can carry job tickets and tokens).
 fn redact(line: &str) -> String {
-    let lower = line.to_ascii_lowercase();
-    for marker in [
+    const MARKERS: [&str; 6] = [
         "secret",
         "password",
         "apikey",
         "api_key",
         "token",
         "authorization",
-    ] {
-        if let Some(pos) = lower.find(marker) {
-            let rest = &line[pos..];
-            if let Some(sep) = rest.find([':', '=']) {
-                return format!("{}{}***", &line[..pos], &rest[..=sep]);
-            }
-        }
+    ];
+    let lower = line.to_ascii_lowercase();
+    // Mask from the earliest marker that is followed by a separator: everything after it goes.
+    let cut = MARKERS
+        .iter()
+        .filter_map(|m| {
+            let pos = lower.find(m)?;
+            let sep = line[pos..].find([':', '='])?;
+            Some(pos + sep)
+        })
+        .min();
+    match cut {
+        Some(at) => format!("{}***", &line[..=at]),
+        None => line.to_string(),
     }
-    line.to_string()
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -841,6 +1031,8 @@ mod tests {
     fn log_tail_keeps_the_last_lines_and_masks_secrets() {
         let log = "a\nb\n\nc jobTicketSecret=abc123\nd\n";
         assert_eq!(log_tail(log, 2), "c jobTicketSecret=***\nd");
+        assert_eq!(redact("x token=abc password=xyz"), "x token=***");
+        assert_eq!(redact("password: a, token=b"), "password:***");
         assert_eq!(log_tail("x", 5), "x");
     }
 

@@ -3,7 +3,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, ResourceExt,
     api::{Patch, PatchParams},
@@ -36,7 +35,7 @@ pub async fn reconcile(conn: Arc<DSSConnection>, ctx: Arc<Context>) -> Result<Ac
     }
     let old = conn.status.clone().unwrap_or_default();
     let mut status = old.clone();
-    let now = Timestamp::now();
+    let now = super::status::now_seconds();
     let generation = conn.metadata.generation;
     status.observed_generation = generation;
 

@@ -118,7 +118,17 @@ impl Connections {
     ) -> Result<Resolved, Error> {
         match conn_ref {
             Some(r) => {
-                let Some(conn) = self.store.get(&ObjectRef::new(&r.name).within(namespace)) else {
+                let conn = match self.store.get(&ObjectRef::new(&r.name).within(namespace)) {
+                    Some(conn) => Some(conn.spec.clone()),
+                    // The watch cache may not have synced yet (right after a start): ask the
+                    // apiserver before calling the connection missing.
+                    None => Api::<DSSConnection>::namespaced(self.kube.clone(), namespace)
+                        .get_opt(&r.name)
+                        .await
+                        .map_err(Error::kube("read connection"))?
+                        .map(|c| c.spec),
+                };
+                let Some(spec) = conn else {
                     return Err(Error::Connection {
                         reason: "ConnectionNotFound",
                         message: format!(
@@ -127,7 +137,7 @@ impl Connections {
                         ),
                     });
                 };
-                self.resolve_named(namespace, &r.name, &conn.spec).await
+                self.resolve_named(namespace, &r.name, &spec).await
             }
             None => self.resolve_default().await,
         }

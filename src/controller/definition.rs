@@ -100,28 +100,44 @@ pub fn run_fingerprint(spec: &DatasetBuildSpec, rerun_annotation: Option<&str>) 
     hex::encode(&digest[..8])
 }
 
-/// True when a job definition found in DSS (as listed) builds what `spec` describes.
-pub fn definition_matches(spec: &DatasetBuildSpec, def: &Value) -> bool {
+/// A hash of what a job builds (project, build type, outputs with defaults filled in), comparable
+/// between a spec and a definition DSS reports.
+pub fn definition_hash(spec: &DatasetBuildSpec) -> String {
+    hash_of(
+        &spec.project_key,
+        spec.build_type.unwrap_or_default().as_str(),
+        &normal_spec_outputs(spec),
+    )
+}
+
+/// [`definition_hash`] of a job definition found in DSS, or `None` when it cannot be read.
+pub fn dss_definition_hash(def: &Value, default_project: &str) -> Option<String> {
     let job_type = def
         .get("type")
         .and_then(Value::as_str)
         .unwrap_or("NON_RECURSIVE_FORCED_BUILD");
-    if job_type != spec.build_type.unwrap_or_default().as_str() {
-        return false;
-    }
     let project = def
         .get("projectKey")
         .and_then(Value::as_str)
-        .unwrap_or(&spec.project_key);
-    if project != spec.project_key {
-        return false;
-    }
-    let Some(outputs) = def.get("outputs").and_then(Value::as_array) else {
-        return false;
-    };
+        .unwrap_or(default_project);
+    let outputs = def.get("outputs").and_then(Value::as_array)?;
     let found: Option<BTreeSet<NormalOutput>> =
         outputs.iter().map(|o| normal_dss_output(o, project)).collect();
-    found.is_some_and(|found| found == normal_spec_outputs(spec))
+    Some(hash_of(project, job_type, &found?))
+}
+
+fn hash_of(project: &str, job_type: &str, outputs: &BTreeSet<NormalOutput>) -> String {
+    let outputs: Vec<Value> = outputs
+        .iter()
+        .map(|o| json!([o.project_key, o.object_type, o.id, o.partition]))
+        .collect();
+    let canonical = json!({"projectKey": project, "type": job_type, "outputs": outputs});
+    hex::encode(&Sha256::digest(canonical.to_string().as_bytes())[..8])
+}
+
+/// True when a job definition found in DSS (as listed) builds what `spec` describes.
+pub fn definition_matches(spec: &DatasetBuildSpec, def: &Value) -> bool {
+    dss_definition_hash(def, &spec.project_key).is_some_and(|h| h == definition_hash(spec))
 }
 
 /// Reads an output of a DSS definition in either form: `{type,id,projectKey,partition}` (what clients

@@ -48,7 +48,10 @@ impl Elector {
     /// Waits until this replica holds the lease.
     pub async fn acquire(&self) {
         loop {
-            match self.try_acquire_or_renew().await {
+            match self
+                .try_in_time(self.settings.retry_period.max(Duration::from_secs(1)))
+                .await
+            {
                 Ok(true) => {
                     tracing::info!(lease = %self.settings.name, identity = %self.settings.identity, "became leader");
                     return;
@@ -60,24 +63,34 @@ impl Elector {
         }
     }
 
-    /// Renews the lease until a renewal is impossible for a whole lease duration; then returns.
+    /// Renews the lease until a renewal is impossible; then returns. It returns before the lease can
+    /// expire in anyone's eyes: the renewal time written is taken before the call, and each call is
+    /// bounded by what is left of the lease.
     pub async fn hold(&self) {
-        let mut last_renewed = tokio::time::Instant::now();
+        let mut valid_until = tokio::time::Instant::now() + self.settings.lease_duration;
         loop {
             tokio::time::sleep(self.settings.retry_period).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewed = tokio::time::Instant::now(),
+            let started = tokio::time::Instant::now();
+            // Stop a retry period before the lease runs out, so another leader never overlaps.
+            let Some(left) = valid_until.checked_duration_since(started + self.settings.retry_period) else {
+                tracing::error!("leader election: could not renew the lease in time");
+                return;
+            };
+            match self.try_in_time(left).await {
+                Ok(true) => valid_until = started + self.settings.lease_duration,
                 Ok(false) => {
                     tracing::error!("leader election: another replica holds the lease");
                     return;
                 }
                 Err(e) => tracing::warn!(error = %e, "leader election: renewal failed"),
             }
-            // Stop before the lease can expire, so another leader never overlaps with us.
-            if last_renewed.elapsed() + self.settings.retry_period >= self.settings.lease_duration {
-                tracing::error!("leader election: could not renew the lease in time");
-                return;
-            }
+        }
+    }
+
+    async fn try_in_time(&self, limit: Duration) -> Result<bool, String> {
+        match tokio::time::timeout(limit, self.try_acquire_or_renew()).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err("the Lease call timed out".to_string()),
         }
     }
 

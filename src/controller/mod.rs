@@ -169,6 +169,8 @@ pub struct Context {
     pub settings: Settings,
     /// Per-object backoff of failing reconciles.
     pub backoff: ErrorBackoff,
+    /// Every DatasetBuild of the scope (to tell this build's jobs from other builds' jobs).
+    pub builds: kube::runtime::reflector::Store<DatasetBuild>,
 }
 
 /// Per-object exponential backoff (5 s doubling to 5 min, with jitter), reset on success.
@@ -391,6 +393,7 @@ fn run_scope(
         metrics: metrics.clone(),
         settings,
         backoff: ErrorBackoff::default(),
+        builds: build_store.clone(),
     });
 
     let referencing = build_store.clone();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::{
-    crd::{DatasetBuildSpec, DatasetBuildStatus, OnSpecChange},
+    crd::{DatasetBuildSpec, DatasetBuildStatus, OnSpecChange, Phase},
     dss::JobState,
 };
 
@@ -102,7 +102,13 @@ pub fn recorded_state(status: &DatasetBuildStatus) -> Option<JobState> {
 
 /// True when the status has a job that has not reached a terminal state.
 pub fn has_active_job(status: &DatasetBuildStatus) -> bool {
-    status.job_id.is_some() && !recorded_state(status).is_some_and(|s| s.is_terminal())
+    // A finished phase settles the job even when DSS never reported a terminal state for it (for
+    // example a job DSS no longer knows).
+    let settled = matches!(
+        status.phase,
+        Some(Phase::Succeeded | Phase::Failed | Phase::Aborted)
+    );
+    status.job_id.is_some() && !settled && !recorded_state(status).is_some_and(|s| s.is_terminal())
 }
 
 fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
@@ -175,6 +181,24 @@ pub fn next_step(
     }
 
     let suspended = spec.suspend.unwrap_or(false);
+    // DSS refused this very request's definition: only a new request (spec or token) helps.
+    if status.fingerprint.as_deref() == Some(want)
+        && status.job_id.is_none()
+        && status
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.reason == "StartRejected")
+    {
+        return Step::Done;
+    }
+    // DSS asked us to wait (rate limit) or refused the key: no start before `notBefore`.
+    if let Some(not_before) = &status.not_before
+        && not_before.0 > now
+    {
+        return Step::RetryLater {
+            after: elapsed(now, not_before.0),
+        };
+    }
     let same_request = status.fingerprint.as_deref() == Some(want) && status.job_id.is_some();
     if !same_request {
         return if suspended {
@@ -238,6 +262,7 @@ mod tests {
                 requested_at: Time(ts(at)),
                 fingerprint: fp.into(),
                 attempt: Some(1),
+                definition_hash: None,
             }),
             job_id: job.map(Into::into),
             state: state.map(Into::into),
@@ -284,6 +309,26 @@ mod tests {
             reason: "DeadlineExceeded".into(),
             requested_at: Time(ts(5)),
         });
+        let rejected = DatasetBuildStatus {
+            fingerprint: Some(WANT.into()),
+            phase: Some(Phase::Failed),
+            failure: Some(crate::crd::Failure {
+                reason: "StartRejected".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let rejected_old = DatasetBuildStatus {
+            fingerprint: Some("old".into()),
+            ..rejected.clone()
+        };
+        let deferred = DatasetBuildStatus {
+            fingerprint: Some(WANT.into()),
+            not_before: Some(Time(ts(30))),
+            ..Default::default()
+        };
+        let mut lost = started(WANT, 0, Some("j1"), Some("UNKNOWN"));
+        lost.phase = Some(Phase::Failed);
         let mut third_attempt_failed = failed_at_0.clone();
         third_attempt_failed.attempts = Some(3);
 
@@ -462,6 +507,43 @@ mod tests {
                 aborting,
                 10,
                 Step::Poll { after: s.abort_poll },
+            ),
+            (
+                "a rejected definition is not started again",
+                &base,
+                rejected.clone(),
+                50,
+                Step::Done,
+            ),
+            (
+                "a rejected definition with a new token starts",
+                &base,
+                rejected_old,
+                50,
+                Step::Start { attempt: 1 },
+            ),
+            (
+                "a refused start waits for notBefore",
+                &base,
+                deferred.clone(),
+                10,
+                Step::RetryLater {
+                    after: Duration::from_secs(20),
+                },
+            ),
+            (
+                "a refused start is retried after notBefore",
+                &base,
+                deferred,
+                31,
+                Step::Start { attempt: 1 },
+            ),
+            (
+                "a job DSS no longer knows is settled",
+                &base,
+                lost,
+                50,
+                Step::Done,
             ),
         ];
         for (name, spec, status, now, expected) in cases {

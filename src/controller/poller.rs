@@ -58,7 +58,9 @@ impl Observed {
 
 struct Listing {
     fetched: Instant,
-    jobs: HashMap<String, dss::JobListItem>,
+    /// None when the last fetch failed: polls then ask DSS job by job until `max_age` passes, instead
+    /// of each waiting poller retrying the failing listing in turn.
+    jobs: Option<HashMap<String, dss::JobListItem>>,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Listing>>>;
@@ -67,8 +69,8 @@ type Slot = Arc<tokio::sync::Mutex<Option<Listing>>>;
 pub struct Poller {
     max_age: Duration,
     slots: Mutex<HashMap<(ConnKey, String), Slot>>,
-    /// Connections whose DSS has no running-jobs listing.
-    unsupported: Mutex<HashSet<ConnKey>>,
+    /// Projects (per connection) whose DSS answers the running-jobs listing with 404/405.
+    unsupported: Mutex<HashSet<(ConnKey, String)>>,
 }
 
 impl Poller {
@@ -114,39 +116,48 @@ impl Poller {
         job_id: &str,
         job_started: Instant,
     ) -> Option<Observed> {
-        if self.unsupported.lock().ok()?.contains(&conn.key) {
+        let key = (conn.key.clone(), project_key.to_string());
+        if self.unsupported.lock().ok()?.contains(&key) {
             return None;
         }
         let slot = {
             let mut slots = self.slots.lock().ok()?;
-            slots
-                .entry((conn.key.clone(), project_key.to_string()))
-                .or_default()
-                .clone()
+            slots.entry(key.clone()).or_default().clone()
         };
         // Holding the slot while fetching makes concurrent pollers of one project share one request.
         let mut listing = slot.lock().await;
-        let fresh = listing
+        let recent = listing
             .as_ref()
-            .is_some_and(|l| l.fetched.elapsed() < self.max_age && l.fetched >= job_started);
+            .is_some_and(|l| l.fetched.elapsed() < self.max_age);
+        let fresh = recent
+            && listing
+                .as_ref()
+                .is_some_and(|l| l.jobs.is_none() || l.fetched >= job_started);
         if !fresh {
             let fetched = Instant::now();
             match conn.client.list_running_jobs(project_key).await {
                 Ok(items) => {
                     let jobs = items.into_iter().map(|i| (i.job_id.clone(), i)).collect();
-                    *listing = Some(Listing { fetched, jobs });
+                    *listing = Some(Listing {
+                        fetched,
+                        jobs: Some(jobs),
+                    });
                 }
                 Err(e) if e.status() == Some(404) || e.status() == Some(405) => {
-                    // This DSS predates the listing: poll job by job from now on.
+                    // This DSS predates the listing (or the project is unknown, which the status call
+                    // reports precisely): poll job by job for this project from now on.
                     if let Ok(mut u) = self.unsupported.lock() {
-                        u.insert(conn.key.clone());
+                        u.insert(key);
                     }
                     return None;
                 }
-                Err(_) => return None,
+                Err(_) => {
+                    *listing = Some(Listing { fetched, jobs: None });
+                    return None;
+                }
             }
         }
-        let item = listing.as_ref()?.jobs.get(job_id)?;
+        let item = listing.as_ref()?.jobs.as_ref()?.get(job_id)?;
         // The listing only holds active jobs; a terminal state there is still checked directly.
         (!item.state.is_terminal()).then(|| Observed::from_item(item))
     }

@@ -224,10 +224,20 @@ pub fn push_history(status: &mut DatasetBuildStatus) {
     status.failure = None;
 }
 
-/// Converts epoch-milliseconds style times of the DSS client into Kubernetes times.
+/// Converts DSS times into Kubernetes times (whole seconds, as the apiserver stores them).
 pub fn time_from_chrono(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<Time> {
     let t = t?;
-    Timestamp::from_millisecond(t.timestamp_millis()).ok().map(Time)
+    Timestamp::from_second(t.timestamp()).ok().map(Time)
+}
+
+/// Drops the fraction of a second: Kubernetes times have whole seconds.
+pub fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+/// The current time in whole seconds.
+pub fn now_seconds() -> Timestamp {
+    whole_seconds(Timestamp::now())
 }
 
 /// A failure record.

@@ -278,6 +278,11 @@ pub struct DatasetBuildStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_request: Option<StartRequest>,
 
+    /// No new job starts before this time: DSS refused the last start for a reason that passes
+    /// (rate limit, refused key), and the operator waits instead of retrying at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Time>,
+
     /// An abort the operator requested for the current job, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_request: Option<AbortRequest>,
@@ -364,6 +369,10 @@ pub struct StartRequest {
     /// The attempt this start belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<i32>,
+    /// Hash of the job definition that was sent (outputs, type, flags), so a lost start is matched
+    /// against what was requested even if the spec changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition_hash: Option<String>,
 }
 
 /// An abort requested by the operator.
