@@ -186,7 +186,13 @@ async fn apiserver_counts(client: &Client) -> ApiCounts {
             continue;
         }
         let v: f64 = value.parse().unwrap_or(0.0);
-        *out.entry((label("verb"), label("resource"), label("subresource")))
+        // Writes refused for a stale resourceVersion are kept apart: they cost a round trip but
+        // change nothing.
+        let verb = match label("code").as_str() {
+            "409" => format!("{} 409", label("verb")),
+            _ => label("verb"),
+        };
+        *out.entry((verb, label("resource"), label("subresource")))
             .or_default() += v;
     }
     out
@@ -548,6 +554,7 @@ async fn burst(client: &Client) -> Value {
         is_write(v) && r == "datasetbuilds" && s == "status"
     });
     let event_writes = sum(&api_d, |v, r, _| is_write(v) && r == "events");
+    let conflicts = sum(&api_d, |v, r, _| v.ends_with(" 409") && r == "datasetbuilds");
     let total_min = (n as f64 / f64::from(slots)).ceil() * job_ms as f64 / 1000.0;
     let res = json!({
         "builds": n, "projects": projects, "jobMs": job_ms, "slots": slots, "budgetRps": budget,
@@ -566,6 +573,7 @@ async fn burst(client: &Client) -> Value {
         "datasetbuildWritesPerBuild": dsb_writes / n as f64,
         "statusWritesPerBuild": status_writes / n as f64,
         "eventWritesPerBuild": event_writes / n as f64,
+        "conflictedWritesPerBuild": conflicts / n as f64,
         "apiserverWritesPerBuildIncludingEvents": (dsb_writes + event_writes) / n as f64,
         "statusWritesPerSecond": status_writes / wall.as_secs_f64(),
         "operatorPeakRssMiB": op.peak_rss_mib().max(peak_rss),
