@@ -1,5 +1,5 @@
 # kube-dss developer commands. The two that matter: `make demo` and `make test`.
-.PHONY: help demo demo-down test tools cluster cluster-down crds conformance chart-check gitops-check build
+.PHONY: help demo demo-down test bench chaos tools cluster cluster-down crds conformance chart-check gitops-check build
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -12,6 +12,12 @@ demo-down: ## stop the demo's emulator and operator (the control plane stays; se
 
 test: ## everything: lints, unit, integration (real apiserver), conformance, chart, GitOps checks
 	hack/test.sh
+
+bench: ## operator benchmark (burst, idle, restart, apiserver ceiling) on its own control plane; figures in target/bench/
+	hack/bench.sh
+
+chaos: ## the long chaos soak (CHAOS_SECONDS, default 600): faults, kills, restarts, then invariants
+	hack/chaos.sh
 
 build: ## build the kube-dss binary
 	cargo build --locked --bin kube-dss

@@ -21,7 +21,11 @@ if [ "$started" = 1 ]; then trap 'hack/cluster.sh down' EXIT; fi
 
 step "cargo test (unit + integration on the real apiserver and the emulator)"
 # Integration tests mostly wait on DSS jobs and the apiserver, so more threads than cores is right.
-cargo test --locked --no-fail-fast -- --test-threads "${TEST_THREADS:-6}"
+# The chaos soak restarts the apiserver, so it is skipped here and runs alone in the next step.
+cargo test --locked --no-fail-fast -- --test-threads "${TEST_THREADS:-6}" --skip chaos_
+
+step "chaos soak, short (faults, kills, an apiserver restart; then invariants)"
+CHAOS_SECONDS="${CHAOS_SECONDS:-75}" cargo test --locked --test chaos -- --nocapture
 
 step "conformance: the official dataiku-api-client against the emulator"
 hack/conformance.sh

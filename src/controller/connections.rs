@@ -242,6 +242,14 @@ impl Connections {
             .entries
             .lock()
             .map_err(|_| Error::Finalizer("connection registry lock poisoned".to_string()))?;
+        // Reconciles that missed the cache together all get here: the first one's client is the
+        // connection's, so that every build draws on one budget (a client each would multiply it).
+        if let Some(e) = entries.get(&key).filter(|e| e.config_hash == hash) {
+            return Ok(Resolved {
+                key,
+                client: e.client.clone(),
+            });
+        }
         // A spec change keeps the old client's budget only if the budget itself is unchanged; a new
         // client is simplest and correct: in-flight calls of the old one finish on their own.
         let client = DssClient::new(config)

@@ -273,6 +273,11 @@ impl Operator {
         let _ = self.child.wait();
     }
 
+    /// True once the process has ended on its own (or was killed).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
