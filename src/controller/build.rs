@@ -167,7 +167,17 @@ impl<'a> Run<'a> {
                 Ok(Action::requeue(after))
             }
             Step::Abort { reason } => self.abort(&conn, reason).await,
-            Step::Start { attempt } => self.start(api, &conn, attempt).await,
+            Step::Start { attempt } => {
+                // Starts wait for the connection's budget a few at a time; the others look again
+                // shortly, without holding a reconcile slot or a place in the budget's queue.
+                let Ok(_permit) = conn.start_gate.clone().try_acquire_owned() else {
+                    if self.status.phase.is_none() {
+                        self.status.phase = Some(Phase::Pending);
+                    }
+                    return Ok(Action::requeue(jitter(Duration::from_secs(1))));
+                };
+                self.start(api, &conn, attempt).await
+            }
             Step::ResolveStart => self.resolve_start(api, &conn).await,
         }
     }
@@ -454,7 +464,8 @@ impl<'a> Run<'a> {
                 self.started_job = true;
                 self.ctx.metrics.job_started();
                 self.status.job_id = Some(started.id.clone());
-                self.status.state = None;
+                // A job DSS just accepted has not started: recording it now saves a status write.
+                self.status.state = Some(JobState::NotStarted.as_str().to_string());
                 self.status.phase = Some(Phase::Queued);
                 let note = match attempt {
                     1 => format!("started DSS job {} in project {project}", started.id),

@@ -70,6 +70,7 @@ struct Entry {
     /// Hash of the key in use, to notice rotations without keeping the key around.
     key_hash: [u8; 32],
     auth_identifier: Option<String>,
+    start_gate: Arc<tokio::sync::Semaphore>,
 }
 
 /// A resolved connection.
@@ -79,6 +80,9 @@ pub struct Resolved {
     pub key: ConnKey,
     /// Its shared client.
     pub client: DssClient,
+    /// Bounds the job starts of this connection waiting for its budget, so that starts queue in the
+    /// controller (requeued) and the polls of running jobs are not stuck behind a backlog of starts.
+    pub start_gate: Arc<tokio::sync::Semaphore>,
 }
 
 /// The registry of connections.
@@ -155,8 +159,8 @@ impl Connections {
             name: name.to_string(),
         };
         let hash = spec_hash(spec);
-        if let Some(client) = self.cached(&key, &hash) {
-            return Ok(Resolved { key, client });
+        if let Some(resolved) = self.cached(&key, &hash) {
+            return Ok(resolved);
         }
         let api_key = self
             .read_secret(namespace, &spec.api_key_secret_ref, "apiKeySecretRef")
@@ -200,8 +204,8 @@ impl Connections {
         };
         let key = ConnKey::Default;
         let hash = format!("{}|{:?}|{:?}", default.url, default.prefix, default.ca_file);
-        if let Some(client) = self.cached(&key, &hash) {
-            return Ok(Resolved { key, client });
+        if let Some(resolved) = self.cached(&key, &hash) {
+            return Ok(resolved);
         }
         let api_key = read_key_file(&default.api_key_file).await?;
         let ca_pem = match &default.ca_file {
@@ -223,12 +227,16 @@ impl Connections {
         self.install(key, hash, config, &api_key)
     }
 
-    fn cached(&self, key: &ConnKey, hash: &str) -> Option<DssClient> {
+    fn cached(&self, key: &ConnKey, hash: &str) -> Option<Resolved> {
         let entries = self.entries.lock().ok()?;
         entries
             .get(key)
             .filter(|e| e.config_hash == hash)
-            .map(|e| e.client.clone())
+            .map(|e| Resolved {
+                key: key.clone(),
+                client: e.client.clone(),
+                start_gate: e.start_gate.clone(),
+            })
     }
 
     fn install(
@@ -238,6 +246,7 @@ impl Connections {
         config: ClientConfig,
         api_key: &str,
     ) -> Result<Resolved, Error> {
+        let gate_size = (config.limits.max_in_flight / 2).max(1);
         let mut entries = self
             .entries
             .lock()
@@ -248,6 +257,7 @@ impl Connections {
             return Ok(Resolved {
                 key,
                 client: e.client.clone(),
+                start_gate: e.start_gate.clone(),
             });
         }
         // A spec change keeps the old client's budget only if the budget itself is unchanged; a new
@@ -265,9 +275,18 @@ impl Connections {
                 config_hash: hash,
                 key_hash: sha(api_key),
                 auth_identifier: None,
+                start_gate: Arc::new(tokio::sync::Semaphore::new(gate_size)),
             },
         );
-        Ok(Resolved { key, client })
+        let start_gate = entries.get(&key).map_or_else(
+            || Arc::new(tokio::sync::Semaphore::new(gate_size)),
+            |e| e.start_gate.clone(),
+        );
+        Ok(Resolved {
+            key,
+            client,
+            start_gate,
+        })
     }
 
     /// Re-reads the API key of a connection (after DSS refused it, or periodically) and hands a

@@ -33,7 +33,7 @@ use kube::{
     Api, Client, ResourceExt,
     api::ListParams,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::{self, Action},
         events::{EventType, Recorder, Reporter},
         reflector::ObjectRef,
@@ -375,9 +375,20 @@ fn run_scope(
     let conn_controller =
         Controller::new(conns.clone(), wc.clone()).with_config(controller::Config::default().concurrency(4));
     let conn_store = conn_controller.store();
-    let build_controller = Controller::new(builds, wc.clone())
+    // The cache keeps what reconciles read: managedFields and the last-applied annotation are dropped,
+    // which is most of an object's size once it has a status (memory with many finished builds).
+    let (build_store, writer) = kube::runtime::reflector::store();
+    let trigger = watcher(builds, wc.clone())
+        .default_backoff()
+        .modify(|b: &mut DatasetBuild| {
+            b.managed_fields_mut().clear();
+            b.annotations_mut()
+                .remove("kubectl.kubernetes.io/last-applied-configuration");
+        })
+        .reflect(writer)
+        .touched_objects();
+    let build_controller = Controller::for_stream(trigger, build_store.clone())
         .with_config(controller::Config::default().concurrency(concurrency));
-    let build_store = build_controller.store();
     let observer = Arc::new(metrics::DssObserver(metrics.clone()));
     let ctx = Arc::new(Context {
         kube: client.clone(),
