@@ -201,10 +201,17 @@ pub fn next_step(
     }
     let same_request = status.fingerprint.as_deref() == Some(want) && status.job_id.is_some();
     if !same_request {
+        // A start DSS refused before creating a job (429, a refused key) is tried again as the same
+        // attempt, so refusals never grant extra retries.
+        let attempt = if status.fingerprint.as_deref() == Some(want) {
+            status.attempts.unwrap_or(1)
+        } else {
+            1
+        };
         return if suspended {
             Step::Suspend
         } else {
-            Step::Start { attempt: 1 }
+            Step::Start { attempt }
         };
     }
 
@@ -326,6 +333,10 @@ mod tests {
             fingerprint: Some(WANT.into()),
             not_before: Some(Time(ts(30))),
             ..Default::default()
+        };
+        let refused_retry = DatasetBuildStatus {
+            attempts: Some(2),
+            ..deferred.clone()
         };
         let mut lost = started(WANT, 0, Some("j1"), Some("UNKNOWN"));
         lost.phase = Some(Phase::Failed);
@@ -544,6 +555,13 @@ mod tests {
                 lost,
                 50,
                 Step::Done,
+            ),
+            (
+                "a refused retry keeps its attempt number",
+                &retrying,
+                refused_retry,
+                31,
+                Step::Start { attempt: 2 },
             ),
         ];
         for (name, spec, status, now, expected) in cases {
