@@ -13,7 +13,7 @@ use serde_json::json;
 use super::{
     Context,
     connections::ConnKey,
-    error::Error,
+    error::{Error, chain},
     events::{self, reason},
     status::{READY, set_condition},
 };
@@ -111,17 +111,6 @@ async fn check(conn: &DSSConnection, ctx: &Context, ns: &str, name: &str) -> Res
         .await
         .map_err(Error::dss("list projects"))?;
     ctx.connections.auth_identifier(&resolved).await
-}
-
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
 }
 
 fn is_tls(err: &crate::dss::Error) -> bool {

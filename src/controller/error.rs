@@ -88,15 +88,20 @@ impl Error {
     /// The whole cause chain as one line, for event notes and conditions. Never contains secrets:
     /// DSS errors never carry the API key and kube errors never carry Secret data.
     pub fn chain(&self) -> String {
-        let mut out = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(err) = source {
-            out.push_str(": ");
-            out.push_str(&err.to_string());
-            source = err.source();
-        }
-        out
+        chain(self)
     }
+}
+
+/// An error and its causes as one line (`outer: cause: root cause`).
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
 }
 
 /// Flattens kube-runtime's finalizer error so the category of our own error survives.

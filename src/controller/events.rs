@@ -1,5 +1,6 @@
 //! Kubernetes events: only on transitions, through one shared recorder so repeats aggregate.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Resource,
     runtime::events::{Event, EventType, Recorder},
@@ -48,6 +49,18 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
     action: &str,
     note: impl Into<String>,
 ) {
+    publish_to(recorder, &obj.object_ref(&()), type_, reason, action, note).await;
+}
+
+/// Publishes one event about the object `reference` points at (for callers that hold no object).
+pub async fn publish_to(
+    recorder: &Recorder,
+    reference: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: impl Into<String>,
+) {
     let event = Event {
         type_,
         reason: reason.to_string(),
@@ -55,7 +68,7 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
         action: action.to_string(),
         secondary: None,
     };
-    if let Err(err) = recorder.publish(&event, &obj.object_ref(&())).await {
+    if let Err(err) = recorder.publish(&event, reference).await {
         tracing::warn!(error = %err, reason, "could not publish an event");
     }
 }

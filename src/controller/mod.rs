@@ -490,17 +490,16 @@ async fn report<K>(
                 return;
             }
             tracing::warn!(object = %obj, category = err.category(), error = %err.chain(), "reconcile failed");
-            let event = kube::runtime::events::Event {
-                type_: EventType::Warning,
-                reason: err.category().to_string(),
-                note: Some(error::truncate(&err.chain(), 1024)),
-                action: "Reconcile".to_string(),
-                secondary: None,
-            };
             let reference = (*obj).into();
-            if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-                tracing::debug!(error = %e, "could not publish a reconcile error event");
-            }
+            events::publish_to(
+                &ctx.recorder,
+                &reference,
+                EventType::Warning,
+                err.category(),
+                "Reconcile",
+                err.chain(),
+            )
+            .await;
         }
         Err(err) => tracing::warn!(error = %err, "controller error"),
     }

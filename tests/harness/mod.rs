@@ -95,16 +95,7 @@ pub fn kubectl(args: &[&str]) -> Output {
 }
 
 fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> Output {
-    let local = std::env::var_os("KUBE_DSS_LOCAL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".local"));
-    let bin = PathBuf::from(
-        std::fs::read_to_string(local.join("cluster/bin"))
-            .expect("control plane started")
-            .trim()
-            .to_string(),
-    );
-    Command::new(bin.join("kubectl"))
+    Command::new(tools_bin().join("kubectl"))
         .env("KUBECONFIG", kubeconfig)
         .args(args)
         .output()
