@@ -72,6 +72,9 @@ impl Op {
         let child = Command::new(env!("CARGO_BIN_EXE_kube-dss"))
             .args(["controller", "--namespace", namespace, "--log-format", "json"])
             .args(["--admin-addr", &format!("127.0.0.1:{port}")])
+            // As the chart runs it: leader election on, even with one replica.
+            .args(["--leader-election", "--lease-name", "kube-dss-bench"])
+            .args(["--lease-namespace", namespace, "--pod-name", &format!("bench-{tag}")])
             .env("KUBECONFIG", &kubeconfig)
             .env_remove("RUST_LOG")
             .stdout(file.try_clone().unwrap())
@@ -92,12 +95,19 @@ impl Op {
         }
     }
 
-    /// Waits for `/readyz`; returns how long it took from now.
+    /// Waits until the operator leads and `/readyz` says its caches are synced (a standby is ready
+    /// too, so leadership is checked first); returns how long it took from now.
     async fn ready(&self, timeout: Duration) -> Duration {
         let t = Instant::now();
         let http = reqwest::Client::new();
+        let mut leading = false;
         while t.elapsed() < timeout {
-            if let Ok(r) = http.get(format!("{}/readyz", self.admin)).send().await
+            if !leading {
+                leading = match http.get(format!("{}/metrics", self.admin)).send().await {
+                    Ok(r) => r.text().await.is_ok_and(|m| m.contains("kube_dss_leader 1")),
+                    Err(_) => false,
+                };
+            } else if let Ok(r) = http.get(format!("{}/readyz", self.admin)).send().await
                 && r.status().is_success()
             {
                 return t.elapsed();

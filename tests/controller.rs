@@ -723,3 +723,155 @@ async fn a_rejected_definition_is_not_retried_and_polls_write_nothing() {
     );
     f.cleanup().await;
 }
+
+/// Statuses seen per build: distinct resourceVersions, whether it ever waited for its turn, and the
+/// start requests recorded before a job id.
+#[derive(Default, Debug)]
+struct Seen {
+    versions: std::collections::BTreeSet<String>,
+    queued: bool,
+    recorded: std::collections::BTreeSet<String>,
+}
+
+/// Builds that wait for a place at the connection's start gate record their start request once and
+/// send it when their turn comes: at most five writes each (finalizer, Starting, Queued, Running,
+/// Succeeded), one job each, and a queued build deleted before its turn sends nothing. Without leader
+/// election a request that waited longer than a few seconds is recorded again before it is sent.
+async fn queued_starts(prefix: &str, elected: bool) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    use std::{collections::HashMap, sync::Arc};
+
+    let lease_ns = format!("{prefix}-lease");
+    let args: Vec<&str> = if elected {
+        vec![
+            "--leader-election",
+            "--lease-name",
+            &lease_ns,
+            "--lease-duration-seconds",
+            "6",
+        ]
+    } else {
+        vec![]
+    };
+    let f = Fixture::with(prefix, EMULATOR, &args).await;
+    // One start at a time (maxInFlight 1), each held 4 s by DSS: the others queue at the gate.
+    let conn: DSSConnection = serde_json::from_value(json!({
+        "apiVersion": "kube-dss.dev/v1alpha1", "kind": "DSSConnection",
+        "metadata": {"name": "narrow"},
+        "spec": {"url": f.emu.base_url(), "apiKeySecretRef": {"name": "dss-api-key", "key": "apiKey"},
+                 "limits": {"requestsPerSecond": 50, "maxInFlight": 1}}
+    }))
+    .unwrap();
+    f.ns.api::<DSSConnection>()
+        .create(&PostParams::default(), &conn)
+        .await
+        .unwrap();
+    f.admin
+        .set_faults(&Faults {
+            latency_ms: 4000,
+            routes: vec!["POST /projects/{pk}/jobs/".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let seen: Arc<std::sync::Mutex<HashMap<String, Seen>>> = Arc::default();
+    let watch = {
+        let seen = seen.clone();
+        let stream = watcher(f.builds.clone(), watcher::Config::default()).applied_objects();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(b)) = stream.next().await {
+                let queued = b.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Reconciling" && c.reason == "StartQueued")
+                });
+                let recorded = b
+                    .status
+                    .as_ref()
+                    .filter(|s| s.job_id.is_none())
+                    .and_then(|s| s.start_request.as_ref())
+                    .map(|r| r.requested_at.0.to_string());
+                let mut seen = seen.lock().unwrap();
+                let entry = seen.entry(b.name_any()).or_default();
+                entry.versions.insert(b.resource_version().unwrap_or_default());
+                entry.queued |= queued;
+                entry.recorded.extend(recorded);
+            }
+        })
+    };
+    let queued = |name: &str| seen.lock().unwrap().get(name).is_some_and(|s| s.queued);
+    let narrow = |output: &str, token: &str| json!({"connectionRef": {"name": "narrow"}, "outputs": [{"id": output}], "rerunToken": token});
+
+    // The first build takes the gate: its start request is recorded (Starting) and in flight.
+    f.create("holder", narrow("quick", "h")).await;
+    wait_for(
+        &f.builds,
+        "holder",
+        Duration::from_secs(30),
+        |b: &DatasetBuild| b.status.as_ref().and_then(|s| s.phase) == Some(Phase::Starting),
+    )
+    .await;
+    for (name, output) in [
+        ("victim", "quick2"),
+        ("q1", "quick"),
+        ("q2", "quick"),
+        ("q3", "quick"),
+    ] {
+        f.create(name, narrow(output, name)).await;
+    }
+    // The victim waits for its turn; deleted now, it never sends its request.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !queued("victim") {
+        assert!(tokio::time::Instant::now() < deadline, "victim never queued");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f.builds.delete("victim", &DeleteParams::default()).await.unwrap();
+    wait_gone(&f.builds, "victim", Duration::from_secs(10)).await;
+
+    for name in ["holder", "q1", "q2", "q3"] {
+        f.wait_phase(name, Phase::Succeeded, 120).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    watch.abort();
+    assert_eq!(f.jobs_of("quick").await.len(), 4, "one job per build");
+    assert_eq!(
+        f.jobs_of("quick2").await.len(),
+        0,
+        "the deleted build sent nothing"
+    );
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let writes = |name: &str| seen.get(name).map_or(0, |s| s.versions.len()) - 1;
+    for name in ["q1", "q2", "q3"] {
+        assert!(
+            seen.get(name).is_some_and(|s| s.queued),
+            "{name} waited for its turn: {seen:?}"
+        );
+    }
+    let records = |name: &str| seen.get(name).map_or(0, |s| s.recorded.len());
+    if elected {
+        for name in ["holder", "q1", "q2", "q3"] {
+            assert!(writes(name) <= 5, "{name}: {} writes: {seen:?}", writes(name));
+            assert_eq!(records(name), 1, "{name} recorded its start once: {seen:?}");
+        }
+    } else {
+        // The three queued starts wait about 4, 8 and 12 s: the later ones are recorded again.
+        assert!(
+            ["q1", "q2", "q3"].iter().any(|n| records(n) >= 2),
+            "a start queued past the window is recorded again: {seen:?}"
+        );
+    }
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queued_starts_are_recorded_once_under_leader_election() {
+    queued_starts("e2e-queue-le", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queued_starts_without_leader_election_are_recorded_again_when_old() {
+    queued_starts("e2e-queue", false).await;
+}

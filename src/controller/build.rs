@@ -25,7 +25,7 @@ use super::{
     definition::{self, ADOPT_ANNOTATION, RERUN_ANNOTATION},
     error::{Error, from_finalizer, truncate},
     events::{self, reason},
-    plan::{self, AbortReason, Step},
+    plan::{self, AbortReason, Sending, Step},
     poller::Observed,
     status::{self, Blocker},
 };
@@ -134,13 +134,13 @@ impl<'a> Run<'a> {
             return self.dss_trouble(&conn, e).await;
         }
 
-        let step = plan::next_step(
-            &self.build.spec,
-            &self.status,
-            &self.want,
-            self.now,
-            &self.ctx.settings.plan,
-        );
+        let mut step = self.decide();
+        if step == Step::Withdraw {
+            // Nothing was sent for the recorded request: drop it, and the new decision records its own.
+            self.ctx.starts.forget(&self.uid());
+            self.status.start_request = None;
+            step = self.decide();
+        }
         tracing::debug!(?step, "decided");
         match step {
             Step::Done => {
@@ -168,16 +168,44 @@ impl<'a> Run<'a> {
             }
             Step::Abort { reason } => self.abort(&conn, reason).await,
             Step::Start { attempt } => {
-                // Starts wait for the connection's budget a few at a time; the others look again
-                // shortly, without holding a reconcile slot or a place in the budget's queue.
-                let Ok(_permit) = conn.start_gate.clone().try_acquire_owned() else {
-                    if self.status.phase.is_none() {
-                        self.status.phase = Some(Phase::Pending);
+                // Starts wait for the connection's budget a few at a time. The others record their
+                // start request now and send it when a place frees up (Step::Send), without holding a
+                // reconcile slot or a place in the budget's queue meanwhile.
+                let permit = conn.start_gate.clone().try_acquire_owned().ok();
+                if let Some(action) = self.record_start(api, attempt, permit.is_none()).await? {
+                    return Ok(action);
+                }
+                match permit {
+                    Some(_permit) => self.post_start(&conn, attempt).await,
+                    None => {
+                        if let Some(request) = &self.status.start_request {
+                            self.ctx.starts.queued(&self.uid(), request);
+                        }
+                        Ok(Action::requeue(jitter(Duration::from_secs(1))))
                     }
+                }
+            }
+            Step::Send { attempt } => {
+                let Ok(_permit) = conn.start_gate.clone().try_acquire_owned() else {
+                    self.mark_queued();
                     return Ok(Action::requeue(jitter(Duration::from_secs(1))));
                 };
-                self.start(api, &conn, attempt).await
+                let fresh = self
+                    .status
+                    .start_request
+                    .as_ref()
+                    .is_some_and(|r| self.ctx.starts.may_send(r, status::now_seconds()));
+                if !fresh {
+                    // Recorded too long ago to be sent as it is: record it again (with the
+                    // resourceVersion precondition and a new time), then send.
+                    self.ctx.starts.forget(&self.uid());
+                    if let Some(action) = self.record_start(api, attempt, false).await? {
+                        return Ok(action);
+                    }
+                }
+                self.post_start(&conn, attempt).await
             }
+            Step::Withdraw => Ok(Action::requeue(Duration::ZERO)),
             Step::ResolveStart => self.resolve_start(api, &conn).await,
         }
     }
@@ -397,14 +425,59 @@ impl<'a> Run<'a> {
         Ok(Action::requeue(self.ctx.settings.plan.abort_poll))
     }
 
-    /// Starts a job: records the start request (with a resourceVersion precondition, so a stale copy
-    /// of the object cannot start a second job), then sends the start request, then records the id.
+    fn uid(&self) -> String {
+        self.build.uid().unwrap_or_default()
+    }
+
+    /// Decides with what this process knows of a recorded start request.
+    fn decide(&self) -> Step {
+        let sending = match (&self.status.start_request, &self.status.job_id) {
+            (Some(request), None) => self.ctx.starts.sending_state(&self.uid(), request),
+            _ => Sending::MaybeSent { since: self.now },
+        };
+        plan::next_step(
+            &self.build.spec,
+            &self.status,
+            &self.want,
+            sending,
+            self.now,
+            &self.ctx.settings.plan,
+        )
+    }
+
+    /// A recorded start request waits for a place at the connection's start gate. The same status
+    /// every time, so waiting writes nothing.
+    fn mark_queued(&mut self) {
+        self.status.phase = Some(Phase::Starting);
+        self.block(
+            "StartQueued",
+            "the start request is recorded and waits for the DSS connection's request budget",
+            false,
+        );
+    }
+
+    /// Starts a job: records the start request, then sends it, then records the job id.
     async fn start(
         &mut self,
         api: &Api<DatasetBuild>,
         conn: &Resolved,
         attempt: i32,
     ) -> Result<Action, Error> {
+        match self.record_start(api, attempt, false).await? {
+            Some(action) => Ok(action),
+            None => self.post_start(conn, attempt).await,
+        }
+    }
+
+    /// Records the start request with a resourceVersion precondition, so a stale copy of the object
+    /// cannot start a second job; `queued` when it waits for its turn to be sent. `Some(action)` when
+    /// it was not recorded (a newer copy exists).
+    async fn record_start(
+        &mut self,
+        api: &Api<DatasetBuild>,
+        attempt: i32,
+        queued: bool,
+    ) -> Result<Option<Action>, Error> {
         let new_request = self.status.fingerprint.as_deref() != Some(&self.want);
         status::push_history(&mut self.status);
         self.status.abort_request = None;
@@ -421,14 +494,22 @@ impl<'a> Run<'a> {
         });
         self.status.phase = Some(Phase::Starting);
         self.blocker = None;
-        status::summarize(&mut self.status, self.build.metadata.generation, None, self.now);
+        if queued {
+            self.mark_queued();
+        }
+        status::summarize(
+            &mut self.status,
+            self.build.metadata.generation,
+            self.blocker.as_ref(),
+            self.now,
+        );
         match write_status(api, self.build, &self.status, self.rv.as_deref()).await {
             Ok(rv) => self.rv = rv,
             Err(e) if e.is_conflict() => {
                 // Someone else (or a newer copy of this object) moved first: look again.
                 tracing::debug!("start request lost a resourceVersion race; requeueing");
                 self.status = self.old.clone();
-                return Ok(Action::requeue(Duration::from_secs(1)));
+                return Ok(Some(Action::requeue(Duration::from_secs(1))));
             }
             Err(e) => {
                 self.status = self.old.clone();
@@ -437,13 +518,18 @@ impl<'a> Run<'a> {
         }
         // The recorded start request is now the old status for `finish`'s change detection.
         self.old = self.status.clone();
-        self.post_start(conn, attempt).await
+        Ok(None)
     }
 
     /// Sends the start request. It is never retried blindly: an unknown outcome goes to the search.
     async fn post_start(&mut self, conn: &Resolved, attempt: i32) -> Result<Action, Error> {
         let definition = definition::job_definition(&self.build.spec);
         let project = self.build.spec.project_key.clone();
+        let uid = self.uid();
+        let sent_at = status::now_seconds();
+        if let Some(request) = &self.status.start_request {
+            self.ctx.starts.sending(&uid, request, sent_at);
+        }
         // The whole call, budget wait included, ends before the crash guard's grace period does, so
         // a resolver never searches while this request could still reach DSS.
         let deadline = self
@@ -461,9 +547,15 @@ impl<'a> Run<'a> {
         };
         match result {
             Ok(started) => {
+                self.ctx.starts.forget(&uid);
                 self.started_job = true;
                 self.ctx.metrics.job_started();
                 self.status.job_id = Some(started.id.clone());
+                // From here on the request's time is the job's age (polling pace, deadlines): the
+                // time it was sent, not the time it was recorded while waiting for its turn.
+                if let Some(request) = self.status.start_request.as_mut() {
+                    request.requested_at = Time(sent_at);
+                }
                 // A job DSS just accepted has not started: recording it now saves a status write.
                 self.status.state = Some(JobState::NotStarted.as_str().to_string());
                 self.status.phase = Some(Phase::Queued);
@@ -479,6 +571,7 @@ impl<'a> Run<'a> {
             }
             Err(e) if e.status() == Some(429) || e.is_unauthorized() => {
                 // DSS refused before creating anything: starting again later is safe.
+                self.ctx.starts.forget(&uid);
                 self.status.start_request = None;
                 self.status.phase = Some(Phase::Pending);
                 let retry = e
@@ -497,6 +590,7 @@ impl<'a> Run<'a> {
             }
             Err(e) if e.status().is_some_and(|s| (400..500).contains(&s) && s != 408) => {
                 // DSS rejected the definition: only a spec change can help.
+                self.ctx.starts.forget(&uid);
                 self.status.start_request = None;
                 self.status.phase = Some(Phase::Failed);
                 let msg = format!("DSS rejected the job definition: {e}");
@@ -534,6 +628,7 @@ impl<'a> Run<'a> {
         };
         match candidates.as_slice() {
             [job] => {
+                self.ctx.starts.forget(&self.uid());
                 self.ctx.metrics.job_adopted();
                 self.status.job_id = Some(job.job_id.clone());
                 // The next reconcile observes the job like any other, terminal or not.
@@ -556,6 +651,7 @@ impl<'a> Run<'a> {
             }
             [] if self.build.spec.suspend == Some(true) => {
                 // No job exists and the user suspended the build meanwhile: start nothing.
+                self.ctx.starts.forget(&self.uid());
                 self.status.start_request = None;
                 self.status.phase = Some(Phase::Suspended);
                 Ok(Action::await_change())
@@ -648,8 +744,9 @@ impl<'a> Run<'a> {
                         .get_status(&self.build.name_any())
                         .await
                         .map_err(Error::kube("read build"))?;
+                    // The request this reconcile sent is the one recorded before (`old`).
                     let same_request = latest.status.as_ref().and_then(|s| s.start_request.as_ref())
-                        == self.status.start_request.as_ref();
+                        == self.old.start_request.as_ref();
                     if !same_request {
                         return Err(e);
                     }
@@ -763,8 +860,9 @@ async fn find_lost_start(
     ctx: &Context,
     status: &DatasetBuildStatus,
     request: &StartRequest,
+    sent_by: Timestamp,
 ) -> LostStart {
-    let waited = Timestamp::now().as_millisecond() - request.requested_at.0.as_millisecond();
+    let waited = Timestamp::now().as_millisecond() - sent_by.as_millisecond();
     let grace = i64::try_from(ctx.settings.plan.start_grace.as_millis()).unwrap_or(i64::MAX);
     if waited < grace {
         return LostStart::Wait(Duration::from_millis(
@@ -818,6 +916,7 @@ async fn cleanup(build: &DatasetBuild, _api: &Api<DatasetBuild>, ctx: &Context) 
             .await;
             ctx.metrics.set_phase(&uid, None);
             ctx.backoff.reset(&uid);
+            ctx.starts.forget(&uid);
             Ok(Action::await_change())
         }
     };
@@ -835,15 +934,26 @@ async fn cleanup(build: &DatasetBuild, _api: &Api<DatasetBuild>, ctx: &Context) 
             )
             .await;
         }
-        (None, Some(request)) => match find_lost_start(build, ctx, &status, request).await {
-            LostStart::Wait(after) => {
-                return Err(Error::AbortPending {
-                    job_id: "(start in flight)".into(),
-                    retry_after: after,
-                });
+        (None, Some(request)) => match ctx.starts.sending_state(&uid, request) {
+            Sending::NotSent => {
+                return release(
+                    "released; the start request waiting for its turn was never sent".to_string(),
+                    EventType::Normal,
+                )
+                .await;
             }
-            LostStart::Found(id) => id,
-            LostStart::None(note) => return release(note, EventType::Warning).await,
+            Sending::MaybeSent { since } => {
+                match find_lost_start(build, ctx, &status, request, since).await {
+                    LostStart::Wait(after) => {
+                        return Err(Error::AbortPending {
+                            job_id: "(start in flight)".into(),
+                            retry_after: after,
+                        });
+                    }
+                    LostStart::Found(id) => id,
+                    LostStart::None(note) => return release(note, EventType::Warning).await,
+                }
+            }
         },
     };
     if build.spec.deletion_policy == Some(DeletionPolicy::Orphan) {

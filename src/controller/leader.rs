@@ -3,7 +3,10 @@
 //! A leader that cannot renew within the lease duration stops (the process exits and restarts as a
 //! follower), so at most one replica acts on DSS at a time.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
@@ -30,10 +33,49 @@ pub struct Settings {
     pub retry_period: Duration,
 }
 
+/// Whether this process still acts alone on DSS. Without leader election the deployment guarantees it
+/// (one replica, replaced with strategy Recreate), as far as anything can: a pod cut off on a lost node
+/// may still run, so only what was just recorded counts. With leader election it holds until the
+/// lease could expire in another replica's eyes.
+#[derive(Clone, Debug, Default)]
+pub struct Fence {
+    lease_valid_until: Option<Arc<Mutex<Option<tokio::time::Instant>>>>,
+}
+
+impl Fence {
+    /// The fence of a process that runs without leader election.
+    pub fn unelected() -> Self {
+        Self::default()
+    }
+
+    fn lease() -> Self {
+        Self {
+            lease_valid_until: Some(Arc::new(Mutex::new(None))),
+        }
+    }
+
+    /// `Some(true)` while the lease is surely held, `Some(false)` once it may not be, `None` without
+    /// leader election.
+    pub fn lease_held(&self) -> Option<bool> {
+        let cell = self.lease_valid_until.as_ref()?;
+        let until = cell.lock().ok().and_then(|u| *u);
+        Some(until.is_some_and(|u| tokio::time::Instant::now() < u))
+    }
+
+    fn extend(&self, until: tokio::time::Instant) {
+        if let Some(cell) = &self.lease_valid_until
+            && let Ok(mut u) = cell.lock()
+        {
+            *u = Some(until);
+        }
+    }
+}
+
 /// Campaigns for and holds the lease.
 pub struct Elector {
     api: Api<Lease>,
     settings: Settings,
+    fence: Fence,
 }
 
 impl Elector {
@@ -42,17 +84,35 @@ impl Elector {
         Self {
             api: Api::namespaced(client, &settings.namespace),
             settings,
+            fence: Fence::lease(),
         }
+    }
+
+    /// The fence the reconcilers check before acting on what they recorded earlier.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
+    }
+
+    /// Until when the lease is surely ours after a successful call that started at `started`: a retry
+    /// period short of its expiry, as in [`Elector::hold`].
+    fn valid_after(&self, started: tokio::time::Instant) -> tokio::time::Instant {
+        started
+            + self
+                .settings
+                .lease_duration
+                .saturating_sub(self.settings.retry_period)
     }
 
     /// Waits until this replica holds the lease.
     pub async fn acquire(&self) {
         loop {
+            let started = tokio::time::Instant::now();
             match self
                 .try_in_time(self.settings.retry_period.max(Duration::from_secs(1)))
                 .await
             {
                 Ok(true) => {
+                    self.fence.extend(self.valid_after(started));
                     tracing::info!(lease = %self.settings.name, identity = %self.settings.identity, "became leader");
                     return;
                 }
@@ -73,12 +133,17 @@ impl Elector {
             let started = tokio::time::Instant::now();
             // Stop a retry period before the lease runs out, so another leader never overlaps.
             let Some(left) = valid_until.checked_duration_since(started + self.settings.retry_period) else {
+                self.fence.extend(started);
                 tracing::error!("leader election: could not renew the lease in time");
                 return;
             };
             match self.try_in_time(left).await {
-                Ok(true) => valid_until = started + self.settings.lease_duration,
+                Ok(true) => {
+                    valid_until = started + self.settings.lease_duration;
+                    self.fence.extend(self.valid_after(started));
+                }
                 Ok(false) => {
+                    self.fence.extend(started);
                     tracing::error!("leader election: another replica holds the lease");
                     return;
                 }
@@ -166,5 +231,29 @@ impl Elector {
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fence_holds_until_the_lease_could_expire() {
+        assert_eq!(Fence::unelected().lease_held(), None);
+        let fence = Fence::lease();
+        assert_eq!(
+            fence.lease_held(),
+            Some(false),
+            "not held before the first acquisition"
+        );
+        fence.extend(tokio::time::Instant::now() + Duration::from_secs(10));
+        assert_eq!(fence.lease_held(), Some(true));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(
+            fence.lease_held(),
+            Some(false),
+            "a lease not renewed in time is not held"
+        );
     }
 }

@@ -17,6 +17,7 @@ pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod poller;
+pub mod starts;
 pub mod status;
 
 use std::{
@@ -171,6 +172,8 @@ pub struct Context {
     pub backoff: ErrorBackoff,
     /// Every DatasetBuild of the scope (to tell this build's jobs from other builds' jobs).
     pub builds: kube::runtime::reflector::Store<DatasetBuild>,
+    /// The start requests this process recorded and what became of them.
+    pub starts: starts::Starts,
 }
 
 /// Per-object exponential backoff (5 s doubling to 5 min, with jitter), reset on success.
@@ -265,6 +268,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
         readiness.caches_synced.store(false, Ordering::Relaxed);
     }
     metrics.set_leader(true);
+    let fence = elector
+        .as_ref()
+        .map_or_else(leader::Fence::unelected, leader::Elector::fence);
 
     let default = default_connection(&args)?;
     let recorder = Recorder::new(
@@ -310,6 +316,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             recorder.clone(),
             metrics.clone(),
             settings.clone(),
+            fence.clone(),
             shutdown_rx.clone(),
         );
         running.push(fut);
@@ -362,6 +369,7 @@ fn run_scope(
     recorder: Recorder,
     metrics: Arc<metrics::Metrics>,
     settings: Settings,
+    fence: leader::Fence,
     shutdown: watch::Receiver<bool>,
 ) -> (impl Future<Output = ()>, impl Future<Output = ()>) {
     let (builds, conns): (Api<DatasetBuild>, Api<DSSConnection>) = match &namespace {
@@ -405,6 +413,7 @@ fn run_scope(
         settings,
         backoff: ErrorBackoff::default(),
         builds: build_store.clone(),
+        starts: starts::Starts::new(fence),
     });
 
     let referencing = build_store.clone();

@@ -33,12 +33,32 @@ impl AbortReason {
     }
 }
 
+/// What the reconciler knows about a recorded start request that has no job id yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sending {
+    /// This process recorded it and has not sent it: no job can exist for it.
+    NotSent,
+    /// It may have been sent, at the latest at `since` (the crash guard's grace runs from there).
+    MaybeSent {
+        /// The latest moment the request may have been sent.
+        since: Timestamp,
+    },
+}
+
 /// The next thing to do for a build.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// A start request is recorded without a job id and its starter had time to record it: search DSS
     /// for the job (crash guard).
     ResolveStart,
+    /// The start request this process recorded and has not sent yet still stands: send it.
+    Send {
+        /// The attempt it records.
+        attempt: i32,
+    },
+    /// The start request this process recorded and has not sent yet no longer stands (the run
+    /// request changed, or the build was suspended): drop it and decide again.
+    Withdraw,
     /// A start request is recent: its starter may still record the job id. Look again later.
     WaitForStarter {
         /// When to look again.
@@ -122,17 +142,29 @@ pub fn poll_interval(age: Duration, settings: &Settings) -> Duration {
     (age / 8).clamp(settings.poll_min, settings.poll_max)
 }
 
-/// Decides the next step.
+/// Decides the next step. `sending` says what is known of a recorded start request without a job id
+/// (ignored otherwise).
 pub fn next_step(
     spec: &DatasetBuildSpec,
     status: &DatasetBuildStatus,
     want: &str,
+    sending: Sending,
     now: Timestamp,
     settings: &Settings,
 ) -> Step {
+    let suspended = spec.suspend.unwrap_or(false);
     // Crash guard: a start was requested but its job id was never recorded.
     if let (Some(request), None) = (&status.start_request, &status.job_id) {
-        let waited = elapsed(request.requested_at.0, now);
+        let since = match sending {
+            Sending::NotSent if request.fingerprint == want && !suspended => {
+                return Step::Send {
+                    attempt: request.attempt.unwrap_or(1),
+                };
+            }
+            Sending::NotSent => return Step::Withdraw,
+            Sending::MaybeSent { since } => since.max(request.requested_at.0),
+        };
+        let waited = elapsed(since, now);
         return if waited >= settings.start_grace {
             Step::ResolveStart
         } else {
@@ -180,7 +212,6 @@ pub fn next_step(
         };
     }
 
-    let suspended = spec.suspend.unwrap_or(false);
     // DSS refused this very request's definition: only a new request (spec or token) helps.
     if status.fingerprint.as_deref() == Some(want)
         && status.job_id.is_none()
@@ -278,8 +309,19 @@ mod tests {
         }
     }
 
+    /// Decides for a start request (if any) this process knows nothing about, and that it began to
+    /// act before.
     fn decide(spec: &DatasetBuildSpec, status: &DatasetBuildStatus, now: i64) -> Step {
-        next_step(spec, status, WANT, ts(now), &Settings::default())
+        decide_sending(spec, status, Sending::MaybeSent { since: ts(-1000) }, now)
+    }
+
+    fn decide_sending(
+        spec: &DatasetBuildSpec,
+        status: &DatasetBuildStatus,
+        sending: Sending,
+        now: i64,
+    ) -> Step {
+        next_step(spec, status, WANT, sending, ts(now), &Settings::default())
     }
 
     #[test]
@@ -566,6 +608,94 @@ mod tests {
         ];
         for (name, spec, status, now, expected) in cases {
             assert_eq!(decide(spec, &status, now), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn start_requests_this_process_has_not_sent() {
+        let s = Settings::default();
+        let base = spec();
+        let suspended = DatasetBuildSpec {
+            suspend: Some(true),
+            ..spec()
+        };
+        let recorded = started(WANT, 0, None, None);
+        let mut retry = started(WANT, 0, None, None);
+        if let Some(r) = retry.start_request.as_mut() {
+            r.attempt = Some(2);
+        }
+        let cases: Vec<(&str, &DatasetBuildSpec, DatasetBuildStatus, Sending, i64, Step)> = vec![
+            (
+                "a queued start is sent however long it waited",
+                &base,
+                recorded.clone(),
+                Sending::NotSent,
+                300,
+                Step::Send { attempt: 1 },
+            ),
+            (
+                "a queued retry keeps its attempt",
+                &base,
+                retry,
+                Sending::NotSent,
+                5,
+                Step::Send { attempt: 2 },
+            ),
+            (
+                "a queued start of an older run request is withdrawn",
+                &base,
+                started("old", 0, None, None),
+                Sending::NotSent,
+                5,
+                Step::Withdraw,
+            ),
+            (
+                "a queued start of a suspended build is withdrawn",
+                &suspended,
+                recorded.clone(),
+                Sending::NotSent,
+                5,
+                Step::Withdraw,
+            ),
+            (
+                "the grace runs from when the request was sent",
+                &base,
+                recorded.clone(),
+                Sending::MaybeSent { since: ts(100) },
+                110,
+                Step::WaitForStarter {
+                    after: s.start_grace - Duration::from_secs(10),
+                },
+            ),
+            (
+                "and from when this process began to act",
+                &base,
+                recorded.clone(),
+                Sending::MaybeSent { since: ts(30) },
+                41,
+                Step::WaitForStarter {
+                    after: s.start_grace - Duration::from_secs(11),
+                },
+            ),
+            (
+                "a request sent long ago is searched for",
+                &base,
+                recorded,
+                Sending::MaybeSent { since: ts(100) },
+                140,
+                Step::ResolveStart,
+            ),
+            (
+                "a recorded job id makes the sending state irrelevant",
+                &base,
+                started(WANT, 0, Some("j1"), Some("RUNNING")),
+                Sending::NotSent,
+                2,
+                Step::Poll { after: s.poll_min },
+            ),
+        ];
+        for (name, spec, status, sending, now, expected) in cases {
+            assert_eq!(decide_sending(spec, &status, sending, now), expected, "{name}");
         }
     }
 

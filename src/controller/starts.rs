@@ -1,0 +1,172 @@
+//! What only this process knows about the start requests it recorded.
+//!
+//! A build whose start has to wait for the connection's budget records its start request once (so it
+//! shows as `Starting` and the crash guard covers it) and sends it when its turn comes, without
+//! another status write. The status is the durable record; whether the request has been sent yet,
+//! and when, lives here and dies with the process. Another process (or this one after a restart)
+//! finds no entry and treats the request as possibly sent, so it waits for the crash guard's grace,
+//! counted from when it began to act, before it searches DSS for the job.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::{leader::Fence, plan::Sending};
+use crate::crd::StartRequest;
+
+/// Without leader election, how old a recorded request may be and still be sent without recording it
+/// again: the start call (bounded by the grace less 10 s) then ends before a resolver elsewhere, which
+/// waits the grace from the recorded time, may search.
+const UNELECTED_SEND_WINDOW: Duration = Duration::from_secs(5);
+
+/// One recorded start request of this process.
+struct Entry {
+    request: StartRequest,
+    /// When it was sent; `None` while it waits for its turn.
+    sent_at: Option<Timestamp>,
+}
+
+/// The start requests this process recorded, by build uid.
+pub struct Starts {
+    acting_since: Timestamp,
+    fence: Fence,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl Starts {
+    /// The book of a process that begins to act now, alone as far as `fence` says.
+    pub fn new(fence: Fence) -> Self {
+        Self {
+            acting_since: Timestamp::now(),
+            fence,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn set(&self, uid: &str, entry: Option<Entry>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            match entry {
+                Some(e) => {
+                    entries.insert(uid.to_string(), e);
+                }
+                None => {
+                    entries.remove(uid);
+                }
+            }
+        }
+    }
+
+    /// Notes a start request recorded in the status and not sent.
+    pub fn queued(&self, uid: &str, request: &StartRequest) {
+        let entry = Entry {
+            request: request.clone(),
+            sent_at: None,
+        };
+        self.set(uid, Some(entry));
+    }
+
+    /// Notes that the request is being sent (before the call, so a call cut short counts as sent).
+    pub fn sending(&self, uid: &str, request: &StartRequest, now: Timestamp) {
+        let entry = Entry {
+            request: request.clone(),
+            sent_at: Some(now),
+        };
+        self.set(uid, Some(entry));
+    }
+
+    /// Forgets the build's request (its outcome is recorded, or it was withdrawn).
+    pub fn forget(&self, uid: &str) {
+        self.set(uid, None);
+    }
+
+    /// What is known of `request`, the build's recorded start request that has no job id.
+    pub fn sending_state(&self, uid: &str, request: &StartRequest) -> Sending {
+        let mine = self.entries.lock().ok().and_then(|entries| {
+            entries
+                .get(uid)
+                .filter(|e| e.request == *request)
+                .map(|e| e.sent_at)
+        });
+        match mine {
+            Some(None) => Sending::NotSent,
+            Some(Some(at)) => Sending::MaybeSent {
+                since: at.max(request.requested_at.0),
+            },
+            // Recorded by another process, or by this one before a restart: it may have been sent
+            // at any time before this process began to act.
+            None => Sending::MaybeSent {
+                since: self.acting_since.max(request.requested_at.0),
+            },
+        }
+    }
+
+    /// Whether a request recorded here and not sent may still be sent as it is. Otherwise it is
+    /// recorded again first (with the resourceVersion precondition and a new time).
+    pub fn may_send(&self, request: &StartRequest, now: Timestamp) -> bool {
+        match self.fence.lease_held() {
+            Some(held) => held,
+            None => {
+                let age = now.as_millisecond() - request.requested_at.0.as_millisecond();
+                age <= i64::try_from(UNELECTED_SEND_WINDOW.as_millis()).unwrap_or(0)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+
+    fn request(at: i64) -> StartRequest {
+        StartRequest {
+            requested_at: Time(Timestamp::from_second(at).unwrap()),
+            fingerprint: "fp".into(),
+            attempt: Some(1),
+            definition_hash: None,
+        }
+    }
+
+    #[test]
+    fn a_request_is_unsent_only_for_the_process_that_queued_it() {
+        let starts = Starts::new(Fence::unelected());
+        let since = starts.acting_since;
+        let old = request(1_800_000_000);
+        assert_eq!(
+            starts.sending_state("u", &old),
+            Sending::MaybeSent {
+                since: since.max(old.requested_at.0)
+            }
+        );
+        starts.queued("u", &old);
+        assert_eq!(starts.sending_state("u", &old), Sending::NotSent);
+        // Another request (recorded again elsewhere) is not the one queued here.
+        let newer = request(1_800_000_005);
+        assert!(matches!(
+            starts.sending_state("u", &newer),
+            Sending::MaybeSent { .. }
+        ));
+        let sent_at = Timestamp::from_second(1_900_000_000).unwrap();
+        starts.sending("u", &old, sent_at);
+        assert_eq!(
+            starts.sending_state("u", &old),
+            Sending::MaybeSent { since: sent_at }
+        );
+        starts.forget("u");
+        assert!(matches!(
+            starts.sending_state("u", &old),
+            Sending::MaybeSent { .. }
+        ));
+    }
+
+    #[test]
+    fn without_leader_election_only_a_fresh_record_is_sent_as_is() {
+        let starts = Starts::new(Fence::unelected());
+        let r = request(1_800_000_000);
+        let at = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+        assert!(starts.may_send(&r, at(3)));
+        assert!(starts.may_send(&r, at(5)));
+        assert!(!starts.may_send(&r, at(6)));
+    }
+}
