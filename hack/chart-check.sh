@@ -32,7 +32,7 @@ fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 sets=(default namespaced emulator-ha extras)
 declare -A set_args=(
   [default]=""
-  [namespaced]="--set watchNamespaces={team-a}"
+  [namespaced]="--set watchNamespaces={team-a} --set leaderElection.enabled=false"
   [emulator-ha]="--set emulator.enabled=true --set replicaCount=2"
   [extras]="--set serviceMonitor.enabled=true --set networkPolicy.enabled=true --set networkPolicy.apiServerCIDRs={10.0.0.1/32} --set networkPolicy.dssCIDRs={10.20.0.0/16} --set defaultConnection.url=https://dss.example.com:11200 --set defaultConnection.apiKeySecret.name=dss-api-key --set defaultConnection.caSecret.name=dss-ca"
 )
@@ -61,7 +61,7 @@ team_b="kdss-chk-team-b-$suffix"
 for s in "${sets[@]}"; do
   args="${set_args[$s]}"
   # The namespaced set watches a namespace of this run, named like team-a.
-  [ "$s" = namespaced ] && args="--set watchNamespaces={$team_a}"
+  [ "$s" = namespaced ] && args="--set watchNamespaces={$team_a} --set leaderElection.enabled=false"
   # shellcheck disable=SC2086
   if "$helm" template "${rel[$s]}" "$chart" -n "${ns[$s]}" $args >"$tmp/$s.yaml" 2>"$tmp/template-$s.log"; then
     ok "helm template ($s): $(grep -c '^kind:' "$tmp/$s.yaml") objects"
@@ -80,16 +80,26 @@ if grep -qE '^kind: Cluster(Role|RoleBinding)$' "$tmp/namespaced.yaml"; then
 else
   ok "the namespaced install renders no ClusterRole/ClusterRoleBinding"
 fi
-for s in default namespaced; do
-  if grep -q 'coordination.k8s.io' "$tmp/$s.yaml"; then fail "$s: Lease RBAC without leader election"
-  else ok "$s: no Lease RBAC (one replica, no leader election)"; fi
+# Leader election is on by default (also with one replica); off, there is no Lease RBAC and the one pod
+# is replaced with strategy Recreate.
+if grep -q 'coordination.k8s.io' "$tmp/namespaced.yaml"; then fail "namespaced: Lease RBAC without leader election"
+else ok "namespaced: no Lease RBAC (leaderElection.enabled=false)"; fi
+grep -A1 'name: LEADER_ELECTION' "$tmp/namespaced.yaml" | grep -q '"false"' && grep -q 'type: Recreate' "$tmp/namespaced.yaml" \
+  && ok "namespaced: leader election off, strategy Recreate" \
+  || fail "namespaced: leader election not off or strategy not Recreate"
+for s in default emulator-ha; do
+  grep -q 'coordination.k8s.io' "$tmp/$s.yaml" && grep -A1 'name: LEADER_ELECTION' "$tmp/$s.yaml" | grep -q '"true"' \
+    && grep -q 'type: RollingUpdate' "$tmp/$s.yaml" \
+    && ok "$s: leader election on, Lease Role, RollingUpdate" \
+    || fail "$s: leader election, Lease Role or RollingUpdate missing"
 done
-grep -q 'coordination.k8s.io' "$tmp/emulator-ha.yaml" && grep -q 'name: LEADER_ELECTION' "$tmp/emulator-ha.yaml" \
-  && grep -A1 'name: LEADER_ELECTION' "$tmp/emulator-ha.yaml" | grep -q '"true"' \
-  && grep -q 'type: RollingUpdate' "$tmp/emulator-ha.yaml" \
-  && ok "emulator-ha: leader election on, Lease Role, RollingUpdate" \
-  || fail "emulator-ha: leader election, Lease Role or RollingUpdate missing"
-grep -q 'type: Recreate' "$tmp/default.yaml" && ok "default: strategy Recreate" || fail "default: strategy is not Recreate"
+if "$helm" template x "$chart" --set replicaCount=2 --set leaderElection.enabled=false >"$tmp/refused.log" 2>&1; then
+  fail "replicaCount=2 without leader election renders"
+elif grep -q 'needs leader election' "$tmp/refused.log"; then
+  ok "replicaCount=2 without leader election is refused with a clear message"
+else
+  fail "replicaCount=2 without leader election fails without the expected message"; cat "$tmp/refused.log"
+fi
 
 # --- 2. the cluster ----------------------------------------------------------------------------------
 # Reuse a healthy local control plane of this checkout, else start one. Not through `cluster.sh status`:
@@ -199,7 +209,8 @@ done
 can namespaced no get secrets -n "$team_b"
 can namespaced no list datasetbuilds.kube-dss.dev --all-namespaces
 can namespaced no get secrets -n "${ns[namespaced]}"
-can default no create leases.coordination.k8s.io -n "${ns[default]}"
+can namespaced no create leases.coordination.k8s.io -n "${ns[namespaced]}"
+can default yes update "leases.coordination.k8s.io/${rel[default]}" -n "${ns[default]}"
 can emulator-ha yes create leases.coordination.k8s.io -n "${ns[emulator-ha]}"
 can emulator-ha yes update "leases.coordination.k8s.io/${rel[emulator-ha]}" -n "${ns[emulator-ha]}"
 can emulator-ha yes get "leases.coordination.k8s.io/${rel[emulator-ha]}" -n "${ns[emulator-ha]}"

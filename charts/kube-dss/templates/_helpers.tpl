@@ -70,7 +70,7 @@ app.kubernetes.io/component: emulator
 {{- end }}
 {{- end }}
 
-{{/* "true" when leader election is on: forced by leaderElection.enabled, else replicaCount > 1. */}}
+{{/* "true" when leader election is on: leaderElection.enabled, or when null replicaCount > 1. */}}
 {{- define "kube-dss.leaderElection" -}}
 {{- if kindIs "bool" .Values.leaderElection.enabled }}
 {{- .Values.leaderElection.enabled }}
