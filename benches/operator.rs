@@ -74,7 +74,12 @@ impl Op {
             .args(["--admin-addr", &format!("127.0.0.1:{port}")])
             // As the chart runs it: leader election on, even with one replica.
             .args(["--leader-election", "--lease-name", "kube-dss-bench"])
-            .args(["--lease-namespace", namespace, "--pod-name", &format!("bench-{tag}")])
+            .args([
+                "--lease-namespace",
+                namespace,
+                "--pod-name",
+                &format!("bench-{tag}"),
+            ])
             .env("KUBECONFIG", &kubeconfig)
             .env_remove("RUST_LOG")
             .stdout(file.try_clone().unwrap())

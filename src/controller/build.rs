@@ -556,8 +556,10 @@ impl<'a> Run<'a> {
                 if let Some(request) = self.status.start_request.as_mut() {
                     request.requested_at = Time(sent_at);
                 }
-                // A job DSS just accepted has not started: recording it now saves a status write.
+                // A job DSS just accepted has not started and has no warnings: recording that now
+                // saves a status write at the first poll.
                 self.status.state = Some(JobState::NotStarted.as_str().to_string());
+                self.status.warnings_count = Some(0);
                 self.status.phase = Some(Phase::Queued);
                 let note = match attempt {
                     1 => format!("started DSS job {} in project {project}", started.id),
