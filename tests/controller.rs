@@ -735,27 +735,28 @@ struct Seen {
 
 /// Builds that wait for a place at the connection's start gate record their start request once and
 /// send it when their turn comes: at most five writes each (finalizer, Starting, Queued, Running,
-/// Succeeded), one job each, and a queued build deleted before its turn sends nothing. Without leader
-/// election a request that waited longer than a few seconds is recorded again before it is sent.
+/// Succeeded), one job each; a queued build deleted or suspended before its turn sends nothing.
+/// Without leader election a request that waited longer than a few seconds is recorded again before
+/// it is sent.
 async fn queued_starts(prefix: &str, elected: bool) {
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, watcher};
     use std::{collections::HashMap, sync::Arc};
 
     let lease_ns = format!("{prefix}-lease");
-    let args: Vec<&str> = if elected {
-        vec![
+    // Start calls may take 8 s (see the faults below) without timing out.
+    let mut args: Vec<&str> = vec!["--dss-request-timeout-seconds", "20"];
+    if elected {
+        args.extend([
             "--leader-election",
             "--lease-name",
             &lease_ns,
             "--lease-duration-seconds",
             "6",
-        ]
-    } else {
-        vec![]
-    };
+        ]);
+    }
     let f = Fixture::with(prefix, EMULATOR, &args).await;
-    // One start at a time (maxInFlight 1), each held 4 s by DSS: the others queue at the gate.
+    // One start at a time (maxInFlight 1), each held 8 s by DSS: the others queue at the gate.
     let conn: DSSConnection = serde_json::from_value(json!({
         "apiVersion": "kube-dss.dev/v1alpha1", "kind": "DSSConnection",
         "metadata": {"name": "narrow"},
@@ -769,7 +770,7 @@ async fn queued_starts(prefix: &str, elected: bool) {
         .unwrap();
     f.admin
         .set_faults(&Faults {
-            latency_ms: 4000,
+            latency_ms: 8000,
             routes: vec!["POST /projects/{pk}/jobs/".into()],
             ..Default::default()
         })
@@ -814,22 +815,29 @@ async fn queued_starts(prefix: &str, elected: bool) {
         |b: &DatasetBuild| b.status.as_ref().and_then(|s| s.phase) == Some(Phase::Starting),
     )
     .await;
-    for (name, output) in [
-        ("victim", "quick2"),
-        ("q1", "quick"),
-        ("q2", "quick"),
-        ("q3", "quick"),
-    ] {
-        f.create(name, narrow(output, name)).await;
-    }
-    // The victim waits for its turn; deleted now, it never sends its request.
+    // While the holder's start is in flight, two more builds queue. Deleted or suspended before
+    // their turn, they never send their requests.
+    f.create("victim", narrow("warned", "v")).await;
+    f.create("paused", narrow("quick2", "p")).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !queued("victim") {
-        assert!(tokio::time::Instant::now() < deadline, "victim never queued");
+    while !(queued("victim") && queued("paused")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "victim or paused never queued"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     f.builds.delete("victim", &DeleteParams::default()).await.unwrap();
+    f.patch_spec("paused", json!({"suspend": true})).await;
     wait_gone(&f.builds, "victim", Duration::from_secs(10)).await;
+    let paused = f.wait_phase("paused", Phase::Suspended, 10).await;
+    assert!(
+        paused.status.unwrap().start_request.is_none(),
+        "the request is withdrawn"
+    );
+    for name in ["q1", "q2", "q3"] {
+        f.create(name, narrow("quick", name)).await;
+    }
 
     for name in ["holder", "q1", "q2", "q3"] {
         f.wait_phase(name, Phase::Succeeded, 120).await;
@@ -838,18 +846,23 @@ async fn queued_starts(prefix: &str, elected: bool) {
     watch.abort();
     assert_eq!(f.jobs_of("quick").await.len(), 4, "one job per build");
     assert_eq!(
-        f.jobs_of("quick2").await.len(),
+        f.jobs_of("warned").await.len(),
         0,
         "the deleted build sent nothing"
     );
+    assert_eq!(
+        f.jobs_of("quick2").await.len(),
+        0,
+        "the suspended build sent nothing"
+    );
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     let writes = |name: &str| seen.get(name).map_or(0, |s| s.versions.len()) - 1;
-    for name in ["q1", "q2", "q3"] {
-        assert!(
-            seen.get(name).is_some_and(|s| s.queued),
-            "{name} waited for its turn: {seen:?}"
-        );
-    }
+    // One start at a time: at least two of the three waited for their turn.
+    let waited = ["q1", "q2", "q3"]
+        .iter()
+        .filter(|n| seen.get(**n).is_some_and(|s| s.queued))
+        .count();
+    assert!(waited >= 2, "builds that waited for their turn: {seen:?}");
     let records = |name: &str| seen.get(name).map_or(0, |s| s.recorded.len());
     if elected {
         for name in ["holder", "q1", "q2", "q3"] {
@@ -857,7 +870,7 @@ async fn queued_starts(prefix: &str, elected: bool) {
             assert_eq!(records(name), 1, "{name} recorded its start once: {seen:?}");
         }
     } else {
-        // The three queued starts wait about 4, 8 and 12 s: the later ones are recorded again.
+        // The three queued starts wait about 8, 16 and 24 s: recorded again before they are sent.
         assert!(
             ["q1", "q2", "q3"].iter().any(|n| records(n) >= 2),
             "a start queued past the window is recorded again: {seen:?}"

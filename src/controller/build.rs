@@ -167,24 +167,7 @@ impl<'a> Run<'a> {
                 Ok(Action::requeue(after))
             }
             Step::Abort { reason } => self.abort(&conn, reason).await,
-            Step::Start { attempt } => {
-                // Starts wait for the connection's budget a few at a time. The others record their
-                // start request now and send it when a place frees up (Step::Send), without holding a
-                // reconcile slot or a place in the budget's queue meanwhile.
-                let permit = conn.start_gate.clone().try_acquire_owned().ok();
-                if let Some(action) = self.record_start(api, attempt, permit.is_none()).await? {
-                    return Ok(action);
-                }
-                match permit {
-                    Some(_permit) => self.post_start(&conn, attempt).await,
-                    None => {
-                        if let Some(request) = &self.status.start_request {
-                            self.ctx.starts.queued(&self.uid(), request);
-                        }
-                        Ok(Action::requeue(jitter(Duration::from_secs(1))))
-                    }
-                }
-            }
+            Step::Start { attempt } => self.start(api, &conn, attempt).await,
             Step::Send { attempt } => {
                 let Ok(_permit) = conn.start_gate.clone().try_acquire_owned() else {
                     self.mark_queued();
@@ -202,7 +185,16 @@ impl<'a> Run<'a> {
                     if let Some(action) = self.record_start(api, attempt, false).await? {
                         return Ok(action);
                     }
+                } else if !self.still_stands(api).await? {
+                    // The object changed since this copy (the cache may lag, say while its watch
+                    // is re-established): decide again on the newer copy before sending anything.
+                    self.mark_queued();
+                    return Ok(Action::requeue(Duration::from_secs(1)));
                 }
+                tracing::debug!(
+                    fresh,
+                    "sending a start request recorded while it waited for its turn"
+                );
                 self.post_start(&conn, attempt).await
             }
             Step::Withdraw => Ok(Action::requeue(Duration::ZERO)),
@@ -456,17 +448,45 @@ impl<'a> Run<'a> {
         );
     }
 
-    /// Starts a job: records the start request, then sends it, then records the job id.
+    /// Starts a job: records the start request, then sends it, then records the job id. Starts wait
+    /// for the connection's budget a few at a time; the others record their start request now and
+    /// send it when a place frees up (`Step::Send`), without holding a reconcile slot or a place in
+    /// the budget's queue meanwhile.
     async fn start(
         &mut self,
         api: &Api<DatasetBuild>,
         conn: &Resolved,
         attempt: i32,
     ) -> Result<Action, Error> {
-        match self.record_start(api, attempt, false).await? {
-            Some(action) => Ok(action),
-            None => self.post_start(conn, attempt).await,
+        let permit = conn.start_gate.clone().try_acquire_owned().ok();
+        if let Some(action) = self.record_start(api, attempt, permit.is_none()).await? {
+            return Ok(action);
         }
+        match permit {
+            Some(_permit) => self.post_start(conn, attempt).await,
+            None => {
+                if let Some(request) = &self.status.start_request {
+                    self.ctx.starts.queued(&self.uid(), request);
+                }
+                Ok(Action::requeue(jitter(Duration::from_secs(1))))
+            }
+        }
+    }
+
+    /// Whether the recorded start request still stands on the object as the apiserver has it now (a
+    /// quorum read): not deleted, not suspended, the same run request, the same record, no job.
+    async fn still_stands(&self, api: &Api<DatasetBuild>) -> Result<bool, Error> {
+        let latest = api
+            .get(&self.build.name_any())
+            .await
+            .map_err(Error::kube("read build"))?;
+        let rerun = latest.annotations().get(RERUN_ANNOTATION).map(String::as_str);
+        let status = latest.status.as_ref();
+        Ok(latest.meta().deletion_timestamp.is_none()
+            && !latest.spec.suspend.unwrap_or(false)
+            && definition::run_fingerprint(&latest.spec, rerun) == self.want
+            && status.and_then(|s| s.job_id.as_ref()).is_none()
+            && status.and_then(|s| s.start_request.as_ref()) == self.status.start_request.as_ref())
     }
 
     /// Records the start request with a resourceVersion precondition, so a stale copy of the object
@@ -548,6 +568,7 @@ impl<'a> Run<'a> {
         match result {
             Ok(started) => {
                 self.ctx.starts.forget(&uid);
+                self.ctx.starts.claim(&started.id);
                 self.started_job = true;
                 self.ctx.metrics.job_started();
                 self.status.job_id = Some(started.id.clone());
@@ -623,16 +644,45 @@ impl<'a> Run<'a> {
         };
         let project = self.build.spec.project_key.clone();
         let adopt = self.build.annotations().get(ADOPT_ANNOTATION).cloned();
-        let candidates = match lost_start_candidates(self.ctx, conn, self.build, &self.status, &request).await
-        {
-            Ok(c) => c,
-            Err(e) => return self.dss_trouble(conn, e).await,
+        let since = match self.ctx.starts.sending_state(&self.uid(), &request) {
+            Sending::MaybeSent { since } => since,
+            Sending::NotSent => self.now,
         };
+        // A start of the same definition by another build may be in flight: its job could be
+        // listed before that build records it, and must not be taken for this one.
+        let in_flight = self.ctx.settings.plan.start_grace;
+        if self
+            .ctx
+            .starts
+            .sending_alike(&self.uid(), request.definition_hash.as_deref(), in_flight)
+        {
+            return Ok(Action::requeue(jitter(Duration::from_secs(2))));
+        }
+        let candidates =
+            match lost_start_candidates(self.ctx, conn, self.build, &self.status, &request, since).await {
+                Ok(c) => c,
+                Err(e) => return self.dss_trouble(conn, e).await,
+            };
         match candidates.as_slice() {
             [job] => {
+                if !self.ctx.starts.claim(&job.job_id) {
+                    // Another build of this process took the job this instant: search again.
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
                 self.ctx.starts.forget(&self.uid());
                 self.ctx.metrics.job_adopted();
                 self.status.job_id = Some(job.job_id.clone());
+                // The job's age counts from when DSS got the request, not from when it was recorded
+                // (it may have waited for its turn first).
+                let initiated = job
+                    .definition
+                    .as_ref()
+                    .and_then(|d| status::time_from_chrono(d.initiation_timestamp));
+                if let (Some(r), Some(t)) = (self.status.start_request.as_mut(), initiated)
+                    && t.0 > r.requested_at.0
+                {
+                    r.requested_at = t;
+                }
                 // The next reconcile observes the job like any other, terminal or not.
                 self.status.state = None;
                 self.status.phase = Some(Phase::Queued);
@@ -805,11 +855,19 @@ async fn lost_start_candidates(
     build: &DatasetBuild,
     status: &DatasetBuildStatus,
     request: &StartRequest,
+    since: Timestamp,
 ) -> Result<Vec<crate::dss::JobListItem>, Error> {
     let project = build.spec.project_key.clone();
-    let jobs = conn
-        .client
-        .list_jobs(&project)
+    // Any listing taken once the grace after `since` is over shows the job if it exists; builds
+    // resolving together (after a takeover) share one.
+    let grace = i64::try_from(ctx.settings.plan.start_grace.as_millis()).unwrap_or(i64::MAX);
+    let taken_after =
+        Timestamp::from_millisecond(since.as_millisecond().saturating_add(grace)).unwrap_or(since);
+    let jobs = ctx
+        .starts
+        .listing(&conn.key, &project, taken_after, || {
+            conn.client.list_jobs(&project)
+        })
         .await
         .map_err(Error::dss("list jobs"))?;
     let identity = ctx.connections.auth_identifier(conn).await?;
@@ -831,19 +889,20 @@ async fn lost_start_candidates(
         .clone()
         .unwrap_or_else(|| definition::definition_hash(&build.spec));
     let skew = i64::try_from(ctx.settings.clock_skew.as_millis()).unwrap_or(i64::MAX);
-    let since = request.requested_at.0.as_millisecond().saturating_sub(skew);
+    let earliest = request.requested_at.0.as_millisecond().saturating_sub(skew);
     Ok(jobs
-        .into_iter()
-        .filter(|j| !known.contains(&j.job_id))
+        .iter()
+        .filter(|j| !known.contains(&j.job_id) && !ctx.starts.claimed(&j.job_id))
         .filter(|j| match &adopt {
             Some(id) => &j.job_id == id,
             None => j.definition.as_ref().is_some_and(|d| {
                 d.initiation_timestamp
-                    .is_some_and(|t| t.timestamp_millis() >= since)
+                    .is_some_and(|t| t.timestamp_millis() >= earliest)
                     && d.initiator.as_deref().is_some_and(|i| initiator_is(i, &identity))
                     && definition::dss_definition_hash(&d.raw, &project).as_ref() == Some(&wanted)
             }),
         })
+        .cloned()
         .collect())
 }
 
@@ -877,7 +936,7 @@ async fn find_lost_start(
         .resolve(&ns, build.spec.connection_ref.as_ref())
         .await
     {
-        Ok(conn) => lost_start_candidates(ctx, &conn, build, status, request).await,
+        Ok(conn) => lost_start_candidates(ctx, &conn, build, status, request, sent_by).await,
         Err(e) => Err(e),
     };
     match found {

@@ -7,12 +7,20 @@
 //! finds no entry and treats the request as possibly sent, so it waits for the crash guard's grace,
 //! counted from when it began to act, before it searches DSS for the job.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::{leader::Fence, plan::Sending};
-use crate::crd::StartRequest;
+use super::{connections::ConnKey, leader::Fence, plan::Sending};
+use crate::{crd::StartRequest, dss::JobListItem};
+
+/// A project's job listing taken for searches, and when.
+type Listing = (Timestamp, Arc<Vec<JobListItem>>);
 
 /// Without leader election, how old a recorded request may be and still be sent without recording it
 /// again: the start call (bounded by the grace less 10 s) then ends before a resolver elsewhere, which
@@ -26,11 +34,21 @@ struct Entry {
     sent_at: Option<Timestamp>,
 }
 
-/// The start requests this process recorded, by build uid.
+/// How long this process remembers a job id it started or adopted: long enough for the build's
+/// status (and so every other build's search) to show it.
+const CLAIM_MEMORY: Duration = Duration::from_secs(600);
+
+/// The start requests this process recorded, by build uid, and the jobs it claimed for a build.
 pub struct Starts {
     acting_since: Timestamp,
     fence: Fence,
     entries: Mutex<HashMap<String, Entry>>,
+    /// Job ids this process started or adopted, with when: a search for another build's lost start
+    /// never takes one of them, even before the owner's status shows it.
+    claimed: Mutex<HashMap<String, std::time::Instant>>,
+    /// The latest job listing of each project searched, shared by the searches it is recent enough
+    /// for. Held across the call, so searches that start together make one.
+    listings: tokio::sync::Mutex<HashMap<(ConnKey, String), Listing>>,
 }
 
 impl Starts {
@@ -40,18 +58,65 @@ impl Starts {
             acting_since: Timestamp::now(),
             fence,
             entries: Mutex::new(HashMap::new()),
+            claimed: Mutex::new(HashMap::new()),
+            listings: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
+    /// The project's jobs as listed at or after `taken_after`: the shared listing when it is recent
+    /// enough, else a new one from `list`.
+    pub async fn listing<F, Fut, E>(
+        &self,
+        conn: &ConnKey,
+        project: &str,
+        taken_after: Timestamp,
+        list: F,
+    ) -> Result<Arc<Vec<JobListItem>>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<JobListItem>, E>>,
+    {
+        let mut listings = self.listings.lock().await;
+        let key = (conn.clone(), project.to_string());
+        if let Some((taken, jobs)) = listings.get(&key)
+            && *taken >= taken_after
+        {
+            return Ok(jobs.clone());
+        }
+        let taken = Timestamp::now();
+        let jobs = Arc::new(list().await?);
+        // Only the latest listing of each project is kept, and none for long.
+        listings.retain(|_, (t, _)| taken.as_second() - t.as_second() < 120);
+        listings.insert(key, (taken, jobs.clone()));
+        Ok(jobs)
+    }
+
+    /// Claims a job for one build. False when this process already gave it to a build.
+    pub fn claim(&self, job_id: &str) -> bool {
+        let mut claimed = lock(&self.claimed);
+        claimed.retain(|_, at| at.elapsed() < CLAIM_MEMORY);
+        if claimed.contains_key(job_id) {
+            return false;
+        }
+        claimed.insert(job_id.to_string(), std::time::Instant::now());
+        true
+    }
+
+    /// Whether this process recently started or adopted the job for a build.
+    pub fn claimed(&self, job_id: &str) -> bool {
+        lock(&self.claimed)
+            .get(job_id)
+            .is_some_and(|at| at.elapsed() < CLAIM_MEMORY)
+    }
+
     fn set(&self, uid: &str, entry: Option<Entry>) {
-        if let Ok(mut entries) = self.entries.lock() {
-            match entry {
-                Some(e) => {
-                    entries.insert(uid.to_string(), e);
-                }
-                None => {
-                    entries.remove(uid);
-                }
+        let mut entries = lock(&self.entries);
+        match entry {
+            Some(e) => {
+                entries.insert(uid.to_string(), e);
+            }
+            None => {
+                entries.remove(uid);
             }
         }
     }
@@ -81,12 +146,10 @@ impl Starts {
 
     /// What is known of `request`, the build's recorded start request that has no job id.
     pub fn sending_state(&self, uid: &str, request: &StartRequest) -> Sending {
-        let mine = self.entries.lock().ok().and_then(|entries| {
-            entries
-                .get(uid)
-                .filter(|e| e.request == *request)
-                .map(|e| e.sent_at)
-        });
+        let mine = lock(&self.entries)
+            .get(uid)
+            .filter(|e| e.request == *request)
+            .map(|e| e.sent_at);
         match mine {
             Some(None) => Sending::NotSent,
             Some(Some(at)) => Sending::MaybeSent {
@@ -100,6 +163,18 @@ impl Starts {
         }
     }
 
+    /// Whether another build of this process sent a start of the same definition less than `within`
+    /// ago: its job may be listed before its id is known, so a search must wait for it.
+    pub fn sending_alike(&self, uid: &str, definition_hash: Option<&str>, within: Duration) -> bool {
+        let now = Timestamp::now().as_millisecond();
+        let within = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
+        lock(&self.entries).iter().any(|(other, e)| {
+            other != uid
+                && e.request.definition_hash.as_deref() == definition_hash
+                && e.sent_at.is_some_and(|at| now - at.as_millisecond() < within)
+        })
+    }
+
     /// Whether a request recorded here and not sent may still be sent as it is. Otherwise it is
     /// recorded again first (with the resourceVersion precondition and a new time).
     pub fn may_send(&self, request: &StartRequest, now: Timestamp) -> bool {
@@ -111,6 +186,11 @@ impl Starts {
             }
         }
     }
+}
+
+/// The maps hold plain data, consistent after any panic: a poisoned lock is used as it is.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -158,6 +238,48 @@ mod tests {
             starts.sending_state("u", &old),
             Sending::MaybeSent { .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn searches_share_a_listing_taken_after_what_they_need() {
+        let starts = Starts::new(Fence::unelected());
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let list = || async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok::<_, ()>(Vec::new())
+        };
+        let before = Timestamp::now();
+        starts
+            .listing(&ConnKey::Default, "P", before, list)
+            .await
+            .unwrap();
+        starts
+            .listing(&ConnKey::Default, "P", before, list)
+            .await
+            .unwrap();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1, "shared");
+        starts
+            .listing(&ConnKey::Default, "Q", before, list)
+            .await
+            .unwrap();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2, "per project");
+        let later = Timestamp::now() + std::time::Duration::from_secs(5);
+        starts.listing(&ConnKey::Default, "P", later, list).await.unwrap();
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::Relaxed),
+            3,
+            "too old for a later need"
+        );
+    }
+
+    #[test]
+    fn a_job_is_claimed_for_one_build_only() {
+        let starts = Starts::new(Fence::unelected());
+        assert!(!starts.claimed("j1"));
+        assert!(starts.claim("j1"));
+        assert!(starts.claimed("j1"));
+        assert!(!starts.claim("j1"), "a second build cannot take it");
+        assert!(starts.claim("j2"));
     }
 
     #[test]

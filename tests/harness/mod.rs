@@ -228,7 +228,16 @@ impl Operator {
                 "--log-format",
                 "json",
             ])
-            .args(["--dss-request-timeout-seconds", "5", "--poll-max-seconds", "2"])
+            // Short timeouts and polls unless the test sets its own.
+            .args(
+                [
+                    ("--dss-request-timeout-seconds", "5"),
+                    ("--poll-max-seconds", "2"),
+                ]
+                .into_iter()
+                .filter(|(flag, _)| !extra.contains(flag))
+                .flat_map(|(flag, value)| [flag, value]),
+            )
             .args(extra)
             .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "info,kube_dss=debug")
