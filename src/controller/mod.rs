@@ -35,7 +35,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
-        events::{EventType, Recorder, Reporter},
+        events::{EventType, Reporter},
         reflector::ObjectRef,
         watcher,
     },
@@ -162,7 +162,7 @@ pub struct Context {
     /// Shared observer of DSS jobs.
     pub poller: poller::Poller,
     /// The one event recorder (so repeated events aggregate).
-    pub recorder: Recorder,
+    pub recorder: events::Recorder,
     /// Metrics.
     pub metrics: Arc<metrics::Metrics>,
     /// Tunables.
@@ -267,7 +267,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     metrics.set_leader(true);
 
     let default = default_connection(&args)?;
-    let recorder = Recorder::new(
+    let recorder = events::Recorder::new(
         client.clone(),
         Reporter {
             controller: "kube-dss".into(),
@@ -359,7 +359,7 @@ fn run_scope(
     concurrency: u16,
     request_timeout: Duration,
     default: Option<connections::DefaultConnection>,
-    recorder: Recorder,
+    recorder: events::Recorder,
     metrics: Arc<metrics::Metrics>,
     settings: Settings,
     shutdown: watch::Receiver<bool>,
