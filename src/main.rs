@@ -7,6 +7,12 @@ use clap::{Parser, Subcommand};
 
 use kube_dss::{cli, controller, crd, emulator};
 
+/// jemalloc with background threads that return freed pages to the OS after its decay time, so an
+/// operator that has finished a burst of builds shrinks back to what it holds (see Cargo.toml).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// kube-dss: drive Dataiku DSS dataset builds from Kubernetes.
 #[derive(Parser)]
 #[command(name = "kube-dss", version, about)]

@@ -888,3 +888,76 @@ async fn queued_starts_are_recorded_once_under_leader_election() {
 async fn queued_starts_without_leader_election_are_recorded_again_when_old() {
     queued_starts("e2e-queue", false).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_event_patches_its_series_on_the_apiserver() {
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use kube::runtime::events::{EventType, Reporter};
+    use kube_dss::controller::events::Recorder;
+
+    let client = harness::client().await;
+    let ns = TestNs::new(&client, "events").await;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "kube-dss".into(),
+            instance: Some("kube-dss-test".into()),
+        },
+    );
+    let reference = ObjectReference {
+        api_version: Some("kube-dss.dev/v1alpha1".into()),
+        kind: Some("DatasetBuild".into()),
+        namespace: Some(ns.name.clone()),
+        name: Some("b".into()),
+        uid: Some("6f1d2c3b-0000-4000-8000-000000000001".into()),
+        resource_version: Some("1".into()),
+        field_path: None,
+    };
+    let started = |note: &str| {
+        recorder.publish(
+            &reference,
+            EventType::Normal,
+            "JobStarted",
+            "StartJob",
+            note.to_string(),
+        )
+    };
+    started("job one").await.unwrap();
+    started("job one").await.unwrap();
+    started("job one").await.unwrap();
+    recorder
+        .publish(
+            &reference,
+            EventType::Warning,
+            "JobFailed",
+            "Poll",
+            "job one failed".into(),
+        )
+        .await
+        .unwrap();
+
+    let api: Api<Event> = ns.api();
+    let mut events = api.list(&ListParams::default()).await.unwrap().items;
+    events.sort_by_key(|e| e.reason.clone());
+    assert_eq!(events.len(), 2, "one Event per distinct event: {events:?}");
+    let failed = &events[0];
+    assert_eq!(failed.reason.as_deref(), Some("JobFailed"));
+    assert_eq!(failed.type_.as_deref(), Some("Warning"));
+    assert!(failed.series.is_none());
+    let started = &events[1];
+    assert_eq!(started.reason.as_deref(), Some("JobStarted"));
+    assert_eq!(started.action.as_deref(), Some("StartJob"));
+    assert_eq!(started.type_.as_deref(), Some("Normal"));
+    assert_eq!(started.note.as_deref(), Some("job one"));
+    assert_eq!(started.regarding.as_ref(), Some(&reference));
+    assert_eq!(started.reporting_controller.as_deref(), Some("kube-dss"));
+    assert_eq!(started.reporting_instance.as_deref(), Some("kube-dss-test"));
+    assert!(started.event_time.is_some());
+    assert_eq!(
+        started.series.as_ref().map(|s| s.count),
+        Some(3),
+        "two repeats patched the series"
+    );
+    assert!(started.name_any().starts_with("b."));
+    ns.cleanup().await;
+}

@@ -1,12 +1,208 @@
 //! Kubernetes events: only on transitions, through one shared recorder so repeats aggregate.
 
-use k8s_openapi::api::core::v1::ObjectReference;
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::{
+        core::v1::ObjectReference,
+        events::v1::{Event as K8sEvent, EventSeries},
+    },
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+    jiff::Timestamp,
+};
 use kube::{
-    Resource,
-    runtime::events::{Event, EventType, Recorder},
+    Api, Client, Resource,
+    api::{Patch, PatchParams, PostParams},
+    runtime::events::{EventType, Reporter},
 };
 
 use super::error::truncate;
+
+/// How long a published event is remembered: a repeat within this window (same type, reason,
+/// action and object reference) patches the first Event's series count instead of creating a new
+/// Event. The same window as kube's own recorder.
+const REPEAT_WINDOW: Duration = Duration::from_secs(6 * 60);
+
+/// Expired entries are swept at most this often (a lookup ignores them in between).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Publishes `events.k8s.io/v1` Events and aggregates repeats into a series, as kube's `Recorder`
+/// does, with a compact memory of recent events: one short key and the Event's name per event
+/// instead of a copy of the whole Event and its object reference. After thousands of builds finish
+/// at once the window holds two events per build, and the full copies were most of the operator's
+/// memory.
+#[derive(Clone)]
+pub struct Recorder {
+    client: Client,
+    controller: String,
+    instance: String,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// Events published within [`REPEAT_WINDOW`], by [`key`].
+struct Recent {
+    seen: HashMap<Box<str>, Seen>,
+    swept: Instant,
+}
+
+/// A published Event: its name, its series count so far and when it was last published.
+struct Seen {
+    name: Box<str>,
+    count: i32,
+    at: Instant,
+}
+
+impl Recent {
+    fn new(now: Instant) -> Recent {
+        Recent {
+            seen: HashMap::new(),
+            swept: now,
+        }
+    }
+
+    /// The name and next series count of the Event that `key` repeats, if it was published within
+    /// the window. Sweeps expired entries now and then.
+    fn repeat_of(&mut self, key: &str, now: Instant) -> Option<(Box<str>, i32)> {
+        if now.saturating_duration_since(self.swept) >= SWEEP_EVERY {
+            self.seen
+                .retain(|_, s| now.saturating_duration_since(s.at) < REPEAT_WINDOW);
+            self.seen.shrink_to_fit();
+            self.swept = now;
+        }
+        self.seen
+            .get(key)
+            .filter(|s| now.saturating_duration_since(s.at) < REPEAT_WINDOW)
+            .map(|s| (s.name.clone(), s.count.saturating_add(1)))
+    }
+
+    fn record(&mut self, key: Box<str>, seen: Seen) {
+        self.seen.insert(key, seen);
+    }
+}
+
+/// The identity of an event for aggregation: type, reason, action and every field of the object
+/// reference (resourceVersion included). Each field is written as `-` when absent or as
+/// `<byte length>:<text>`, so two different identities never give the same key.
+fn key(type_: EventType, reason: &str, action: &str, r: &ObjectReference) -> Box<str> {
+    let mut k = String::with_capacity(128);
+    k.push(match type_ {
+        EventType::Normal => 'N',
+        EventType::Warning => 'W',
+    });
+    for field in [
+        Some(reason),
+        Some(action),
+        r.api_version.as_deref(),
+        r.kind.as_deref(),
+        r.namespace.as_deref(),
+        r.name.as_deref(),
+        r.uid.as_deref(),
+        r.resource_version.as_deref(),
+        r.field_path.as_deref(),
+    ] {
+        match field {
+            None => k.push('-'),
+            Some(text) => {
+                let _ = write!(k, "{}:{text}", text.len());
+            }
+        }
+    }
+    k.into_boxed_str()
+}
+
+impl Recorder {
+    /// A recorder that reports as `reporter` (controller name, and instance: the pod).
+    pub fn new(client: Client, reporter: Reporter) -> Recorder {
+        let instance = reporter.instance.unwrap_or_else(|| reporter.controller.clone());
+        Recorder {
+            client,
+            controller: reporter.controller,
+            instance,
+            recent: Arc::new(Mutex::new(Recent::new(Instant::now()))),
+        }
+    }
+
+    /// Creates an Event about `reference`, or, when the same event was published within the
+    /// window, patches that Event's series (count and last observed time).
+    pub async fn publish(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) -> Result<(), kube::Error> {
+        let key = key(type_, reason, action, reference);
+        let repeat = self
+            .recent
+            .lock()
+            .ok()
+            .and_then(|mut r| r.repeat_of(&key, Instant::now()));
+        let namespace = reference.namespace.as_deref().unwrap_or("default");
+        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
+        let now = Timestamp::now();
+        let seen = match repeat {
+            Some((name, count)) => {
+                let series = EventSeries {
+                    count,
+                    last_observed_time: MicroTime(now),
+                };
+                let patch = serde_json::json!({ "series": series });
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                Seen {
+                    name,
+                    count,
+                    at: Instant::now(),
+                }
+            }
+            None => {
+                let name = format!(
+                    "{}.{:x}",
+                    reference.name.as_deref().unwrap_or(&self.controller),
+                    now.as_nanosecond()
+                );
+                let event = K8sEvent {
+                    action: Some(action.to_string()),
+                    reason: Some(reason.to_string()),
+                    event_time: Some(MicroTime(now)),
+                    regarding: Some(reference.clone()),
+                    note: Some(note),
+                    metadata: ObjectMeta {
+                        namespace: reference.namespace.clone(),
+                        name: Some(name.clone()),
+                        ..ObjectMeta::default()
+                    },
+                    reporting_controller: Some(self.controller.clone()),
+                    reporting_instance: Some(self.instance.clone()),
+                    type_: Some(
+                        match type_ {
+                            EventType::Normal => "Normal",
+                            EventType::Warning => "Warning",
+                        }
+                        .to_string(),
+                    ),
+                    ..K8sEvent::default()
+                };
+                api.create(&PostParams::default(), &event).await?;
+                Seen {
+                    name: name.into_boxed_str(),
+                    count: 1,
+                    at: Instant::now(),
+                }
+            }
+        };
+        if let Ok(mut r) = self.recent.lock() {
+            r.record(key, seen);
+        }
+        Ok(())
+    }
+}
 
 /// Event reasons (PascalCase, closed set).
 pub mod reason {
@@ -61,14 +257,100 @@ pub async fn publish_to(
     action: &str,
     note: impl Into<String>,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(truncate(&note.into(), 1024)),
-        action: action.to_string(),
-        secondary: None,
-    };
-    if let Err(err) = recorder.publish(&event, reference).await {
+    let note = truncate(&note.into(), 1024);
+    if let Err(err) = recorder.publish(reference, type_, reason, action, note).await {
         tracing::warn!(error = %err, reason, "could not publish an event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(name: &str, rv: &str) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("kube-dss.dev/v1alpha1".into()),
+            kind: Some("DatasetBuild".into()),
+            namespace: Some("ns".into()),
+            name: Some(name.into()),
+            uid: Some("0b0c5a4e-1111-2222-3333-444455556666".into()),
+            resource_version: Some(rv.into()),
+            field_path: None,
+        }
+    }
+
+    #[test]
+    fn keys_differ_whenever_a_field_differs() {
+        let r = reference("b", "7");
+        let base = key(EventType::Normal, "JobStarted", "StartJob", &r);
+        assert_eq!(base, key(EventType::Normal, "JobStarted", "StartJob", &r.clone()));
+        assert_ne!(base, key(EventType::Warning, "JobStarted", "StartJob", &r));
+        assert_ne!(base, key(EventType::Normal, "JobFailed", "StartJob", &r));
+        assert_ne!(base, key(EventType::Normal, "JobStarted", "Poll", &r));
+        assert_ne!(
+            base,
+            key(EventType::Normal, "JobStarted", "StartJob", &reference("b", "8"))
+        );
+        assert_ne!(
+            base,
+            key(EventType::Normal, "JobStarted", "StartJob", &reference("c", "7"))
+        );
+        let no_rv = ObjectReference {
+            resource_version: None,
+            ..r.clone()
+        };
+        assert_ne!(base, key(EventType::Normal, "JobStarted", "StartJob", &no_rv));
+        // Text moved across a field boundary gives another key.
+        assert_ne!(
+            key(EventType::Normal, "ab", "c", &r),
+            key(EventType::Normal, "a", "bc", &r)
+        );
+        let empty = ObjectReference {
+            field_path: Some(String::new()),
+            ..r.clone()
+        };
+        assert_ne!(base, key(EventType::Normal, "JobStarted", "StartJob", &empty));
+    }
+
+    fn seen(name: &str, count: i32, at: Instant) -> Seen {
+        Seen {
+            name: name.into(),
+            count,
+            at,
+        }
+    }
+
+    #[test]
+    fn a_repeat_within_the_window_continues_the_series() {
+        let t0 = Instant::now();
+        let mut recent = Recent::new(t0);
+        assert_eq!(recent.repeat_of("k", t0), None);
+        recent.record("k".into(), seen("b.1", 1, t0));
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(recent.repeat_of("k", later), Some(("b.1".into(), 2)));
+        recent.record("k".into(), seen("b.1", 2, later));
+        // The window runs from the last repeat.
+        let near_end = later + REPEAT_WINDOW - Duration::from_secs(1);
+        assert_eq!(recent.repeat_of("k", near_end), Some(("b.1".into(), 3)));
+        assert_eq!(recent.repeat_of("other", near_end), None);
+    }
+
+    #[test]
+    fn events_past_the_window_are_forgotten() {
+        let t0 = Instant::now();
+        let mut recent = Recent::new(t0);
+        recent.record("old".into(), seen("a.1", 1, t0));
+        let t1 = t0 + REPEAT_WINDOW - Duration::from_secs(5);
+        recent.record("new".into(), seen("b.1", 1, t1));
+        let t2 = t0 + REPEAT_WINDOW;
+        // Expired but not yet swept: still not a repeat.
+        recent.swept = t2;
+        assert_eq!(recent.repeat_of("old", t2), None);
+        assert_eq!(recent.seen.len(), 2);
+        // The next sweep drops it and keeps the other.
+        let t3 = t2 + SWEEP_EVERY;
+        assert_eq!(recent.repeat_of("new", t3), Some(("b.1".into(), 2)));
+        assert_eq!(recent.seen.len(), 1);
+        assert!(recent.seen.contains_key("new"));
     }
 }

@@ -36,7 +36,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
-        events::{EventType, Recorder, Reporter},
+        events::{EventType, Reporter},
         reflector::ObjectRef,
         watcher,
     },
@@ -163,7 +163,7 @@ pub struct Context {
     /// Shared observer of DSS jobs.
     pub poller: poller::Poller,
     /// The one event recorder (so repeated events aggregate).
-    pub recorder: Recorder,
+    pub recorder: events::Recorder,
     /// Metrics.
     pub metrics: Arc<metrics::Metrics>,
     /// Tunables.
@@ -273,7 +273,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         .map_or_else(leader::Fence::unelected, leader::Elector::fence);
 
     let default = default_connection(&args)?;
-    let recorder = Recorder::new(
+    let recorder = events::Recorder::new(
         client.clone(),
         Reporter {
             controller: "kube-dss".into(),
@@ -366,7 +366,7 @@ fn run_scope(
     concurrency: u16,
     request_timeout: Duration,
     default: Option<connections::DefaultConnection>,
-    recorder: Recorder,
+    recorder: events::Recorder,
     metrics: Arc<metrics::Metrics>,
     settings: Settings,
     fence: leader::Fence,
