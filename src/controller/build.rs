@@ -198,7 +198,7 @@ impl<'a> Run<'a> {
                 self.post_start(&conn, attempt).await
             }
             Step::Withdraw => Ok(Action::requeue(Duration::ZERO)),
-            Step::ResolveStart => self.resolve_start(api, &conn).await,
+            Step::ResolveStart { since } => self.resolve_start(api, &conn, since).await,
         }
     }
 
@@ -638,16 +638,17 @@ impl<'a> Run<'a> {
 
     /// The crash guard: a start request without a job id. Adopt the one matching job, start again
     /// when there is none, stop and ask a human when there are several.
-    async fn resolve_start(&mut self, api: &Api<DatasetBuild>, conn: &Resolved) -> Result<Action, Error> {
+    async fn resolve_start(
+        &mut self,
+        api: &Api<DatasetBuild>,
+        conn: &Resolved,
+        since: Timestamp,
+    ) -> Result<Action, Error> {
         let Some(request) = self.status.start_request.clone() else {
             return Ok(Action::requeue(Duration::ZERO));
         };
         let project = self.build.spec.project_key.clone();
         let adopt = self.build.annotations().get(ADOPT_ANNOTATION).cloned();
-        let since = match self.ctx.starts.sending_state(&self.uid(), &request) {
-            Sending::MaybeSent { since } => since,
-            Sending::NotSent => self.now,
-        };
         // A start of the same definition by another build may be in flight: its job could be
         // listed before that build records it, and must not be taken for this one.
         let in_flight = self.ctx.settings.plan.start_grace;
@@ -860,12 +861,10 @@ async fn lost_start_candidates(
     let project = build.spec.project_key.clone();
     // Any listing taken once the grace after `since` is over shows the job if it exists; builds
     // resolving together (after a takeover) share one.
-    let grace = i64::try_from(ctx.settings.plan.start_grace.as_millis()).unwrap_or(i64::MAX);
-    let taken_after =
-        Timestamp::from_millisecond(since.as_millisecond().saturating_add(grace)).unwrap_or(since);
+    let taken_after = since.checked_add(ctx.settings.plan.start_grace).unwrap_or(since);
     let jobs = ctx
-        .starts
-        .listing(&conn.key, &project, taken_after, || {
+        .poller
+        .jobs_listed_after(&conn.key, &project, taken_after, || {
             conn.client.list_jobs(&project)
         })
         .await
@@ -923,12 +922,11 @@ async fn find_lost_start(
     request: &StartRequest,
     sent_by: Timestamp,
 ) -> LostStart {
-    let waited = Timestamp::now().as_millisecond() - sent_by.as_millisecond();
-    let grace = i64::try_from(ctx.settings.plan.start_grace.as_millis()).unwrap_or(i64::MAX);
-    if waited < grace {
-        return LostStart::Wait(Duration::from_millis(
-            u64::try_from(grace - waited).unwrap_or(1000),
-        ));
+    let waited = plan::elapsed(sent_by, Timestamp::now());
+    if let Some(left) = ctx.settings.plan.start_grace.checked_sub(waited)
+        && !left.is_zero()
+    {
+        return LostStart::Wait(left);
     }
     let ns = build.namespace().unwrap_or_default();
     let found = match ctx

@@ -50,7 +50,11 @@ pub enum Sending {
 pub enum Step {
     /// A start request is recorded without a job id and its starter had time to record it: search DSS
     /// for the job (crash guard).
-    ResolveStart,
+    ResolveStart {
+        /// The latest moment the request may have been sent: the search needs a listing taken at
+        /// least the grace after it.
+        since: Timestamp,
+    },
     /// The start request this process recorded and has not sent yet still stands: send it.
     Send {
         /// The attempt it records.
@@ -131,7 +135,8 @@ pub fn has_active_job(status: &DatasetBuildStatus) -> bool {
     status.job_id.is_some() && !settled && !recorded_state(status).is_some_and(|s| s.is_terminal())
 }
 
-fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
+/// Time from `since` to `now`, zero when `now` is earlier.
+pub fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
     let ms = now.as_millisecond().saturating_sub(since.as_millisecond());
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
@@ -166,7 +171,7 @@ pub fn next_step(
         };
         let waited = elapsed(since, now);
         return if waited >= settings.start_grace {
-            Step::ResolveStart
+            Step::ResolveStart { since }
         } else {
             Step::WaitForStarter {
                 after: settings.start_grace - waited,
@@ -414,7 +419,7 @@ mod tests {
                 &base,
                 started(WANT, 0, None, None),
                 41,
-                Step::ResolveStart,
+                Step::ResolveStart { since: ts(0) },
             ),
             (
                 "young running job is polled fast",
@@ -683,7 +688,7 @@ mod tests {
                 recorded,
                 Sending::MaybeSent { since: ts(100) },
                 140,
-                Step::ResolveStart,
+                Step::ResolveStart { since: ts(100) },
             ),
             (
                 "a recorded job id makes the sending state irrelevant",

@@ -6,11 +6,13 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    future::Future,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
+use k8s_openapi::jiff::Timestamp;
 
 use super::connections::{ConnKey, Resolved};
 use crate::dss::{self, JobState};
@@ -65,12 +67,18 @@ struct Listing {
 
 type Slot = Arc<tokio::sync::Mutex<Option<Listing>>>;
 
+/// A project's full job listing taken for the crash guard's searches, and when (wall clock: searches
+/// need a listing taken after a moment recorded in status).
+type SearchSlot = Arc<tokio::sync::Mutex<Option<(Timestamp, Arc<Vec<dss::JobListItem>>)>>>;
+
 /// The shared observer of DSS jobs.
 pub struct Poller {
     max_age: Duration,
     slots: Mutex<HashMap<(ConnKey, String), Slot>>,
     /// Projects (per connection) whose DSS answers the running-jobs listing with 404/405.
     unsupported: Mutex<HashSet<(ConnKey, String)>>,
+    /// The latest full job listing of each project searched for lost starts.
+    searches: Mutex<HashMap<(ConnKey, String), SearchSlot>>,
 }
 
 impl Poller {
@@ -80,7 +88,42 @@ impl Poller {
             max_age,
             slots: Mutex::new(HashMap::new()),
             unsupported: Mutex::new(HashSet::new()),
+            searches: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The project's jobs (`GET /projects/{pk}/jobs/`) as listed at or after `taken_after`: the latest
+    /// listing when it is recent enough, else a new one from `list`. Searches for lost starts that
+    /// begin together (after a takeover, say) share one listing per project.
+    pub async fn jobs_listed_after<F, Fut, E>(
+        &self,
+        conn: &ConnKey,
+        project_key: &str,
+        taken_after: Timestamp,
+        list: F,
+    ) -> Result<Arc<Vec<dss::JobListItem>>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<dss::JobListItem>, E>>,
+    {
+        let slot = {
+            let mut searches = self.searches.lock().unwrap_or_else(PoisonError::into_inner);
+            searches
+                .entry((conn.clone(), project_key.to_string()))
+                .or_default()
+                .clone()
+        };
+        // Holding the slot while fetching makes concurrent searches of one project share one request.
+        let mut listing = slot.lock().await;
+        if let Some((taken, jobs)) = listing.as_ref()
+            && *taken >= taken_after
+        {
+            return Ok(jobs.clone());
+        }
+        let taken = Timestamp::now();
+        let jobs = Arc::new(list().await?);
+        *listing = Some((taken, jobs.clone()));
+        Ok(jobs)
     }
 
     /// The current state of a job.
@@ -160,5 +203,32 @@ impl Poller {
         let item = listing.as_ref()?.jobs.as_ref()?.get(job_id)?;
         // The listing only holds active jobs; a terminal state there is still checked directly.
         (!item.state.is_terminal()).then(|| Observed::from_item(item))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn searches_share_a_listing_taken_after_what_they_need() {
+        let poller = Poller::new(Duration::from_secs(2));
+        let calls = AtomicU32::new(0);
+        let list = || async {
+            calls.fetch_add(1, Ordering::Relaxed);
+            Ok::<_, ()>(Vec::new())
+        };
+        let before = Timestamp::now();
+        let key = ConnKey::Default;
+        poller.jobs_listed_after(&key, "P", before, list).await.unwrap();
+        poller.jobs_listed_after(&key, "P", before, list).await.unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "shared");
+        poller.jobs_listed_after(&key, "Q", before, list).await.unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 2, "per project");
+        let later = Timestamp::now() + Duration::from_secs(5);
+        poller.jobs_listed_after(&key, "P", later, list).await.unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 3, "too old for a later need");
     }
 }

@@ -9,18 +9,17 @@
 
 use std::{
     collections::HashMap,
-    future::Future,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::{connections::ConnKey, leader::Fence, plan::Sending};
-use crate::{crd::StartRequest, dss::JobListItem};
-
-/// A project's job listing taken for searches, and when.
-type Listing = (Timestamp, Arc<Vec<JobListItem>>);
+use super::{
+    leader::Fence,
+    plan::{Sending, elapsed},
+};
+use crate::crd::StartRequest;
 
 /// Without leader election, how old a recorded request may be and still be sent without recording it
 /// again: the start call (bounded by the grace less 10 s) then ends before a resolver elsewhere, which
@@ -46,9 +45,6 @@ pub struct Starts {
     /// Job ids this process started or adopted, with when: a search for another build's lost start
     /// never takes one of them, even before the owner's status shows it.
     claimed: Mutex<HashMap<String, std::time::Instant>>,
-    /// The latest job listing of each project searched, shared by the searches it is recent enough
-    /// for. Held across the call, so searches that start together make one.
-    listings: tokio::sync::Mutex<HashMap<(ConnKey, String), Listing>>,
 }
 
 impl Starts {
@@ -59,36 +55,7 @@ impl Starts {
             fence,
             entries: Mutex::new(HashMap::new()),
             claimed: Mutex::new(HashMap::new()),
-            listings: tokio::sync::Mutex::new(HashMap::new()),
         }
-    }
-
-    /// The project's jobs as listed at or after `taken_after`: the shared listing when it is recent
-    /// enough, else a new one from `list`.
-    pub async fn listing<F, Fut, E>(
-        &self,
-        conn: &ConnKey,
-        project: &str,
-        taken_after: Timestamp,
-        list: F,
-    ) -> Result<Arc<Vec<JobListItem>>, E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Vec<JobListItem>, E>>,
-    {
-        let mut listings = self.listings.lock().await;
-        let key = (conn.clone(), project.to_string());
-        if let Some((taken, jobs)) = listings.get(&key)
-            && *taken >= taken_after
-        {
-            return Ok(jobs.clone());
-        }
-        let taken = Timestamp::now();
-        let jobs = Arc::new(list().await?);
-        // Only the latest listing of each project is kept, and none for long.
-        listings.retain(|_, (t, _)| taken.as_second() - t.as_second() < 120);
-        listings.insert(key, (taken, jobs.clone()));
-        Ok(jobs)
     }
 
     /// Claims a job for one build. False when this process already gave it to a build.
@@ -166,12 +133,11 @@ impl Starts {
     /// Whether another build of this process sent a start of the same definition less than `within`
     /// ago: its job may be listed before its id is known, so a search must wait for it.
     pub fn sending_alike(&self, uid: &str, definition_hash: Option<&str>, within: Duration) -> bool {
-        let now = Timestamp::now().as_millisecond();
-        let within = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
+        let now = Timestamp::now();
         lock(&self.entries).iter().any(|(other, e)| {
             other != uid
                 && e.request.definition_hash.as_deref() == definition_hash
-                && e.sent_at.is_some_and(|at| now - at.as_millisecond() < within)
+                && e.sent_at.is_some_and(|at| elapsed(at, now) < within)
         })
     }
 
@@ -180,10 +146,7 @@ impl Starts {
     pub fn may_send(&self, request: &StartRequest, now: Timestamp) -> bool {
         match self.fence.lease_held() {
             Some(held) => held,
-            None => {
-                let age = now.as_millisecond() - request.requested_at.0.as_millisecond();
-                age <= i64::try_from(UNELECTED_SEND_WINDOW.as_millis()).unwrap_or(0)
-            }
+            None => elapsed(request.requested_at.0, now) <= UNELECTED_SEND_WINDOW,
         }
     }
 }
@@ -238,38 +201,6 @@ mod tests {
             starts.sending_state("u", &old),
             Sending::MaybeSent { .. }
         ));
-    }
-
-    #[tokio::test]
-    async fn searches_share_a_listing_taken_after_what_they_need() {
-        let starts = Starts::new(Fence::unelected());
-        let calls = std::sync::atomic::AtomicU32::new(0);
-        let list = || async {
-            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok::<_, ()>(Vec::new())
-        };
-        let before = Timestamp::now();
-        starts
-            .listing(&ConnKey::Default, "P", before, list)
-            .await
-            .unwrap();
-        starts
-            .listing(&ConnKey::Default, "P", before, list)
-            .await
-            .unwrap();
-        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1, "shared");
-        starts
-            .listing(&ConnKey::Default, "Q", before, list)
-            .await
-            .unwrap();
-        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2, "per project");
-        let later = Timestamp::now() + std::time::Duration::from_secs(5);
-        starts.listing(&ConnKey::Default, "P", later, list).await.unwrap();
-        assert_eq!(
-            calls.load(std::sync::atomic::Ordering::Relaxed),
-            3,
-            "too old for a later need"
-        );
     }
 
     #[test]
