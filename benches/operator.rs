@@ -33,7 +33,7 @@ use kube::{
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use kube_dss::{
-    crd::{DSSConnection, DatasetBuild, Phase},
+    crd::{DatasetBuild, Phase},
     emulator::{self, Config, admin::AdminClient},
 };
 use serde_json::{Value, json};
@@ -270,18 +270,6 @@ async fn spawn_emulator(yaml: &str) -> (emulator::Handle, AdminClient) {
     (emu, admin)
 }
 
-async fn connection(ns: &TestNs, name: &str, url: &str, rps: u32, in_flight: u32) {
-    let api: Api<DSSConnection> = ns.api();
-    let conn: DSSConnection = serde_json::from_value(json!({
-        "apiVersion": "kube-dss.dev/v1alpha1", "kind": "DSSConnection",
-        "metadata": {"name": name},
-        "spec": {"url": url, "apiKeySecretRef": {"name": "dss-api-key", "key": "apiKey"},
-                 "limits": {"requestsPerSecond": rps, "maxInFlight": in_flight}}
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &conn).await.unwrap();
-}
-
 /// Creates builds `(name, connection, project, dataset)` in parallel batches.
 async fn create_builds(api: &Api<DatasetBuild>, builds: Vec<(String, String, String, String)>) {
     let results: Vec<_> = stream::iter(builds)
@@ -471,7 +459,8 @@ async fn burst(client: &Client) -> Value {
     let (emu, admin) = spawn_emulator(&emulator_yaml(projects, per_project, job_ms, slots)).await;
     let ns = TestNs::new(client, "bench-burst").await;
     ns.secret("dss-api-key", "apiKey", KEY).await;
-    connection(&ns, "dss", &emu.base_url(), budget, 8).await;
+    ns.connection("dss", &emu.base_url(), Some((budget.into(), 8)))
+        .await;
     let api: Api<DatasetBuild> = ns.api();
     let op = Op::start(&ns.name, "burst");
     op.ready(Duration::from_secs(60)).await;
@@ -612,8 +601,10 @@ async fn idle_and_restart(client: &Client) -> (Value, Value) {
     let (emu_r, admin_r) = spawn_emulator(&emulator_yaml(10, 10, 3_600_000, 0)).await;
     let ns = TestNs::new(client, "bench-idle").await;
     ns.secret("dss-api-key", "apiKey", KEY).await;
-    connection(&ns, "finished", &emu_f.base_url(), 1000, 64).await;
-    connection(&ns, "running", &emu_r.base_url(), 1000, 64).await;
+    ns.connection("finished", &emu_f.base_url(), Some((1000, 64)))
+        .await;
+    ns.connection("running", &emu_r.base_url(), Some((1000, 64)))
+        .await;
     let api: Api<DatasetBuild> = ns.api();
     let op = Op::start(&ns.name, "idle");
     op.ready(Duration::from_secs(60)).await;

@@ -27,7 +27,7 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use kube_dss::{
-    crd::{DSSConnection, DatasetBuild, Phase},
+    crd::{DatasetBuild, Phase},
     emulator::{
         self, Config, Faults,
         admin::{AdminClient, JobRecord},
@@ -212,17 +212,9 @@ async fn chaos_soak() {
     let client = harness::client().await;
     let ns = TestNs::new(&client, "chaos").await;
     ns.secret("dss-api-key", "apiKey", KEY).await;
-    let conns: Api<DSSConnection> = ns.api();
     // maxInFlight 2 leaves one place at the start gate: under latency and kills, starts queue there
     // and are sent later by a leader that may be killed in between.
-    let conn: DSSConnection = serde_json::from_value(json!({
-        "apiVersion": "kube-dss.dev/v1alpha1", "kind": "DSSConnection",
-        "metadata": {"name": "dss"},
-        "spec": {"url": emu.base_url(), "apiKeySecretRef": {"name": "dss-api-key", "key": "apiKey"},
-                 "limits": {"requestsPerSecond": RPS, "maxInFlight": 2}}
-    }))
-    .unwrap();
-    conns.create(&PostParams::default(), &conn).await.unwrap();
+    ns.connection("dss", &emu.base_url(), Some((RPS, 2))).await;
     let builds: Api<DatasetBuild> = ns.api();
 
     let mut replicas = Replicas {

@@ -75,15 +75,7 @@ impl Fixture {
         let client = harness::client().await;
         let ns = TestNs::new(&client, prefix).await;
         ns.secret("dss-api-key", "apiKey", KEY).await;
-        let conns: Api<DSSConnection> = ns.api();
-        let conn: DSSConnection = serde_json::from_value(json!({
-            "apiVersion": "kube-dss.dev/v1alpha1", "kind": "DSSConnection",
-            "metadata": {"name": "dss"},
-            "spec": {"url": emu.base_url(), "apiKeySecretRef": {"name": "dss-api-key", "key": "apiKey"},
-                     "limits": {"requestsPerSecond": 50, "maxInFlight": 8}}
-        }))
-        .unwrap();
-        conns.create(&PostParams::default(), &conn).await.unwrap();
+        ns.connection("dss", &emu.base_url(), Some((50, 8))).await;
         let op = Operator::start(&ns.name, operator_args);
         op.ready().await;
         let builds = ns.api();
@@ -757,17 +749,7 @@ async fn queued_starts(prefix: &str, elected: bool) {
     }
     let f = Fixture::with(prefix, EMULATOR, &args).await;
     // One start at a time (maxInFlight 1), each held 8 s by DSS: the others queue at the gate.
-    let conn: DSSConnection = serde_json::from_value(json!({
-        "apiVersion": "kube-dss.dev/v1alpha1", "kind": "DSSConnection",
-        "metadata": {"name": "narrow"},
-        "spec": {"url": f.emu.base_url(), "apiKeySecretRef": {"name": "dss-api-key", "key": "apiKey"},
-                 "limits": {"requestsPerSecond": 50, "maxInFlight": 1}}
-    }))
-    .unwrap();
-    f.ns.api::<DSSConnection>()
-        .create(&PostParams::default(), &conn)
-        .await
-        .unwrap();
+    f.ns.connection("narrow", &f.emu.base_url(), Some((50, 1))).await;
     f.admin
         .set_faults(&Faults {
             latency_ms: 8000,

@@ -136,13 +136,7 @@ async fn client_for(path: &PathBuf) -> Client {
 
 async fn connection(ns: &TestNs, url: &str) {
     ns.secret("dss-api-key", "apiKey", KEY).await;
-    let conns: Api<DSSConnection> = ns.api();
-    let conn: DSSConnection = serde_json::from_value(json!({
-        "apiVersion": "kube-dss.dev/v1alpha1", "kind": "DSSConnection", "metadata": {"name": "dss"},
-        "spec": {"url": url, "apiKeySecretRef": {"name": "dss-api-key", "key": "apiKey"}}
-    }))
-    .unwrap();
-    conns.create(&PostParams::default(), &conn).await.unwrap();
+    ns.connection("dss", url, None).await;
 }
 
 async fn build(ns: &TestNs, name: &str, spec: serde_json::Value) {

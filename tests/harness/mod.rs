@@ -169,6 +169,26 @@ impl TestNs {
             .expect("create secret");
     }
 
+    /// Creates a DSSConnection to `url` using the API key in Secret `dss-api-key` (key `apiKey`),
+    /// with `limits` = (requestsPerSecond, maxInFlight) when given.
+    pub async fn connection(&self, name: &str, url: &str, limits: Option<(u64, u64)>) {
+        let mut spec = serde_json::json!({
+            "url": url, "apiKeySecretRef": {"name": "dss-api-key", "key": "apiKey"},
+        });
+        if let Some((rps, in_flight)) = limits {
+            spec["limits"] = serde_json::json!({"requestsPerSecond": rps, "maxInFlight": in_flight});
+        }
+        let conn: kube_dss::crd::DSSConnection = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kube-dss.dev/v1alpha1", "kind": "DSSConnection",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap();
+        self.api()
+            .create(&PostParams::default(), &conn)
+            .await
+            .expect("create DSSConnection");
+    }
+
     /// Deletes the namespace. With no namespace controller running, the test finalizes it itself
     /// once its content is gone (what kube-controller-manager would do).
     pub async fn cleanup(self) {
