@@ -11,4 +11,5 @@ pub mod controller;
 pub mod crd;
 pub mod dss;
 pub mod emulator;
+mod sync;
 pub mod telemetry;

@@ -1,23 +1,31 @@
 //! The DSSConnection reconciler: reads the referenced Secret, checks the connection with an
-//! authenticated call, and reports `Ready` with a reason a user understands.
+//! authenticated call, and reports `Ready` with a reason a user understands. Reasons come from the
+//! same taxonomy as every DSS error ([`crate::dss::Error::category`]), never from an error's text.
 
 use std::{sync::Arc, time::Duration};
 
 use kube::{
-    Api, ResourceExt,
+    Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{controller::Action, events::EventType},
 };
 use serde_json::json;
 
 use super::{
-    Context,
     connections::ConnKey,
+    context::Shared,
     error::{Error, chain},
-    events::{self, reason},
-    status::{READY, set_condition},
+    events,
+    run::{
+        contract::{READY, condition, set_condition},
+        fold::whole_seconds,
+        vocabulary::{EventAction, EventReason},
+    },
 };
-use crate::crd::{DSSConnection, FIELD_MANAGER};
+use crate::{
+    crd::{DSSConnection, FIELD_MANAGER},
+    dss,
+};
 
 /// How often a healthy connection is re-checked (and its key re-read).
 const RECHECK: Duration = Duration::from_secs(120);
@@ -25,7 +33,7 @@ const RECHECK: Duration = Duration::from_secs(120);
 const RETRY: Duration = Duration::from_secs(20);
 
 /// Reconciles one DSSConnection.
-pub async fn reconcile(conn: Arc<DSSConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub(crate) async fn reconcile(conn: Arc<DSSConnection>, ctx: Arc<Shared>) -> Result<Action, Error> {
     ctx.metrics.reconciled("dssconnection");
     let ns = conn.namespace().unwrap_or_default();
     let name = conn.name_any();
@@ -35,11 +43,9 @@ pub async fn reconcile(conn: Arc<DSSConnection>, ctx: Arc<Context>) -> Result<Ac
     }
     let old = conn.status.clone().unwrap_or_default();
     let mut status = old.clone();
-    let now = super::status::now_seconds();
     let generation = conn.metadata.generation;
     status.observed_generation = generation;
-
-    let (ready, reason_, message, requeue) = match check(&conn, &ctx, &ns, &name).await {
+    let (ready, reason, message, requeue) = match check(&conn, &ctx, &ns, &name).await {
         Ok(identity) => {
             let msg = format!("authenticated to DSS as {identity}");
             status.auth_identifier = Some(identity);
@@ -47,39 +53,27 @@ pub async fn reconcile(conn: Arc<DSSConnection>, ctx: Arc<Context>) -> Result<Ac
         }
         Err(Error::Connection { reason, message }) => ("False", reason, message, RETRY),
         Err(Error::Dss { source, .. }) => {
-            let (reason, what) = if source.is_unauthorized() {
-                ("Unauthorized", "DSS refused the API key")
-            } else if is_tls(&source) {
-                ("TLSError", "the TLS handshake with DSS failed")
-            } else if source.status().is_some() {
-                ("DssError", "DSS answered with an error")
-            } else {
-                ("Unreachable", "DSS cannot be reached")
-            };
+            let (reason, what) = not_ready(&source);
             ("False", reason, format!("{what}: {}", chain(&source)), RETRY)
         }
         Err(e) => return Err(e),
     };
-    let was_ready = old
-        .conditions
-        .iter()
-        .find(|c| c.type_ == READY)
-        .map(|c| c.status.clone());
+    let was_ready = condition(&old.conditions, READY).map(|c| c.status.clone());
+    let now = whole_seconds(k8s_openapi::jiff::Timestamp::now());
     set_condition(
         &mut status.conditions,
         READY,
         ready,
-        reason_,
+        reason,
         &message,
         generation,
         now,
     );
     if status != old {
-        let api: Api<DSSConnection> =
-            Api::namespaced(ctx.kube.clone(), &conn.namespace().unwrap_or_default());
+        let api: Api<DSSConnection> = Api::namespaced(ctx.kube.clone(), &ns);
         let patch = json!({
-            "apiVersion": "kube-dss.dev/v1alpha1",
-            "kind": "DSSConnection",
+            "apiVersion": DSSConnection::api_version(&()),
+            "kind": DSSConnection::kind(&()),
             "status": status,
         });
         api.patch_status(
@@ -92,17 +86,28 @@ pub async fn reconcile(conn: Arc<DSSConnection>, ctx: Arc<Context>) -> Result<Ac
     }
     if was_ready.as_deref() != Some(ready) {
         let (type_, r) = if ready == "True" {
-            (EventType::Normal, reason::CONNECTED)
+            (EventType::Normal, EventReason::Connected)
         } else {
-            (EventType::Warning, reason::CONNECTION_FAILED)
+            (EventType::Warning, EventReason::ConnectionFailed)
         };
-        events::publish(&ctx.recorder, conn.as_ref(), type_, r, "CheckConnection", message).await;
+        let action = EventAction::CheckConnection.as_str();
+        events::publish(&ctx.recorder, conn.as_ref(), type_, r.as_str(), action, message).await;
     }
     Ok(Action::requeue(requeue))
 }
 
+/// The `Ready=False` reason for a failed check, from the error's category.
+fn not_ready(err: &dss::Error) -> (&'static str, &'static str) {
+    match err.class() {
+        dss::Category::Unauthorized => ("Unauthorized", "DSS refused the API key"),
+        dss::Category::Tls => ("TLSError", "the TLS handshake with DSS failed"),
+        dss::Category::Unreachable | dss::Category::Timeout => ("Unreachable", "DSS cannot be reached"),
+        _ => ("DssError", "DSS answered with an error"),
+    }
+}
+
 /// Resolves the connection, re-reads its key, and makes an authenticated call.
-async fn check(conn: &DSSConnection, ctx: &Context, ns: &str, name: &str) -> Result<String, Error> {
+async fn check(conn: &DSSConnection, ctx: &Shared, ns: &str, name: &str) -> Result<String, Error> {
     let resolved = ctx.connections.resolve_named(ns, name, &conn.spec).await?;
     ctx.connections.refresh_key(&resolved, Some(&conn.spec)).await?;
     resolved
@@ -111,11 +116,4 @@ async fn check(conn: &DSSConnection, ctx: &Context, ns: &str, name: &str) -> Res
         .await
         .map_err(Error::dss("list projects"))?;
     ctx.connections.auth_identifier(&resolved).await
-}
-
-fn is_tls(err: &crate::dss::Error) -> bool {
-    let text = chain(err).to_ascii_lowercase();
-    ["certificate", "tls", "handshake", "unknownissuer"]
-        .iter()
-        .any(|m| text.contains(m))
 }

@@ -19,13 +19,13 @@ use sha2::{Digest, Sha256};
 
 use super::{error::Error, metrics::DssObserver};
 use crate::{
-    crd::{ApiPrefix, ConnectionRef, DSSConnection, DSSConnectionSpec, SecretKeyRef},
+    crd::{ConnectionRef, DSSConnection, DSSConnectionSpec, SecretKeyRef},
     dss::{self, ApiKey, ClientConfig, DssClient, Limits},
 };
 
 /// Which connection a build uses.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ConnKey {
+pub(crate) enum ConnKey {
     /// The operator's default connection (flags).
     Default,
     /// A DSSConnection.
@@ -48,19 +48,19 @@ impl std::fmt::Display for ConnKey {
 
 /// The operator's default connection, from flags.
 #[derive(Clone, Debug)]
-pub struct DefaultConnection {
+pub(crate) struct DefaultConnection {
     /// DSS base URL.
-    pub url: url::Url,
+    pub(crate) url: url::Url,
     /// File holding the API key (re-read when it changes).
-    pub api_key_file: PathBuf,
+    pub(crate) api_key_file: PathBuf,
     /// API prefix.
-    pub prefix: dss::ApiPrefix,
+    pub(crate) prefix: dss::ApiPrefix,
     /// Optional CA bundle file.
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// Skip TLS verification.
-    pub insecure_skip_verify: bool,
+    pub(crate) insecure_skip_verify: bool,
     /// Request budget.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
 }
 
 struct Entry {
@@ -75,18 +75,18 @@ struct Entry {
 
 /// A resolved connection.
 #[derive(Clone)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// Which connection.
-    pub key: ConnKey,
+    pub(crate) key: ConnKey,
     /// Its shared client.
-    pub client: DssClient,
+    pub(crate) client: DssClient,
     /// Bounds the job starts of this connection waiting for its budget, so that starts queue in the
     /// controller (requeued) and the polls of running jobs are not stuck behind a backlog of starts.
-    pub start_gate: Arc<tokio::sync::Semaphore>,
+    pub(crate) start_gate: Arc<tokio::sync::Semaphore>,
 }
 
 /// The registry of connections.
-pub struct Connections {
+pub(crate) struct Connections {
     kube: Client,
     store: Store<DSSConnection>,
     default: Option<DefaultConnection>,
@@ -97,7 +97,7 @@ pub struct Connections {
 
 impl Connections {
     /// Creates the registry.
-    pub fn new(
+    pub(crate) fn new(
         kube: Client,
         store: Store<DSSConnection>,
         default: Option<DefaultConnection>,
@@ -115,7 +115,7 @@ impl Connections {
     }
 
     /// The connection a build in `namespace` refers to, with its shared client.
-    pub async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         namespace: &str,
         conn_ref: Option<&ConnectionRef>,
@@ -148,7 +148,7 @@ impl Connections {
     }
 
     /// Resolves a DSSConnection by its spec (the connection reconciler passes it directly).
-    pub async fn resolve_named(
+    pub(crate) async fn resolve_named(
         &self,
         namespace: &str,
         name: &str,
@@ -178,10 +178,7 @@ impl Connections {
             message: format!("spec.url of {key} is not a URL: {e}"),
         })?;
         let mut config = ClientConfig::new(url, ApiKey::new(api_key.clone()));
-        config.prefix = match spec.api_prefix.unwrap_or_default() {
-            ApiPrefix::PublicApi => dss::ApiPrefix::PublicApi,
-            ApiPrefix::DipPublicApi => dss::ApiPrefix::DipPublicApi,
-        };
+        config.prefix = spec.api_prefix.unwrap_or_default();
         config.ca_pem = ca_pem;
         config.insecure_skip_verify = spec
             .tls
@@ -291,7 +288,7 @@ impl Connections {
 
     /// Re-reads the API key of a connection (after DSS refused it, or periodically) and hands a
     /// changed key to the shared client. Returns true when the key changed.
-    pub async fn refresh_key(
+    pub(crate) async fn refresh_key(
         &self,
         resolved: &Resolved,
         spec: Option<&DSSConnectionSpec>,
@@ -331,7 +328,7 @@ impl Connections {
     }
 
     /// The identity DSS reports for the connection's key (`authIdentifier`), cached per key.
-    pub async fn auth_identifier(&self, resolved: &Resolved) -> Result<String, Error> {
+    pub(crate) async fn auth_identifier(&self, resolved: &Resolved) -> Result<String, Error> {
         if let Ok(entries) = self.entries.lock()
             && let Some(id) = entries.get(&resolved.key).and_then(|e| e.auth_identifier.clone())
         {
@@ -351,7 +348,7 @@ impl Connections {
     }
 
     /// Forgets a deleted DSSConnection.
-    pub fn forget(&self, key: &ConnKey) {
+    pub(crate) fn forget(&self, key: &ConnKey) {
         if let Ok(mut entries) = self.entries.lock() {
             entries.remove(key);
         }

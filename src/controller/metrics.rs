@@ -3,7 +3,6 @@
 //! categories. Never object names, ids or error text.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -14,9 +13,12 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use kube::runtime::reflector::Store;
+
 use crate::{
-    crd::Phase,
+    crd::{DatasetBuild, Phase},
     dss::{Operation, Outcome, RequestObserver},
+    sync::lock,
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -56,10 +58,11 @@ struct ReasonLabel {
 }
 
 /// The operator's metrics.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     builds: Family<PhaseLabel, Gauge>,
-    phases: Mutex<HashMap<String, Phase>>,
+    /// The DatasetBuild caches of every watch scope: the phase gauge is counted from them when scraped.
+    build_stores: Mutex<Vec<Store<DatasetBuild>>>,
     job_duration: Family<OutcomeLabel, Histogram>,
     dss_requests: Family<DssLabels, Counter>,
     dss_latency: Family<OperationLabel, Histogram>,
@@ -87,96 +90,89 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Creates and registers every metric family under the `kube_dss` prefix.
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("kube_dss");
-        let builds = Family::<PhaseLabel, Gauge>::default();
-        registry.register("builds", "DatasetBuilds by phase", builds.clone());
-        let job_duration = Family::<OutcomeLabel, Histogram>::new_with_constructor(|| {
+    pub(crate) fn new() -> Self {
+        let mut r = Registry::with_prefix("kube_dss");
+        let job_buckets = || {
             Histogram::new([
                 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0,
             ])
-        });
-        registry.register(
-            "job_duration_seconds",
-            "Duration of DSS jobs from start request to terminal state, by outcome",
-            job_duration.clone(),
-        );
-        let dss_requests = Family::<DssLabels, Counter>::default();
-        registry.register(
-            "dss_requests",
-            "DSS API requests by operation and status class",
-            dss_requests.clone(),
-        );
-        let dss_latency = Family::<OperationLabel, Histogram>::new_with_constructor(|| {
+        };
+        let request_buckets = || {
             Histogram::new([
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ])
-        });
-        registry.register(
-            "dss_request_duration_seconds",
-            "DSS API request latency",
-            dss_latency.clone(),
-        );
-        let dss_throttled = Family::<OperationLabel, Counter>::default();
-        registry.register(
-            "dss_throttled",
-            "DSS API requests that waited for the connection's budget",
-            dss_throttled.clone(),
-        );
-        let reconciles = Family::<ControllerLabel, Counter>::default();
-        registry.register("reconciles", "Reconciles by controller", reconciles.clone());
-        let reconcile_errors = Family::<CategoryLabel, Counter>::default();
-        registry.register(
-            "reconcile_errors",
-            "Reconcile errors by category",
-            reconcile_errors.clone(),
-        );
-        let start_outcome_unknown = Counter::default();
-        registry.register(
-            "start_outcome_unknown",
-            "Start requests whose outcome could not be resolved (several matching DSS jobs)",
-            start_outcome_unknown.clone(),
-        );
-        let jobs_started = Counter::default();
-        registry.register("jobs_started", "DSS jobs started", jobs_started.clone());
-        let jobs_adopted = Counter::default();
-        registry.register(
-            "jobs_adopted",
-            "DSS jobs adopted after a start whose response was lost",
-            jobs_adopted.clone(),
-        );
-        let finalizer_forced = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "finalizer_forced_releases",
-            "Finalizers released without DSS confirming the abort, by reason",
-            finalizer_forced.clone(),
-        );
-        let leader = Gauge::default();
-        registry.register(
-            "leader",
-            "1 while this replica holds the leader lease",
-            leader.clone(),
-        );
+        };
         Self {
-            registry,
-            builds,
-            phases: Mutex::new(HashMap::new()),
-            job_duration,
-            dss_requests,
-            dss_latency,
-            dss_throttled,
-            reconciles,
-            reconcile_errors,
-            start_outcome_unknown,
-            jobs_started,
-            jobs_adopted,
-            finalizer_forced,
-            leader,
+            builds: registered(&mut r, "builds", "DatasetBuilds by phase", Family::default()),
+            build_stores: Mutex::new(Vec::new()),
+            job_duration: registered(
+                &mut r,
+                "job_duration_seconds",
+                "Duration of DSS jobs from start request to terminal state, by outcome",
+                Family::new_with_constructor(job_buckets),
+            ),
+            dss_requests: registered(
+                &mut r,
+                "dss_requests",
+                "DSS API requests by operation and status class",
+                Family::default(),
+            ),
+            dss_latency: registered(
+                &mut r,
+                "dss_request_duration_seconds",
+                "DSS API request latency",
+                Family::new_with_constructor(request_buckets),
+            ),
+            dss_throttled: registered(
+                &mut r,
+                "dss_throttled",
+                "DSS API requests that waited for the connection's budget",
+                Family::default(),
+            ),
+            reconciles: registered(
+                &mut r,
+                "reconciles",
+                "Reconciles by controller",
+                Family::default(),
+            ),
+            reconcile_errors: registered(
+                &mut r,
+                "reconcile_errors",
+                "Reconcile errors by category",
+                Family::default(),
+            ),
+            start_outcome_unknown: registered(
+                &mut r,
+                "start_outcome_unknown",
+                "Start requests whose outcome could not be resolved (several matching DSS jobs)",
+                Counter::default(),
+            ),
+            jobs_started: registered(&mut r, "jobs_started", "DSS jobs started", Counter::default()),
+            jobs_adopted: registered(
+                &mut r,
+                "jobs_adopted",
+                "DSS jobs adopted after a start whose response was lost",
+                Counter::default(),
+            ),
+            finalizer_forced: registered(
+                &mut r,
+                "finalizer_forced_releases",
+                "Finalizers released without DSS confirming the abort, by reason",
+                Family::default(),
+            ),
+            leader: registered(
+                &mut r,
+                "leader",
+                "1 while this replica holds the leader lease",
+                Gauge::default(),
+            ),
+            registry: r,
         }
     }
 
     /// The OpenMetrics text of every metric.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
+        self.count_phases();
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -184,73 +180,89 @@ impl Metrics {
         out
     }
 
-    /// Records the phase of a build (keyed by uid); `None` forgets a deleted build.
-    pub fn set_phase(&self, uid: &str, phase: Option<Phase>) {
-        let Ok(mut phases) = self.phases.lock() else {
-            return;
-        };
-        match phase {
-            Some(p) => phases.insert(uid.to_string(), p),
-            None => phases.remove(uid),
-        };
-        for p in Phase::ALL {
-            let n = phases.values().filter(|v| **v == p).count();
+    /// Counts the builds of `store` in the phase gauge (at every scrape).
+    pub(crate) fn watch_builds(&self, store: Store<DatasetBuild>) {
+        lock(&self.build_stores).push(store);
+    }
+
+    /// Sets the phase gauge from the caches: derived when scraped, never kept per build.
+    fn count_phases(&self) {
+        let mut counts = [0i64; Phase::ALL.len()];
+        for store in lock(&self.build_stores).iter() {
+            for build in store.state() {
+                if let Some(p) = build.status.as_ref().and_then(|s| s.phase)
+                    && let Some(i) = Phase::ALL.iter().position(|x| *x == p)
+                {
+                    counts[i] += 1;
+                }
+            }
+        }
+        for (p, n) in Phase::ALL.iter().zip(counts) {
             self.builds
                 .get_or_create(&PhaseLabel { phase: p.as_str() })
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+                .set(n);
         }
     }
 
     /// A job reached a terminal state.
-    pub fn job_finished(&self, outcome: &'static str, duration: Duration) {
+    pub(crate) fn job_finished(&self, outcome: &'static str, duration: Duration) {
         self.job_duration
             .get_or_create(&OutcomeLabel { outcome })
             .observe(duration.as_secs_f64());
     }
 
     /// A reconcile ran.
-    pub fn reconciled(&self, controller: &'static str) {
+    pub(crate) fn reconciled(&self, controller: &'static str) {
         self.reconciles
             .get_or_create(&ControllerLabel { controller })
             .inc();
     }
 
     /// A reconcile failed.
-    pub fn reconcile_error(&self, category: &'static str) {
+    pub(crate) fn reconcile_error(&self, category: &'static str) {
         self.reconcile_errors
             .get_or_create(&CategoryLabel { category })
             .inc();
     }
 
     /// Several DSS jobs matched a lost start.
-    pub fn start_outcome_unknown(&self) {
+    pub(crate) fn start_outcome_unknown(&self) {
         self.start_outcome_unknown.inc();
     }
 
     /// A DSS job was started.
-    pub fn job_started(&self) {
+    pub(crate) fn job_started(&self) {
         self.jobs_started.inc();
     }
 
     /// A DSS job was adopted.
-    pub fn job_adopted(&self) {
+    pub(crate) fn job_adopted(&self) {
         self.jobs_adopted.inc();
     }
 
     /// A finalizer was released without DSS confirming the abort.
-    pub fn finalizer_forced(&self, reason: &'static str) {
+    pub(crate) fn finalizer_forced(&self, reason: &'static str) {
         self.finalizer_forced.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// This replica gained or lost leadership.
-    pub fn set_leader(&self, leader: bool) {
+    pub(crate) fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
     }
 }
 
+/// Registers `metric` and returns it (a family shares its state with its clones).
+fn registered<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 /// Feeds the DSS client's per-request reports into the metrics.
 #[derive(Debug)]
-pub struct DssObserver(pub Arc<Metrics>);
+pub(crate) struct DssObserver(pub(crate) Arc<Metrics>);
 
 impl RequestObserver for DssObserver {
     fn observe(&self, operation: Operation, outcome: Outcome, elapsed: Duration) {
@@ -284,14 +296,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn phases_are_counted_per_build_and_forgotten_on_delete() {
+    fn phases_are_counted_from_the_build_caches_when_scraped() {
+        use kube::runtime::watcher::Event;
         let m = Metrics::new();
-        m.set_phase("a", Some(Phase::Running));
-        m.set_phase("b", Some(Phase::Running));
-        m.set_phase("a", Some(Phase::Succeeded));
-        m.set_phase("b", None);
+        let (store, mut writer) = kube::runtime::reflector::store::<DatasetBuild>();
+        let build = |name: &str, phase: Phase| -> DatasetBuild {
+            let mut b: DatasetBuild = serde_json::from_value(serde_json::json!({
+                "apiVersion": "kube-dss.dev/v1alpha1", "kind": "DatasetBuild",
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"projectKey": "P", "outputs": [{"id": "d"}]},
+            }))
+            .unwrap();
+            b.status = Some(crate::crd::DatasetBuildStatus {
+                phase: Some(phase),
+                ..Default::default()
+            });
+            b
+        };
+        writer.apply_watcher_event(&Event::Apply(build("a", Phase::Running)));
+        writer.apply_watcher_event(&Event::Apply(build("b", Phase::Running)));
+        writer.apply_watcher_event(&Event::Apply(build("a", Phase::Succeeded)));
+        m.watch_builds(store);
         let text = m.encode();
         assert!(text.contains("kube_dss_builds{phase=\"Succeeded\"} 1"), "{text}");
-        assert!(text.contains("kube_dss_builds{phase=\"Running\"} 0"), "{text}");
+        assert!(text.contains("kube_dss_builds{phase=\"Running\"} 1"), "{text}");
+        writer.apply_watcher_event(&Event::Delete(build("b", Phase::Running)));
+        assert!(m.encode().contains("kube_dss_builds{phase=\"Running\"} 0"));
     }
 }

@@ -4,6 +4,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+pub use crate::dss::{BuildType, ObjectType};
+
+use super::{
+    AbortRequest, ConnectionRef, DeletionPolicy, Failure, OnSpecChange, Phase, RetryPolicy, StartRequest,
+};
+
 /// Builds Dataiku DSS datasets (or folders, models, ...) by starting a DSS job with this definition.
 /// The operator starts one DSS job per distinct (definition, rerunToken), records its id and state in
 /// `.status`, and aborts it when the resource is deleted (see `deletionPolicy`).
@@ -95,49 +101,6 @@ pub struct DatasetBuildSpec {
     pub deletion_policy: Option<DeletionPolicy>,
 }
 
-/// A reference to a DSSConnection in the same namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("!has(self.__namespace__)").message(
-    "connectionRef.namespace is not allowed: a DatasetBuild can only use a DSSConnection in its own namespace"
-))]
-pub struct ConnectionRef {
-    /// Name of the DSSConnection.
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-    /// Not supported: a build only uses a connection of its own namespace. Present only so that a
-    /// manifest setting it is refused with a clear message instead of the field being dropped.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-}
-
-/// DSS build modes.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, schemars::JsonSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum BuildType {
-    /// Build only the listed outputs.
-    #[default]
-    NonRecursiveForcedBuild,
-    /// Also rebuild out-of-date upstream datasets ("smart" build).
-    RecursiveBuild,
-    /// Rebuild every upstream dataset.
-    RecursiveForcedBuild,
-    /// Build only missing upstream data.
-    RecursiveMissingOnlyBuild,
-}
-
-impl BuildType {
-    /// The DSS name of the build mode.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NonRecursiveForcedBuild => "NON_RECURSIVE_FORCED_BUILD",
-            Self::RecursiveBuild => "RECURSIVE_BUILD",
-            Self::RecursiveForcedBuild => "RECURSIVE_FORCED_BUILD",
-            Self::RecursiveMissingOnlyBuild => "RECURSIVE_MISSING_ONLY_BUILD",
-        }
-    }
-}
-
 /// One object to build.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -164,73 +127,6 @@ pub struct BuildOutput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_]+$"), length(min = 1, max = 128))]
     pub project_key: Option<String>,
-}
-
-/// Kinds of DSS objects a job can build.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, schemars::JsonSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ObjectType {
-    /// A dataset.
-    #[default]
-    Dataset,
-    /// A managed folder.
-    ManagedFolder,
-    /// A saved model.
-    SavedModel,
-    /// A streaming endpoint.
-    StreamingEndpoint,
-    /// A model evaluation store.
-    ModelEvaluationStore,
-    /// A knowledge bank.
-    RetrievableKnowledge,
-}
-
-impl ObjectType {
-    /// The DSS name of the object type.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Dataset => "DATASET",
-            Self::ManagedFolder => "MANAGED_FOLDER",
-            Self::SavedModel => "SAVED_MODEL",
-            Self::StreamingEndpoint => "STREAMING_ENDPOINT",
-            Self::ModelEvaluationStore => "MODEL_EVALUATION_STORE",
-            Self::RetrievableKnowledge => "RETRIEVABLE_KNOWLEDGE",
-        }
-    }
-}
-
-/// How a new run request is handled while a job is active.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
-pub enum OnSpecChange {
-    /// Let the active job finish, then start the new run.
-    #[default]
-    Wait,
-    /// Abort the active job, then start the new run.
-    Abort,
-}
-
-/// What deletion does to an active DSS job.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
-pub enum DeletionPolicy {
-    /// Abort the DSS job and wait until DSS confirms a terminal state.
-    #[default]
-    Abort,
-    /// Leave the DSS job running.
-    Orphan,
-}
-
-/// Retries after a FAILED job.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RetryPolicy {
-    /// How many new jobs may follow a FAILED one for the same run request. Default: 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 100))]
-    pub limit: Option<i32>,
-    /// Seconds to wait after a failure before the next job. Default: 60.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 86_400))]
-    pub backoff_seconds: Option<i64>,
 }
 
 /// The observed state of a DatasetBuild. Written only by the operator.
@@ -265,13 +161,9 @@ pub struct DatasetBuildStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warnings_count: Option<i64>,
 
-    /// Jobs started for the current run request (1 + retries).
+    /// Jobs started for the current run request (1 + retries): the attempt of `startRequest`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<i32>,
-
-    /// Fingerprint of the job definition the current job runs (definition and rerunToken).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
 
     /// A job start in progress: recorded before the start request is sent to DSS, so that a crash
     /// between the request and recording the job id never starts a second job.
@@ -295,6 +187,10 @@ pub struct DatasetBuildStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_rerun_annotation: Option<String>,
 
+    /// The last value of the `kube-dss.dev/abort` annotation that was acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_abort_annotation: Option<String>,
+
     /// Why the build failed or was aborted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
@@ -307,100 +203,6 @@ pub struct DatasetBuildStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
-}
-
-/// Summary phase of a DatasetBuild.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
-pub enum Phase {
-    /// Accepted, no job started yet.
-    Pending,
-    /// A job start is in progress.
-    Starting,
-    /// DSS accepted the job and has not started it yet (`NOT_STARTED`).
-    Queued,
-    /// The job is running.
-    Running,
-    /// The job finished `DONE`.
-    Succeeded,
-    /// The job failed (or finished with warnings under `failOnWarnings`), or the build cannot run.
-    Failed,
-    /// The job was aborted.
-    Aborted,
-    /// `suspend` is true and no job is active.
-    Suspended,
-}
-
-impl Phase {
-    /// The phase name as shown in `.status.phase`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "Pending",
-            Self::Starting => "Starting",
-            Self::Queued => "Queued",
-            Self::Running => "Running",
-            Self::Succeeded => "Succeeded",
-            Self::Failed => "Failed",
-            Self::Aborted => "Aborted",
-            Self::Suspended => "Suspended",
-        }
-    }
-
-    /// Every phase, for metrics.
-    pub const ALL: [Phase; 8] = [
-        Self::Pending,
-        Self::Starting,
-        Self::Queued,
-        Self::Running,
-        Self::Succeeded,
-        Self::Failed,
-        Self::Aborted,
-        Self::Suspended,
-    ];
-}
-
-/// A job start recorded before the request went to DSS.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct StartRequest {
-    /// When the start request was recorded (before it was sent).
-    pub requested_at: Time,
-    /// Fingerprint of the definition being started.
-    pub fingerprint: String,
-    /// The attempt this start belongs to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempt: Option<i32>,
-    /// Hash of the job definition that was sent (outputs, type, flags), so a lost start is matched
-    /// against what was requested even if the spec changed since.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub definition_hash: Option<String>,
-}
-
-/// An abort requested by the operator.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AbortRequest {
-    /// `DeadlineExceeded` or `SpecChanged`.
-    pub reason: String,
-    /// When the abort was sent.
-    pub requested_at: Time,
-}
-
-/// Why a build failed.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Failure {
-    /// A PascalCase cause: `JobFailed`, `JobAborted`, `DeadlineExceeded`, `FailedWithWarnings`,
-    /// `StartOutcomeUnknown`, `StartRejected`, ...
-    pub reason: String,
-    /// A human-readable explanation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// The DSS activity that failed, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub activity: Option<String>,
-    /// The last lines of the DSS job log.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_tail: Option<String>,
 }
 
 /// An earlier job of this resource.

@@ -4,6 +4,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+pub use crate::dss::ApiPrefix;
+
 use super::SecretKeyRef;
 
 /// Where a Dataiku DSS instance is and how to authenticate to it. DatasetBuilds of the same namespace
@@ -58,18 +60,6 @@ pub struct DSSConnectionSpec {
     /// The API budget shared by every build that uses this connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<ConnectionLimits>,
-}
-
-/// API path prefix of DSS.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
-pub enum ApiPrefix {
-    /// `/public/api`
-    #[default]
-    #[serde(rename = "/public/api")]
-    PublicApi,
-    /// `/dip/publicapi`
-    #[serde(rename = "/dip/publicapi")]
-    DipPublicApi,
 }
 
 /// TLS settings.

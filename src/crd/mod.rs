@@ -7,9 +7,11 @@
 
 mod build;
 mod connection;
+mod run;
 
 pub use build::*;
 pub use connection::*;
+pub use run::*;
 
 use kube::CustomResourceExt;
 

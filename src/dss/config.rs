@@ -59,13 +59,36 @@ impl fmt::Display for ApiKey {
 }
 
 /// The path prefix of the public API. DSS serves both.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum ApiPrefix {
     /// `/public/api`: the documented base path (default).
     #[default]
+    #[serde(rename = "/public/api")]
     PublicApi,
     /// `/dip/publicapi`: the path the official Python client uses.
+    #[serde(rename = "/dip/publicapi")]
     DipPublicApi,
+}
+
+impl std::str::FromStr for ApiPrefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [ApiPrefix::PublicApi, ApiPrefix::DipPublicApi]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown API prefix {s}"))
+    }
 }
 
 impl ApiPrefix {

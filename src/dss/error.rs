@@ -236,6 +236,24 @@ impl Error {
         }
     }
 
+    /// Whether DSS asked the caller to slow down (429).
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, Error::Api { status: 429, .. })
+    }
+
+    /// Whether DSS said the request itself is wrong, so sending it again cannot help: a 4xx other than
+    /// 401/403 (credentials), 408 (the request did not arrive in time) and 429 (slow down), or an
+    /// argument refused before anything was sent.
+    pub fn is_rejection(&self) -> bool {
+        match self {
+            Error::Api { status, .. } => {
+                (400..500).contains(status) && !matches!(status, 401 | 403 | 408 | 429)
+            }
+            Error::InvalidArgument { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Whether DSS refused the credentials or their privileges (401 / 403).
     pub fn is_unauthorized(&self) -> bool {
         matches!(
@@ -255,32 +273,96 @@ impl Error {
         }
     }
 
-    /// A PascalCase class for metric labels, event and condition reasons. A closed set:
-    /// `DssUnreachable`, `DssTimeout`, `DssRateLimited`, `DssServerError`, `DssUnauthorized`,
-    /// `DssNotFound`, `DssRejected` (4xx and requests refused before sending), `DssBadResponse`.
+    /// A PascalCase class for metric labels, event and condition reasons (see [`Category`]).
     pub fn category(&self) -> &'static str {
+        self.class().as_str()
+    }
+
+    /// The class of the error, from its status, its DSS error type and its cause (never its text).
+    pub fn class(&self) -> Category {
         match self {
             Error::Api { status, .. } => {
                 if *status == 429 {
-                    "DssRateLimited"
+                    Category::RateLimited
                 } else if self.is_unauthorized() {
-                    "DssUnauthorized"
+                    Category::Unauthorized
                 } else if self.is_not_found() {
-                    "DssNotFound"
+                    Category::NotFound
                 } else if *status >= 500 {
-                    "DssServerError"
+                    Category::ServerError
                 } else if *status >= 400 {
-                    "DssRejected"
+                    Category::Rejected
                 } else {
-                    "DssBadResponse"
+                    Category::BadResponse
                 }
             }
-            Error::Timeout { .. } | Error::WaitTimeout { .. } => "DssTimeout",
-            Error::Transport { .. } => "DssUnreachable",
-            Error::Decode { .. } => "DssBadResponse",
-            Error::InvalidConfig(_) | Error::InvalidArgument { .. } => "DssRejected",
+            Error::Timeout { .. } | Error::WaitTimeout { .. } => Category::Timeout,
+            Error::Transport { source, .. } if is_tls(source) => Category::Tls,
+            Error::Transport { .. } => Category::Unreachable,
+            Error::Decode { .. } => Category::BadResponse,
+            Error::InvalidConfig(_) | Error::InvalidArgument { .. } => Category::Rejected,
         }
     }
+}
+
+/// The classes of DSS errors: a closed set, shared by metric labels, event and condition reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Category {
+    /// DSS cannot be reached (DNS, refused, reset).
+    Unreachable,
+    /// The TLS handshake failed (unknown issuer, bad certificate, protocol).
+    Tls,
+    /// The call did not complete in time.
+    Timeout,
+    /// DSS asked the caller to slow down (429).
+    RateLimited,
+    /// DSS answered with a server error (5xx).
+    ServerError,
+    /// DSS refused the credentials (401 / 403).
+    Unauthorized,
+    /// DSS says the object does not exist.
+    NotFound,
+    /// DSS rejected the request (4xx), or it was refused before it was sent.
+    Rejected,
+    /// DSS answered with something the client cannot use.
+    BadResponse,
+}
+
+impl Category {
+    /// The PascalCase name, e.g. `DssUnreachable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Unreachable => "DssUnreachable",
+            Category::Tls => "DssTlsError",
+            Category::Timeout => "DssTimeout",
+            Category::RateLimited => "DssRateLimited",
+            Category::ServerError => "DssServerError",
+            Category::Unauthorized => "DssUnauthorized",
+            Category::NotFound => "DssNotFound",
+            Category::Rejected => "DssRejected",
+            Category::BadResponse => "DssBadResponse",
+        }
+    }
+}
+
+/// Whether a transport error is a TLS failure: its cause chain holds a rustls error (the TLS stack
+/// reports handshake failures as I/O errors that wrap one).
+fn is_tls(err: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn says_not_found(message: &str) -> bool {

@@ -255,7 +255,7 @@ pub struct StartedJob {
 }
 
 /// The build mode of a job.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum BuildType {
     /// Build only the outputs ("build only this").
@@ -311,10 +311,11 @@ impl FromStr for BuildType {
 }
 
 /// The type of a buildable object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ObjectType {
     /// `DATASET`
+    #[default]
     Dataset,
     /// `MANAGED_FOLDER`
     ManagedFolder,

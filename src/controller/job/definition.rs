@@ -6,21 +6,11 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::{
-    crd::{BuildType, DatasetBuildSpec, ObjectType},
-    dss,
-};
-
-/// The annotation that requests one more run without editing Git (its value is the request: change it
-/// to request another run). Argo CD and Flux ignore annotations they do not manage.
-pub const RERUN_ANNOTATION: &str = "kube-dss.dev/rerun";
-
-/// The annotation that resolves `StartOutcomeUnknown`: its value is the id of the DSS job to adopt.
-pub const ADOPT_ANNOTATION: &str = "kube-dss.dev/adopt-job";
+use crate::{crd::DatasetBuildSpec, dss};
 
 /// The DSS job definition for a spec, in the exact shape the official client sends.
-pub fn job_definition(spec: &DatasetBuildSpec) -> dss::JobDefinition {
-    let mut builder = dss::JobDefinitionBuilder::new(dss_build_type(spec.build_type.unwrap_or_default()))
+pub(crate) fn job_definition(spec: &DatasetBuildSpec) -> dss::JobDefinition {
+    let mut builder = dss::JobDefinitionBuilder::new(spec.build_type.unwrap_or_default())
         .with_refresh_metastore(spec.refresh_hive_metastore.unwrap_or(false))
         .with_auto_update_schema_before_each_recipe_run(
             spec.auto_update_schema_before_each_recipe_run.unwrap_or(false),
@@ -28,32 +18,12 @@ pub fn job_definition(spec: &DatasetBuildSpec) -> dss::JobDefinition {
     for output in &spec.outputs {
         builder = builder.with_output(
             output.id.clone(),
-            Some(dss_object_type(output.object_type.unwrap_or_default())),
+            Some(output.object_type.unwrap_or_default()),
             output.project_key.as_deref(),
             output.partition.as_deref(),
         );
     }
     builder.build()
-}
-
-fn dss_build_type(t: BuildType) -> dss::BuildType {
-    match t {
-        BuildType::NonRecursiveForcedBuild => dss::BuildType::NonRecursiveForcedBuild,
-        BuildType::RecursiveBuild => dss::BuildType::RecursiveBuild,
-        BuildType::RecursiveForcedBuild => dss::BuildType::RecursiveForcedBuild,
-        BuildType::RecursiveMissingOnlyBuild => dss::BuildType::RecursiveMissingOnlyBuild,
-    }
-}
-
-fn dss_object_type(t: ObjectType) -> dss::ObjectType {
-    match t {
-        ObjectType::Dataset => dss::ObjectType::Dataset,
-        ObjectType::ManagedFolder => dss::ObjectType::ManagedFolder,
-        ObjectType::SavedModel => dss::ObjectType::SavedModel,
-        ObjectType::StreamingEndpoint => dss::ObjectType::StreamingEndpoint,
-        ObjectType::ModelEvaluationStore => dss::ObjectType::ModelEvaluationStore,
-        ObjectType::RetrievableKnowledge => dss::ObjectType::RetrievableKnowledge,
-    }
 }
 
 /// One output, normalised so that the spec and a DSS definition compare equal when DSS would build
@@ -80,29 +50,43 @@ fn normal_spec_outputs(spec: &DatasetBuildSpec) -> BTreeSet<NormalOutput> {
 
 /// A fingerprint of the run request: the job definition, the rerunToken and the rerun annotation.
 /// A change of any of them is a new run request; deadlines, suspend and policies are not part of it.
-pub fn run_fingerprint(spec: &DatasetBuildSpec, rerun_annotation: Option<&str>) -> String {
-    let outputs: Vec<Value> = normal_spec_outputs(spec)
-        .into_iter()
-        .map(|o| json!([o.project_key, o.object_type, o.id, o.partition]))
-        .collect();
+/// Every field of the spec is named here, so a field added to the CRD does not compile until it is
+/// placed: in the run request, or among the controls of a run.
+pub(crate) fn run_fingerprint(spec: &DatasetBuildSpec, rerun_annotation: Option<&str>) -> String {
+    let DatasetBuildSpec {
+        // Where the run goes, not what it is: a new connection is not a new run request.
+        connection_ref: _,
+        project_key,
+        build_type,
+        outputs: _,
+        refresh_hive_metastore,
+        auto_update_schema_before_each_recipe_run,
+        rerun_token,
+        // Controls of the run, applied to the active run as they change.
+        on_spec_change: _,
+        suspend: _,
+        active_deadline_seconds: _,
+        start_deadline_seconds: _,
+        retry: _,
+        fail_on_warnings: _,
+        deletion_policy: _,
+    } = spec;
     // serde_json maps keep insertion order only with preserve_order; json! with fixed keys and sorted
     // outputs gives a canonical text either way.
-    let canonical = json!({
-        "projectKey": spec.project_key,
-        "type": spec.build_type.unwrap_or_default().as_str(),
-        "outputs": outputs,
-        "refreshHiveMetastore": spec.refresh_hive_metastore.unwrap_or(false),
-        "autoUpdateSchemaBeforeEachRecipeRun": spec.auto_update_schema_before_each_recipe_run.unwrap_or(false),
-        "rerunToken": spec.rerun_token,
+    digest(&json!({
+        "projectKey": project_key,
+        "type": build_type.unwrap_or_default().as_str(),
+        "outputs": outputs_json(&normal_spec_outputs(spec)),
+        "refreshHiveMetastore": refresh_hive_metastore.unwrap_or(false),
+        "autoUpdateSchemaBeforeEachRecipeRun": auto_update_schema_before_each_recipe_run.unwrap_or(false),
+        "rerunToken": rerun_token,
         "rerunAnnotation": rerun_annotation,
-    });
-    let digest = Sha256::digest(canonical.to_string().as_bytes());
-    hex::encode(&digest[..8])
+    }))
 }
 
 /// A hash of what a job builds (project, build type, outputs with defaults filled in), comparable
 /// between a spec and a definition DSS reports.
-pub fn definition_hash(spec: &DatasetBuildSpec) -> String {
+pub(crate) fn definition_hash(spec: &DatasetBuildSpec) -> String {
     hash_of(
         &spec.project_key,
         spec.build_type.unwrap_or_default().as_str(),
@@ -111,7 +95,7 @@ pub fn definition_hash(spec: &DatasetBuildSpec) -> String {
 }
 
 /// [`definition_hash`] of a job definition found in DSS, or `None` when it cannot be read.
-pub fn dss_definition_hash(def: &Value, default_project: &str) -> Option<String> {
+pub(crate) fn dss_definition_hash(def: &Value, default_project: &str) -> Option<String> {
     let job_type = def
         .get("type")
         .and_then(Value::as_str)
@@ -127,17 +111,19 @@ pub fn dss_definition_hash(def: &Value, default_project: &str) -> Option<String>
 }
 
 fn hash_of(project: &str, job_type: &str, outputs: &BTreeSet<NormalOutput>) -> String {
-    let outputs: Vec<Value> = outputs
-        .iter()
-        .map(|o| json!([o.project_key, o.object_type, o.id, o.partition]))
-        .collect();
-    let canonical = json!({"projectKey": project, "type": job_type, "outputs": outputs});
-    hex::encode(&Sha256::digest(canonical.to_string().as_bytes())[..8])
+    digest(&json!({"projectKey": project, "type": job_type, "outputs": outputs_json(outputs)}))
 }
 
-/// True when a job definition found in DSS (as listed) builds what `spec` describes.
-pub fn definition_matches(spec: &DatasetBuildSpec, def: &Value) -> bool {
-    dss_definition_hash(def, &spec.project_key).is_some_and(|h| h == definition_hash(spec))
+fn outputs_json(outputs: &BTreeSet<NormalOutput>) -> Vec<Value> {
+    outputs
+        .iter()
+        .map(|o| json!([o.project_key, o.object_type, o.id, o.partition]))
+        .collect()
+}
+
+/// The first 8 bytes of the SHA-256 of a canonical JSON text, in hex.
+fn digest(canonical: &Value) -> String {
+    hex::encode(&Sha256::digest(canonical.to_string().as_bytes())[..8])
 }
 
 /// Reads an output of a DSS definition in either form: `{type,id,projectKey,partition}` (what clients
@@ -178,7 +164,11 @@ fn normal_dss_output(o: &Value, project: &str) -> Option<NormalOutput> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::BuildOutput;
+    use crate::crd::{BuildOutput, ObjectType};
+
+    fn definition_matches(spec: &DatasetBuildSpec, def: &Value) -> bool {
+        dss_definition_hash(def, &spec.project_key).is_some_and(|h| h == definition_hash(spec))
+    }
 
     fn spec() -> DatasetBuildSpec {
         serde_json::from_value(json!({

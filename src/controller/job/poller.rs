@@ -14,22 +14,22 @@ use std::{
 use chrono::{DateTime, Utc};
 use k8s_openapi::jiff::Timestamp;
 
-use super::connections::{ConnKey, Resolved};
+use crate::controller::connections::{ConnKey, Resolved};
 use crate::dss::{self, JobState};
 
 /// What DSS says about a job.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Observed {
+pub(crate) struct Observed {
     /// Its state.
-    pub state: JobState,
+    pub(crate) state: JobState,
     /// When DSS started it.
-    pub start_time: Option<DateTime<Utc>>,
+    pub(crate) start_time: Option<DateTime<Utc>>,
     /// When it ended.
-    pub end_time: Option<DateTime<Utc>>,
+    pub(crate) end_time: Option<DateTime<Utc>>,
     /// Warnings so far.
-    pub warnings: u64,
+    pub(crate) warnings: u64,
     /// The first failed activity, when DSS reports activities.
-    pub failed_activity: Option<String>,
+    pub(crate) failed_activity: Option<String>,
 }
 
 impl Observed {
@@ -72,7 +72,7 @@ type Slot = Arc<tokio::sync::Mutex<Option<Listing>>>;
 type SearchSlot = Arc<tokio::sync::Mutex<Option<(Timestamp, Arc<Vec<dss::JobListItem>>)>>>;
 
 /// The shared observer of DSS jobs.
-pub struct Poller {
+pub(crate) struct Poller {
     max_age: Duration,
     slots: Mutex<HashMap<(ConnKey, String), Slot>>,
     /// Projects (per connection) whose DSS answers the running-jobs listing with 404/405.
@@ -83,7 +83,7 @@ pub struct Poller {
 
 impl Poller {
     /// A poller whose listings are reused for `max_age`.
-    pub fn new(max_age: Duration) -> Self {
+    pub(crate) fn new(max_age: Duration) -> Self {
         Self {
             max_age,
             slots: Mutex::new(HashMap::new()),
@@ -95,7 +95,7 @@ impl Poller {
     /// The project's jobs (`GET /projects/{pk}/jobs/`) as listed at or after `taken_after`: the latest
     /// listing when it is recent enough, else a new one from `list`. Searches for lost starts that
     /// begin together (after a takeover, say) share one listing per project.
-    pub async fn jobs_listed_after<F, Fut, E>(
+    pub(crate) async fn jobs_listed_after<F, Fut, E>(
         &self,
         conn: &ConnKey,
         project_key: &str,
@@ -127,7 +127,7 @@ impl Poller {
     }
 
     /// The current state of a job.
-    pub async fn observe(
+    pub(crate) async fn observe(
         &self,
         conn: &Resolved,
         project_key: &str,
@@ -142,7 +142,7 @@ impl Poller {
     }
 
     /// A job's full status (for terminal details: activities, warnings).
-    pub async fn status(
+    pub(crate) async fn status(
         &self,
         conn: &Resolved,
         project_key: &str,

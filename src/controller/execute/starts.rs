@@ -15,16 +15,16 @@ use std::{
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::{
-    leader::Fence,
-    plan::{Sending, elapsed},
+use crate::{
+    controller::{
+        leader::Fence,
+        run::{
+            Kind, Lease, Process, RunStatus, Sending,
+            plan::{elapsed, in_flight},
+        },
+    },
+    crd::StartRequest,
 };
-use crate::crd::StartRequest;
-
-/// Without leader election, how old a recorded request may be and still be sent without recording it
-/// again: the start call (bounded by the grace less 10 s) then ends before a resolver elsewhere, which
-/// waits the grace from the recorded time, may search.
-const UNELECTED_SEND_WINDOW: Duration = Duration::from_secs(5);
 
 /// One recorded start request of this process.
 struct Entry {
@@ -37,8 +37,8 @@ struct Entry {
 /// status (and so every other build's search) to show it.
 const CLAIM_MEMORY: Duration = Duration::from_secs(600);
 
-/// The start requests this process recorded, by build uid, and the jobs it claimed for a build.
-pub struct Starts {
+/// The start requests this process recorded, by build uid, and the runs it claimed for a build.
+pub(crate) struct Starts {
     acting_since: Timestamp,
     fence: Fence,
     entries: Mutex<HashMap<String, Entry>>,
@@ -49,7 +49,7 @@ pub struct Starts {
 
 impl Starts {
     /// The book of a process that begins to act now, alone as far as `fence` says.
-    pub fn new(fence: Fence) -> Self {
+    pub(crate) fn new(fence: Fence) -> Self {
         Self {
             acting_since: Timestamp::now(),
             fence,
@@ -59,7 +59,7 @@ impl Starts {
     }
 
     /// Claims a job for one build. False when this process already gave it to a build.
-    pub fn claim(&self, job_id: &str) -> bool {
+    pub(crate) fn claim(&self, job_id: &str) -> bool {
         let mut claimed = lock(&self.claimed);
         claimed.retain(|_, at| at.elapsed() < CLAIM_MEMORY);
         if claimed.contains_key(job_id) {
@@ -70,7 +70,7 @@ impl Starts {
     }
 
     /// Whether this process recently started or adopted the job for a build.
-    pub fn claimed(&self, job_id: &str) -> bool {
+    pub(crate) fn claimed(&self, job_id: &str) -> bool {
         lock(&self.claimed)
             .get(job_id)
             .is_some_and(|at| at.elapsed() < CLAIM_MEMORY)
@@ -89,7 +89,7 @@ impl Starts {
     }
 
     /// Notes a start request recorded in the status and not sent.
-    pub fn queued(&self, uid: &str, request: &StartRequest) {
+    pub(crate) fn queued(&self, uid: &str, request: &StartRequest) {
         let entry = Entry {
             request: request.clone(),
             sent_at: None,
@@ -98,7 +98,7 @@ impl Starts {
     }
 
     /// Notes that the request is being sent (before the call, so a call cut short counts as sent).
-    pub fn sending(&self, uid: &str, request: &StartRequest, now: Timestamp) {
+    pub(crate) fn sending(&self, uid: &str, request: &StartRequest, now: Timestamp) {
         let entry = Entry {
             request: request.clone(),
             sent_at: Some(now),
@@ -107,12 +107,12 @@ impl Starts {
     }
 
     /// Forgets the build's request (its outcome is recorded, or it was withdrawn).
-    pub fn forget(&self, uid: &str) {
+    pub(crate) fn forget(&self, uid: &str) {
         self.set(uid, None);
     }
 
     /// What is known of `request`, the build's recorded start request that has no job id.
-    pub fn sending_state(&self, uid: &str, request: &StartRequest) -> Sending {
+    pub(crate) fn sending_state(&self, uid: &str, request: &StartRequest) -> Sending {
         let mine = lock(&self.entries)
             .get(uid)
             .filter(|e| e.request == *request)
@@ -132,7 +132,7 @@ impl Starts {
 
     /// Whether another build of this process sent a start of the same definition less than `within`
     /// ago: its job may be listed before its id is known, so a search must wait for it.
-    pub fn sending_alike(&self, uid: &str, definition_hash: Option<&str>, within: Duration) -> bool {
+    pub(crate) fn sending_alike(&self, uid: &str, definition_hash: Option<&str>, within: Duration) -> bool {
         let now = Timestamp::now();
         lock(&self.entries).iter().any(|(other, e)| {
             other != uid
@@ -141,12 +141,23 @@ impl Starts {
         })
     }
 
-    /// Whether a request recorded here and not sent may still be sent as it is. Otherwise it is
-    /// recorded again first (with the resourceVersion precondition and a new time).
-    pub fn may_send(&self, request: &StartRequest, now: Timestamp) -> bool {
+    /// What this process knows about a run's recorded start request, for the run core.
+    pub(crate) fn process<K: Kind>(&self, uid: &str, status: &RunStatus<K>, grace: Duration) -> Process {
+        let request = in_flight(status);
+        Process {
+            sending: request.map_or(Sending::NotSent, |r| self.sending_state(uid, r)),
+            lease: self.lease(),
+            alike_in_flight: request
+                .is_some_and(|r| self.sending_alike(uid, r.definition_hash.as_deref(), grace)),
+        }
+    }
+
+    /// Whether this process is surely alone in acting (for sending queued requests as recorded).
+    pub(crate) fn lease(&self) -> Lease {
         match self.fence.lease_held() {
-            Some(held) => held,
-            None => elapsed(request.requested_at.0, now) <= UNELECTED_SEND_WINDOW,
+            None => Lease::Unelected,
+            Some(true) => Lease::Held,
+            Some(false) => Lease::Unsure,
         }
     }
 }
@@ -168,6 +179,7 @@ mod tests {
             fingerprint: "fp".into(),
             attempt: Some(1),
             definition_hash: None,
+            refused: None,
         }
     }
 
@@ -214,12 +226,7 @@ mod tests {
     }
 
     #[test]
-    fn without_leader_election_only_a_fresh_record_is_sent_as_is() {
-        let starts = Starts::new(Fence::unelected());
-        let r = request(1_800_000_000);
-        let at = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
-        assert!(starts.may_send(&r, at(3)));
-        assert!(starts.may_send(&r, at(5)));
-        assert!(!starts.may_send(&r, at(6)));
+    fn the_lease_is_read_from_the_fence() {
+        assert_eq!(Starts::new(Fence::unelected()).lease(), Lease::Unelected);
     }
 }

@@ -1,0 +1,160 @@
+//! `kube-dss controller`'s flags (each also an environment variable, as the chart sets them), and the
+//! tunables and default connection derived from them.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use super::{connections::DefaultConnection, context::Settings, run};
+use crate::{dss, telemetry::LogFormat};
+
+/// Arguments of `kube-dss controller`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Namespaces to watch, comma-separated; empty watches all namespaces.
+    #[arg(long, env = "WATCH_NAMESPACE", default_value = "")]
+    pub namespace: String,
+
+    /// URL of the default DSS connection, used by builds that name no connection.
+    #[arg(long, env = "DSS_URL")]
+    pub dss_url: Option<url::Url>,
+
+    /// File holding the default connection's API key (re-read when DSS refuses it).
+    #[arg(long, env = "DSS_API_KEY_FILE")]
+    pub dss_api_key_file: Option<PathBuf>,
+
+    /// API prefix of the default connection: `/public/api` or `/dip/publicapi`.
+    #[arg(long, env = "DSS_API_PREFIX", default_value = "/public/api")]
+    pub dss_api_prefix: String,
+
+    /// PEM CA bundle to trust for the default connection.
+    #[arg(long, env = "DSS_CA_FILE")]
+    pub dss_ca_file: Option<PathBuf>,
+
+    /// Skip TLS verification for the default connection (sandboxes only).
+    #[arg(long, env = "DSS_INSECURE_SKIP_VERIFY")]
+    pub dss_insecure_skip_verify: bool,
+
+    /// Request budget of the default connection (requests per second).
+    #[arg(long, env = "DSS_REQUESTS_PER_SECOND", default_value_t = 10)]
+    pub dss_requests_per_second: u32,
+
+    /// Concurrent requests of the default connection.
+    #[arg(long, env = "DSS_MAX_IN_FLIGHT", default_value_t = 8)]
+    pub dss_max_in_flight: usize,
+
+    /// Timeout of one DSS request, in seconds.
+    #[arg(long, env = "DSS_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub dss_request_timeout_seconds: u64,
+
+    /// Address of the admin server (`/healthz`, `/readyz`, `/metrics`).
+    #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+
+    /// Builds reconciled at the same time.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 32)]
+    pub concurrency: u16,
+
+    /// After deletion, how long the finalizer waits for DSS to confirm an abort (or to become
+    /// reachable) before it is released with a Warning event.
+    #[arg(long, env = "FINALIZER_TIMEOUT_SECONDS", default_value_t = 600)]
+    pub finalizer_timeout_seconds: u64,
+
+    /// Tolerated clock difference between the operator and DSS when matching a lost start.
+    #[arg(long, env = "CLOCK_SKEW_SECONDS", default_value_t = 30)]
+    pub clock_skew_seconds: u64,
+
+    /// Lines of the DSS log kept in `status.failure.logTail`.
+    #[arg(long, env = "LOG_TAIL_LINES", default_value_t = 20)]
+    pub log_tail_lines: usize,
+
+    /// Slowest poll of an active job, in seconds.
+    #[arg(long, env = "POLL_MAX_SECONDS", default_value_t = 8)]
+    pub poll_max_seconds: u64,
+
+    /// Elect a leader on a Lease so that only one replica acts.
+    #[arg(long, env = "LEADER_ELECTION")]
+    pub leader_election: bool,
+
+    /// Name of the leader election Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "kube-dss-controller")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+
+    /// Lease duration in seconds.
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+
+    /// This replica's identity (events' reporting instance, lease holder).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+}
+
+/// An error in the flags.
+pub(crate) type FlagError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Args {
+    /// The tunables of the controllers.
+    pub(crate) fn settings(&self) -> Settings {
+        Settings {
+            run: run::Settings {
+                start_grace: Duration::from_secs(self.dss_request_timeout_seconds + 10),
+                poll_max: Duration::from_secs(self.poll_max_seconds.max(1)),
+                ..run::Settings::default()
+            },
+            finalizer_timeout: Duration::from_secs(self.finalizer_timeout_seconds),
+            clock_skew: Duration::from_secs(self.clock_skew_seconds),
+            log_tail_lines: self.log_tail_lines.max(1),
+        }
+    }
+
+    /// The namespaces to watch: `None` for all of them.
+    pub(crate) fn scopes(&self) -> Vec<Option<String>> {
+        let list: Vec<String> = self
+            .namespace
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if list.is_empty() {
+            vec![None]
+        } else {
+            list.into_iter().map(Some).collect()
+        }
+    }
+
+    /// The default connection, when `--dss-url` names one.
+    pub(crate) fn default_connection(&self) -> Result<Option<DefaultConnection>, FlagError> {
+        let (Some(url), Some(key_file)) = (&self.dss_url, &self.dss_api_key_file) else {
+            if self.dss_url.is_some() {
+                return Err("--dss-url needs --dss-api-key-file".into());
+            }
+            return Ok(None);
+        };
+        let prefix: dss::ApiPrefix = self.dss_api_prefix.parse().map_err(|_| {
+            format!(
+                "--dss-api-prefix must be /public/api or /dip/publicapi, not {}",
+                self.dss_api_prefix
+            )
+        })?;
+        let rps = self.dss_requests_per_second.max(1);
+        Ok(Some(DefaultConnection {
+            url: url.clone(),
+            api_key_file: key_file.clone(),
+            prefix,
+            ca_file: self.dss_ca_file.clone(),
+            insecure_skip_verify: self.dss_insecure_skip_verify,
+            limits: dss::Limits {
+                requests_per_second: f64::from(rps),
+                burst: rps,
+                max_in_flight: self.dss_max_in_flight.max(1),
+            },
+        }))
+    }
+}

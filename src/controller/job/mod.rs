@@ -1,0 +1,381 @@
+//! The first kind of run: a `DatasetBuild` runs one DSS job. This module maps the build onto the run
+//! core (its controls, its status) and makes the DSS job calls the executor needs: start
+//! ([`definition`]), observe ([`poller`], with the end of the log of a failed job from [`log`]),
+//! abort, and the search for a lost start ([`search`]).
+
+pub(crate) mod definition;
+pub(crate) mod log;
+pub(crate) mod poller;
+pub(crate) mod search;
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{ResourceExt, runtime::reflector::Store};
+
+use super::{
+    connections::Resolved,
+    context::RunContext,
+    error::Error,
+    execute::{Look, RunKind},
+    run::{
+        Candidate, Controls, Current, FailureDetails, Handled, Kind, Observation, Past, RunStatus,
+        contract::Derived,
+        vocabulary::{EventReason, RunState, Words},
+    },
+};
+use crate::{
+    crd::{
+        ABORT_ANNOTATION, ADOPT_ANNOTATION, ConnectionRef, DatasetBuild, DatasetBuildSpec,
+        DatasetBuildStatus, FINALIZER, FailureReason, HistoryEntry, RERUN_ANNOTATION, RetryPolicy,
+        StartRequest,
+    },
+    dss::{self, JobState},
+};
+
+/// The DSS job kind of run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct JobKind;
+
+/// What the job calls of one watch scope share: the job listings, and every build of the scope (to
+/// tell this build's jobs from other builds' jobs).
+pub(crate) struct JobIo {
+    /// The shared observer of DSS jobs.
+    pub(crate) poller: poller::Poller,
+    /// Every DatasetBuild of the scope.
+    pub(crate) builds: Store<DatasetBuild>,
+}
+
+impl Kind for JobKind {
+    type Handle = String;
+    type State = JobState;
+    type Details = ();
+
+    const WORDS: Words = Words {
+        failed: FailureReason::JobFailed,
+        aborted: FailureReason::JobAborted,
+        not_found: FailureReason::JobNotFound,
+        started: EventReason::JobStarted,
+        adopted: EventReason::JobAdopted,
+        succeeded: EventReason::JobSucceeded,
+        failed_event: EventReason::JobFailed,
+        aborted_event: EventReason::JobAborted,
+    };
+
+    fn run_state(state: &JobState) -> RunState {
+        match state {
+            JobState::NotStarted => RunState::Queued,
+            JobState::Running | JobState::Unknown(_) => RunState::Running,
+            JobState::Done => RunState::Succeeded,
+            JobState::Failed => RunState::Failed,
+            JobState::Aborted => RunState::Aborted,
+        }
+    }
+
+    fn accepted_state() -> JobState {
+        JobState::NotStarted
+    }
+
+    fn unknown_state() -> JobState {
+        JobState::Unknown("UNKNOWN".to_string())
+    }
+
+    fn describe(job_id: &String) -> String {
+        format!("DSS job {job_id}")
+    }
+}
+
+/// The run controls of a build: its spec (named field by field, so a new one cannot be forgotten)
+/// and its annotations.
+pub(crate) fn controls(build: &DatasetBuild) -> Controls {
+    let DatasetBuildSpec {
+        connection_ref: _,
+        project_key: _,
+        build_type: _,
+        outputs: _,
+        refresh_hive_metastore: _,
+        auto_update_schema_before_each_recipe_run: _,
+        rerun_token,
+        on_spec_change,
+        suspend,
+        active_deadline_seconds,
+        start_deadline_seconds,
+        retry,
+        fail_on_warnings,
+        deletion_policy,
+    } = &build.spec;
+    let annotation = |name: &str| build.annotations().get(name).cloned();
+    let rerun = annotation(RERUN_ANNOTATION);
+    let RetryPolicy {
+        limit,
+        backoff_seconds,
+    } = retry.clone().unwrap_or_default();
+    let secs = |s: i64| u64::try_from(s).ok().map(Duration::from_secs);
+    Controls {
+        want: definition::run_fingerprint(&build.spec, rerun.as_deref()),
+        definition_hash: definition::definition_hash(&build.spec),
+        rerun_token: rerun_token.clone(),
+        rerun_annotation: rerun,
+        abort_annotation: annotation(ABORT_ANNOTATION),
+        adopt: annotation(ADOPT_ANNOTATION),
+        on_spec_change: on_spec_change.unwrap_or_default(),
+        suspend: suspend.unwrap_or(false),
+        active_deadline: active_deadline_seconds.and_then(secs),
+        start_deadline: start_deadline_seconds.and_then(secs),
+        retry_limit: limit.unwrap_or(0),
+        retry_backoff: secs(backoff_seconds.unwrap_or(60)).unwrap_or_default(),
+        fail_on_warnings: fail_on_warnings.unwrap_or(false),
+        deletion_policy: deletion_policy.unwrap_or_default(),
+        generation: build.metadata.generation,
+    }
+}
+
+/// The run core's view of a build's status. Phase, attempts, conditions' derivation inputs and the
+/// observed generation are derived again when written.
+pub(crate) fn read(status: Option<&DatasetBuildStatus>) -> RunStatus<JobKind> {
+    let Some(s) = status.cloned() else {
+        return RunStatus::default();
+    };
+    let DatasetBuildStatus {
+        observed_generation: _,
+        phase: _,
+        job_id,
+        state,
+        start_time,
+        completion_time,
+        warnings_count,
+        attempts: _,
+        start_request,
+        not_before,
+        abort_request,
+        last_handled_rerun_token,
+        last_handled_rerun_annotation,
+        last_handled_abort_annotation,
+        failure,
+        history,
+        conditions,
+    } = s;
+    RunStatus {
+        current: job_id.map(|handle| Current {
+            handle,
+            state: state.as_deref().map(JobState::from_dss),
+            start_time,
+            completion_time,
+            warnings: warnings_count,
+            details: (),
+        }),
+        start_request,
+        not_before,
+        abort_request,
+        handled: Handled {
+            rerun_token: last_handled_rerun_token,
+            rerun_annotation: last_handled_rerun_annotation,
+            abort_annotation: last_handled_abort_annotation,
+        },
+        failure,
+        history: history
+            .into_iter()
+            .map(|h| Past {
+                handle: h.job_id,
+                state: h.state.as_deref().map(JobState::from_dss),
+                start_time: h.start_time,
+                completion_time: h.completion_time,
+            })
+            .collect(),
+        conditions,
+    }
+}
+
+/// The build's status for the run core's status and the derived fields.
+pub(crate) fn write(run: RunStatus<JobKind>, derived: Derived) -> DatasetBuildStatus {
+    let RunStatus {
+        current,
+        start_request,
+        not_before,
+        abort_request,
+        handled,
+        failure,
+        history,
+        conditions: _,
+    } = run;
+    let state = |s: Option<JobState>| s.map(|s| s.as_str().to_string());
+    let (job_id, job_state, start_time, completion_time, warnings_count) = match current {
+        Some(c) => (
+            Some(c.handle),
+            state(c.state),
+            c.start_time,
+            c.completion_time,
+            c.warnings,
+        ),
+        None => (None, None, None, None, None),
+    };
+    DatasetBuildStatus {
+        observed_generation: derived.observed_generation,
+        phase: Some(derived.phase),
+        job_id,
+        state: job_state,
+        start_time,
+        completion_time,
+        warnings_count,
+        attempts: derived.attempts,
+        start_request,
+        not_before,
+        abort_request,
+        last_handled_rerun_token: handled.rerun_token,
+        last_handled_rerun_annotation: handled.rerun_annotation,
+        last_handled_abort_annotation: handled.abort_annotation,
+        failure,
+        history: history
+            .into_iter()
+            .map(|h| HistoryEntry {
+                job_id: h.handle,
+                state: state(h.state),
+                start_time: h.start_time,
+                completion_time: h.completion_time,
+            })
+            .collect(),
+        conditions: derived.conditions,
+    }
+}
+
+impl RunKind for JobKind {
+    type Resource = DatasetBuild;
+    type Status = DatasetBuildStatus;
+    type Io = JobIo;
+
+    const FINALIZER: &'static str = FINALIZER;
+    const CONTROLLER: &'static str = "datasetbuild";
+
+    fn controls(res: &DatasetBuild) -> Controls {
+        controls(res)
+    }
+
+    fn connection(res: &DatasetBuild) -> Option<&ConnectionRef> {
+        res.spec.connection_ref.as_ref()
+    }
+
+    fn read(res: &DatasetBuild) -> RunStatus<Self> {
+        read(res.status.as_ref())
+    }
+
+    fn written(res: &DatasetBuild) -> Option<&DatasetBuildStatus> {
+        res.status.as_ref()
+    }
+
+    fn write(run: RunStatus<Self>, derived: Derived) -> DatasetBuildStatus {
+        write(run, derived)
+    }
+
+    fn key(job_id: &String) -> String {
+        job_id.clone()
+    }
+
+    async fn start(
+        _ctx: &RunContext<Self>,
+        conn: &Resolved,
+        res: &DatasetBuild,
+    ) -> Result<String, dss::Error> {
+        let definition = definition::job_definition(&res.spec);
+        let started = conn.client.start_job(&res.spec.project_key, &definition).await?;
+        Ok(started.id)
+    }
+
+    async fn observe(
+        ctx: &RunContext<Self>,
+        conn: &Resolved,
+        res: &DatasetBuild,
+        current: &Current<Self>,
+        age: Duration,
+        look: Look,
+    ) -> Result<Observation<Self>, dss::Error> {
+        let project = &res.spec.project_key;
+        let poller = &ctx.io.poller;
+        let observed = match look {
+            Look::Poll => {
+                let started = std::time::Instant::now()
+                    .checked_sub(age)
+                    .unwrap_or_else(std::time::Instant::now);
+                poller.observe(conn, project, &current.handle, started).await?
+            }
+            Look::Confirm => poller.status(conn, project, &current.handle).await?,
+        };
+        let failure = if look == Look::Poll && observed.state == JobState::Failed {
+            Some(
+                failure_details(
+                    ctx,
+                    conn,
+                    project,
+                    &current.handle,
+                    observed.failed_activity.clone(),
+                )
+                .await,
+            )
+        } else {
+            None
+        };
+        let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.and_then(|t| Timestamp::from_second(t.timestamp()).ok())
+        };
+        Ok(Observation {
+            state: observed.state,
+            start_time: time(observed.start_time),
+            end_time: time(observed.end_time),
+            warnings: observed.warnings,
+            failure,
+            details: (),
+        })
+    }
+
+    async fn abort(
+        _ctx: &RunContext<Self>,
+        conn: &Resolved,
+        res: &DatasetBuild,
+        job_id: &String,
+    ) -> Result<(), dss::Error> {
+        conn.client.abort(&res.spec.project_key, job_id).await
+    }
+
+    async fn search(
+        ctx: &RunContext<Self>,
+        conn: &Resolved,
+        res: &DatasetBuild,
+        status: &RunStatus<Self>,
+        request: &StartRequest,
+        since: Timestamp,
+    ) -> Result<Vec<Candidate<String>>, Error> {
+        search::candidates(ctx, conn, res, status, request, since).await
+    }
+}
+
+/// Where a FAILED job failed and the end of its log.
+async fn failure_details(
+    ctx: &RunContext<JobKind>,
+    conn: &Resolved,
+    project: &str,
+    job_id: &str,
+    activity: Option<String>,
+) -> FailureDetails {
+    // The listing does not carry activities: ask for the full status when it is missing.
+    let location = match activity {
+        Some(a) => Some(a),
+        None => ctx
+            .io
+            .poller
+            .status(conn, project, job_id)
+            .await
+            .ok()
+            .and_then(|o| o.failed_activity),
+    };
+    let tail = match conn.client.get_log(project, job_id, location.as_deref()).await {
+        Ok(text) => Some(log::log_tail(&text, ctx.shared.settings.log_tail_lines)),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the DSS log of the failed job");
+            None
+        }
+    };
+    FailureDetails {
+        location,
+        cause: tail.as_deref().and_then(|t| t.lines().last()).map(String::from),
+        log_tail: tail,
+    }
+}

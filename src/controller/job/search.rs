@@ -1,0 +1,126 @@
+//! Which DSS jobs may be the one a lost start request created: initiated at or after the request
+//! (minus the tolerated clock skew) by this connection's key, building the requested definition, and
+//! tracked by no other build. With the `kube-dss.dev/adopt-job` annotation, the job it names.
+
+use std::collections::HashSet;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::{JobKind, definition};
+use crate::{
+    controller::{
+        connections::Resolved,
+        context::RunContext,
+        error::Error,
+        run::{Candidate, RunStatus, plan::later},
+    },
+    crd::{ADOPT_ANNOTATION, DatasetBuild, StartRequest},
+    dss::JobListItem,
+};
+
+/// The candidates for a lost start (`since`: the latest moment it may have been sent).
+pub(crate) async fn candidates(
+    ctx: &RunContext<JobKind>,
+    conn: &Resolved,
+    build: &DatasetBuild,
+    status: &RunStatus<JobKind>,
+    request: &StartRequest,
+    since: Timestamp,
+) -> Result<Vec<Candidate<String>>, Error> {
+    let project = build.spec.project_key.clone();
+    // Any listing taken once the grace after `since` is over shows the job if it exists; builds
+    // resolving together (after a takeover) share one.
+    let taken_after = later(since, ctx.shared.settings.run.start_grace);
+    let jobs = ctx
+        .io
+        .poller
+        .jobs_listed_after(&conn.key, &project, taken_after, || {
+            conn.client.list_jobs(&project)
+        })
+        .await
+        .map_err(Error::dss("list jobs"))?;
+    let identity = ctx.shared.connections.auth_identifier(conn).await?;
+    // Jobs this build or any other build already tracks are never candidates: two builds with the
+    // same outputs must not adopt each other's jobs.
+    let mut known: HashSet<String> = status.history.iter().map(|h| h.handle.clone()).collect();
+    for other in ctx.io.builds.state() {
+        if other.uid() == build.uid() {
+            continue;
+        }
+        if let Some(s) = &other.status {
+            known.extend(s.job_id.iter().cloned());
+            known.extend(s.history.iter().map(|h| h.job_id.clone()));
+        }
+    }
+    let wanted = request
+        .definition_hash
+        .clone()
+        .unwrap_or_else(|| definition::definition_hash(&build.spec));
+    let skew = i64::try_from(ctx.shared.settings.clock_skew.as_millis()).unwrap_or(i64::MAX);
+    let lost = Lost {
+        adopt: build.annotations().get(ADOPT_ANNOTATION).map(String::as_str),
+        earliest_ms: request.requested_at.0.as_millisecond().saturating_sub(skew),
+        identity: &identity,
+        project: &project,
+        definition_hash: &wanted,
+    };
+    Ok(jobs
+        .iter()
+        .filter(|j| !known.contains(&j.job_id) && !ctx.starts.claimed(&j.job_id))
+        .filter(|j| lost.matches(j))
+        .map(|j| Candidate {
+            handle: j.job_id.clone(),
+            name: format!("DSS job {}", j.job_id),
+            initiated: j
+                .definition
+                .as_ref()
+                .and_then(|d| d.initiation_timestamp)
+                .and_then(|t| Timestamp::from_millisecond(t.timestamp_millis()).ok()),
+        })
+        .collect())
+}
+
+/// What a job must be to be the lost start's.
+struct Lost<'a> {
+    adopt: Option<&'a str>,
+    earliest_ms: i64,
+    identity: &'a str,
+    project: &'a str,
+    definition_hash: &'a str,
+}
+
+impl Lost<'_> {
+    fn matches(&self, job: &JobListItem) -> bool {
+        if let Some(id) = self.adopt {
+            return job.job_id == id;
+        }
+        job.definition.as_ref().is_some_and(|d| {
+            d.initiation_timestamp
+                .is_some_and(|t| t.timestamp_millis() >= self.earliest_ms)
+                && d.initiator
+                    .as_deref()
+                    .is_some_and(|i| initiator_is(i, self.identity))
+                && definition::dss_definition_hash(&d.raw, self.project).as_deref()
+                    == Some(self.definition_hash)
+        })
+    }
+}
+
+/// True when a DSS job's `initiator` is the identity of our key (DSS shows API keys as `API (<id>)`).
+fn initiator_is(initiator: &str, identity: &str) -> bool {
+    initiator == identity
+        || initiator.strip_prefix("API (").and_then(|r| r.strip_suffix(')')) == Some(identity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initiator_matches_api_key_identity() {
+        assert!(initiator_is("API (kube-dss-operator)", "kube-dss-operator"));
+        assert!(initiator_is("kube-dss-operator", "kube-dss-operator"));
+        assert!(!initiator_is("API (someone-else)", "kube-dss-operator"));
+    }
+}

@@ -1,0 +1,160 @@
+//! The closed vocabularies of run control: where a run is ([`RunState`]), why a run waits
+//! ([`WaitingReason`]), and what events say ([`EventReason`], [`EventAction`]). Each string is written
+//! once, in an `as_str()`. Failure, abort and refusal reasons are part of the CRDs (`crd::run`).
+
+use crate::crd::FailureReason;
+
+/// Where an external run is, in run-control terms. Each kind maps its own states onto these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum RunState {
+    /// Accepted by DSS, not started yet.
+    Queued,
+    /// Running (also any state DSS may add that is not terminal).
+    Running,
+    /// Finished successfully (warnings are counted apart).
+    Succeeded,
+    /// Finished with a failure.
+    Failed,
+    /// Aborted (by the operator or outside it).
+    Aborted,
+}
+
+impl RunState {
+    /// Whether the run will not change any more.
+    pub(crate) fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Aborted)
+    }
+}
+
+/// Why a run waits (the reason of `Reconciling`, or of `Stalled` when only a user can help).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum WaitingReason {
+    /// The start request is recorded and waits for the connection's request budget.
+    StartQueued,
+    /// A start request's outcome is unknown; DSS is searched for the run once the grace is over.
+    StartPending,
+    /// Several DSS runs (or none named by the adopt annotation) match a lost start.
+    StartOutcomeUnknown,
+    /// The last run failed and a retry is due later.
+    RetryScheduled,
+    /// The connection cannot be used, or DSS answered with an error: the reason is its category
+    /// (`ConnectionNotFound`, `SecretNotFound`, `DssUnreachable`, `DssRateLimited`, ...).
+    Trouble(&'static str),
+}
+
+impl WaitingReason {
+    /// The PascalCase reason.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::StartQueued => "StartQueued",
+            Self::StartPending => "StartPending",
+            Self::StartOutcomeUnknown => "StartOutcomeUnknown",
+            Self::RetryScheduled => "RetryScheduled",
+            Self::Trouble(category) => category,
+        }
+    }
+}
+
+/// Event reasons (PascalCase, a closed set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum EventReason {
+    /// A DSS job was started.
+    JobStarted,
+    /// A job whose start response was lost was found in DSS and adopted.
+    JobAdopted,
+    /// The job finished DONE.
+    JobSucceeded,
+    /// The job failed.
+    JobFailed,
+    /// The job was aborted.
+    JobAborted,
+    /// A deadline passed and the job was aborted.
+    DeadlineExceeded,
+    /// A new run request aborted the active job (`onSpecChange: Abort`).
+    SpecChanged,
+    /// Several DSS jobs match a lost start.
+    StartOutcomeUnknown,
+    /// DSS refused the job definition.
+    StartRejected,
+    /// The finalizer was released.
+    FinalizerReleased,
+    /// An abort was sent because the resource is being deleted, or because it was asked for.
+    AbortRequested,
+    /// The connection authenticated.
+    Connected,
+    /// The connection failed.
+    ConnectionFailed,
+}
+
+impl EventReason {
+    /// The PascalCase reason.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::JobStarted => "JobStarted",
+            Self::JobAdopted => "JobAdopted",
+            Self::JobSucceeded => "JobSucceeded",
+            Self::JobFailed => "JobFailed",
+            Self::JobAborted => "JobAborted",
+            Self::DeadlineExceeded => "DeadlineExceeded",
+            Self::SpecChanged => "SpecChanged",
+            Self::StartOutcomeUnknown => "StartOutcomeUnknown",
+            Self::StartRejected => "StartRejected",
+            Self::FinalizerReleased => "FinalizerReleased",
+            Self::AbortRequested => "AbortRequested",
+            Self::Connected => "Connected",
+            Self::ConnectionFailed => "ConnectionFailed",
+        }
+    }
+}
+
+/// Event actions: what the operator was doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum EventAction {
+    /// Starting a run.
+    StartJob,
+    /// Observing a run.
+    PollJob,
+    /// Aborting a run.
+    AbortJob,
+    /// Adopting a run whose start response was lost.
+    AdoptJob,
+    /// Releasing the finalizer.
+    ReleaseFinalizer,
+    /// Checking a connection.
+    CheckConnection,
+    /// A reconcile failed.
+    Reconcile,
+}
+
+impl EventAction {
+    /// The PascalCase action.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::StartJob => "StartJob",
+            Self::PollJob => "PollJob",
+            Self::AbortJob => "AbortJob",
+            Self::AdoptJob => "AdoptJob",
+            Self::ReleaseFinalizer => "ReleaseFinalizer",
+            Self::CheckConnection => "CheckConnection",
+            Self::Reconcile => "Reconcile",
+        }
+    }
+}
+
+/// The words a kind of run uses where the run core speaks of "a run": its failure reasons and its
+/// event reasons. The core picks from this table; the strings stay in the enums above.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Words {
+    /// The run ended failed.
+    pub(crate) failed: FailureReason,
+    /// The run was aborted outside the operator.
+    pub(crate) aborted: FailureReason,
+    /// DSS no longer knows the run.
+    pub(crate) not_found: FailureReason,
+    /// Events: started, adopted, succeeded, failed, aborted.
+    pub(crate) started: EventReason,
+    pub(crate) adopted: EventReason,
+    pub(crate) succeeded: EventReason,
+    pub(crate) failed_event: EventReason,
+    pub(crate) aborted_event: EventReason,
+}
