@@ -509,10 +509,10 @@ async fn usage_errors_exit_64_and_help_documents_exit_codes() {
 }
 
 mod exit {
-    pub const SUCCESS: i32 = 0;
-    pub const FAILED: i32 = 1;
-    pub const ABORTED: i32 = 2;
-    pub const WAIT_TIMEOUT: i32 = 3;
-    pub const DSS_ERROR: i32 = 4;
-    pub const USAGE: i32 = 64;
+    pub(crate) const SUCCESS: i32 = 0;
+    pub(crate) const FAILED: i32 = 1;
+    pub(crate) const ABORTED: i32 = 2;
+    pub(crate) const WAIT_TIMEOUT: i32 = 3;
+    pub(crate) const DSS_ERROR: i32 = 4;
+    pub(crate) const USAGE: i32 = 64;
 }

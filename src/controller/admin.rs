@@ -15,7 +15,7 @@ use super::metrics::Metrics;
 
 /// What readiness waits for.
 #[derive(Debug, Default)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// The CRDs answer list calls.
     pub crds_found: AtomicBool,
     /// The watch caches hold a full list.
@@ -29,7 +29,7 @@ struct AppState {
 }
 
 /// Serves the admin endpoints until `shutdown` resolves.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
@@ -44,7 +44,7 @@ pub async fn serve(
 }
 
 /// Binds the admin address.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
 }
 

@@ -21,6 +21,7 @@ use super::{error::Error, metrics::DssObserver};
 use crate::{
     crd::{ConnectionRef, DSSConnection, DSSConnectionSpec, SecretKeyRef},
     dss::{self, ApiKey, ClientConfig, DssClient, Limits},
+    sync::lock,
 };
 
 /// Which connection a build uses.
@@ -225,8 +226,7 @@ impl Connections {
     }
 
     fn cached(&self, key: &ConnKey, hash: &str) -> Option<Resolved> {
-        let entries = self.entries.lock().ok()?;
-        entries
+        lock(&self.entries)
             .get(key)
             .filter(|e| e.config_hash == hash)
             .map(|e| Resolved {
@@ -244,10 +244,7 @@ impl Connections {
         api_key: &str,
     ) -> Result<Resolved, Error> {
         let gate_size = (config.limits.max_in_flight / 2).max(1);
-        let mut entries = self
-            .entries
-            .lock()
-            .map_err(|_| Error::Finalizer("connection registry lock poisoned".to_string()))?;
+        let mut entries = lock(&self.entries);
         // Reconciles that missed the cache together all get here: the first one's client is the
         // connection's, so that every build draws on one budget (a client each would multiply it).
         if let Some(e) = entries.get(&key).filter(|e| e.config_hash == hash) {
@@ -311,10 +308,7 @@ impl Connections {
             },
         };
         let hash = sha(&api_key);
-        let mut entries = self
-            .entries
-            .lock()
-            .map_err(|_| Error::Finalizer("connection registry lock poisoned".to_string()))?;
+        let mut entries = lock(&self.entries);
         let Some(entry) = entries.get_mut(&resolved.key) else {
             return Ok(false);
         };
@@ -329,9 +323,10 @@ impl Connections {
 
     /// The identity DSS reports for the connection's key (`authIdentifier`), cached per key.
     pub(crate) async fn auth_identifier(&self, resolved: &Resolved) -> Result<String, Error> {
-        if let Ok(entries) = self.entries.lock()
-            && let Some(id) = entries.get(&resolved.key).and_then(|e| e.auth_identifier.clone())
-        {
+        let cached = lock(&self.entries)
+            .get(&resolved.key)
+            .and_then(|e| e.auth_identifier.clone());
+        if let Some(id) = cached {
             return Ok(id);
         }
         let info = resolved
@@ -339,9 +334,7 @@ impl Connections {
             .auth_info()
             .await
             .map_err(Error::dss("auth info"))?;
-        if let Ok(mut entries) = self.entries.lock()
-            && let Some(e) = entries.get_mut(&resolved.key)
-        {
+        if let Some(e) = lock(&self.entries).get_mut(&resolved.key) {
             e.auth_identifier = Some(info.auth_identifier.clone());
         }
         Ok(info.auth_identifier)
@@ -349,9 +342,7 @@ impl Connections {
 
     /// Forgets a deleted DSSConnection.
     pub(crate) fn forget(&self, key: &ConnKey) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(key);
-        }
+        lock(&self.entries).remove(key);
     }
 
     async fn read_secret(&self, namespace: &str, r: &SecretKeyRef, field: &str) -> Result<String, Error> {

@@ -7,7 +7,7 @@ use crate::dss;
 
 /// What went wrong in a reconcile.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// A Kubernetes API call failed.
     #[error("Kubernetes API call failed: {operation}")]
     Kube {
@@ -53,7 +53,7 @@ pub enum Error {
 
 impl Error {
     /// A PascalCase category from a closed set: metric label, event reason, condition reason.
-    pub fn category(&self) -> &'static str {
+    pub(crate) fn category(&self) -> &'static str {
         match self {
             Self::Kube { source, .. } => match source {
                 kube::Error::Api(status) if status.code == 409 => "KubeConflict",
@@ -68,12 +68,12 @@ impl Error {
     }
 
     /// Wraps a kube error with what the operator was doing.
-    pub fn kube(operation: &'static str) -> impl FnOnce(kube::Error) -> Self {
+    pub(crate) fn kube(operation: &'static str) -> impl FnOnce(kube::Error) -> Self {
         move |source| Self::Kube { operation, source }
     }
 
     /// Wraps a DSS error with what the operator was doing.
-    pub fn dss(operation: &'static str) -> impl FnOnce(dss::Error) -> Self {
+    pub(crate) fn dss(operation: &'static str) -> impl FnOnce(dss::Error) -> Self {
         move |source| Self::Dss {
             operation,
             source: Box::new(source),
@@ -81,19 +81,19 @@ impl Error {
     }
 
     /// A resourceVersion precondition failed: another writer (or a stale cache) got there first.
-    pub fn is_conflict(&self) -> bool {
+    pub(crate) fn is_conflict(&self) -> bool {
         matches!(self, Self::Kube { source: kube::Error::Api(s), .. } if s.code == 409)
     }
 
     /// The whole cause chain as one line, for event notes and conditions. Never contains secrets:
     /// DSS errors never carry the API key and kube errors never carry Secret data.
-    pub fn chain(&self) -> String {
+    pub(crate) fn chain(&self) -> String {
         chain(self)
     }
 }
 
 /// An error and its causes as one line (`outer: cause: root cause`).
-pub fn chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(e) = source {
@@ -105,7 +105,7 @@ pub fn chain(err: &dyn std::error::Error) -> String {
 }
 
 /// Flattens kube-runtime's finalizer error so the category of our own error survives.
-pub fn from_finalizer(err: kube::runtime::finalizer::Error<Error>) -> Error {
+pub(crate) fn from_finalizer(err: kube::runtime::finalizer::Error<Error>) -> Error {
     use kube::runtime::finalizer::Error as F;
     match err {
         F::ApplyFailed(e) | F::CleanupFailed(e) => e,
@@ -118,7 +118,7 @@ pub fn from_finalizer(err: kube::runtime::finalizer::Error<Error>) -> Error {
 }
 
 /// Shortens text to at most `max` bytes on a character boundary, marking the cut.
-pub fn truncate(text: &str, max: usize) -> String {
+pub(crate) fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }

@@ -22,6 +22,7 @@ use kube::{
 };
 
 use super::error::truncate;
+use crate::sync::lock;
 
 /// How long a published event is remembered: a repeat within this window (same type, reason,
 /// action and object reference) patches the first Event's series count instead of creating a new
@@ -138,11 +139,7 @@ impl Recorder {
         note: String,
     ) -> Result<(), kube::Error> {
         let key = key(type_, reason, action, reference);
-        let repeat = self
-            .recent
-            .lock()
-            .ok()
-            .and_then(|mut r| r.repeat_of(&key, Instant::now()));
+        let repeat = lock(&self.recent).repeat_of(&key, Instant::now());
         let namespace = reference.namespace.as_deref().unwrap_or("default");
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
         let now = Timestamp::now();
@@ -197,9 +194,7 @@ impl Recorder {
                 }
             }
         };
-        if let Ok(mut r) = self.recent.lock() {
-            r.record(key, seen);
-        }
+        lock(&self.recent).record(key, seen);
         Ok(())
     }
 }

@@ -18,9 +18,11 @@ use kube::{
     api::{ObjectMeta, PostParams},
 };
 
+use crate::sync::lock;
+
 /// Leader election settings.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Namespace of the Lease.
     pub namespace: String,
     /// Name of the Lease.
@@ -38,13 +40,13 @@ pub struct Settings {
 /// may still run, so only what was just recorded counts. With leader election it holds until the
 /// lease could expire in another replica's eyes.
 #[derive(Clone, Debug, Default)]
-pub struct Fence {
+pub(crate) struct Fence {
     lease_valid_until: Option<Arc<Mutex<Option<tokio::time::Instant>>>>,
 }
 
 impl Fence {
     /// The fence of a process that runs without leader election.
-    pub fn unelected() -> Self {
+    pub(crate) fn unelected() -> Self {
         Self::default()
     }
 
@@ -56,23 +58,21 @@ impl Fence {
 
     /// `Some(true)` while the lease is surely held, `Some(false)` once it may not be, `None` without
     /// leader election.
-    pub fn lease_held(&self) -> Option<bool> {
+    pub(crate) fn lease_held(&self) -> Option<bool> {
         let cell = self.lease_valid_until.as_ref()?;
-        let until = cell.lock().ok().and_then(|u| *u);
+        let until = *lock(cell);
         Some(until.is_some_and(|u| tokio::time::Instant::now() < u))
     }
 
     fn extend(&self, until: tokio::time::Instant) {
-        if let Some(cell) = &self.lease_valid_until
-            && let Ok(mut u) = cell.lock()
-        {
-            *u = Some(until);
+        if let Some(cell) = &self.lease_valid_until {
+            *lock(cell) = Some(until);
         }
     }
 }
 
 /// Campaigns for and holds the lease.
-pub struct Elector {
+pub(crate) struct Elector {
     api: Api<Lease>,
     settings: Settings,
     fence: Fence,
@@ -80,7 +80,7 @@ pub struct Elector {
 
 impl Elector {
     /// An elector for the Lease in `settings`.
-    pub fn new(client: Client, settings: Settings) -> Self {
+    pub(crate) fn new(client: Client, settings: Settings) -> Self {
         Self {
             api: Api::namespaced(client, &settings.namespace),
             settings,
@@ -89,7 +89,7 @@ impl Elector {
     }
 
     /// The fence the reconcilers check before acting on what they recorded earlier.
-    pub fn fence(&self) -> Fence {
+    pub(crate) fn fence(&self) -> Fence {
         self.fence.clone()
     }
 
@@ -104,7 +104,7 @@ impl Elector {
     }
 
     /// Waits until this replica holds the lease.
-    pub async fn acquire(&self) {
+    pub(crate) async fn acquire(&self) {
         loop {
             let started = tokio::time::Instant::now();
             match self
@@ -126,7 +126,7 @@ impl Elector {
     /// Renews the lease until a renewal is impossible; then returns. It returns before the lease can
     /// expire in anyone's eyes: the renewal time written is taken before the call, and each call is
     /// bounded by what is left of the lease.
-    pub async fn hold(&self) {
+    pub(crate) async fn hold(&self) {
         let mut valid_until = tokio::time::Instant::now() + self.settings.lease_duration;
         loop {
             tokio::time::sleep(self.settings.retry_period).await;
@@ -160,7 +160,7 @@ impl Elector {
     }
 
     /// Gives the lease up (on shutdown) so another replica takes over at once.
-    pub async fn release(&self) {
+    pub(crate) async fn release(&self) {
         if let Ok(Some(mut lease)) = self.api.get_opt(&self.settings.name).await {
             let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
             if spec.holder_identity.as_deref() == Some(self.settings.identity.as_str()) {

@@ -6,7 +6,7 @@
 //! - [`Operator`] runs `kube-dss controller` as a real process (so tests can SIGKILL it), logging to
 //!   a file under `target/test-logs/`.
 // Test support: a failed set-up step should stop the test loudly, so unwrap is the right tool here.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::{
     path::{Path, PathBuf},

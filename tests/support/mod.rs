@@ -8,7 +8,7 @@
 //! read every request as it arrived (raw path, headers, body).
 
 // Test code: a failed unwrap is a failed test, and each test crate uses only part of this module.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::{
     collections::VecDeque,

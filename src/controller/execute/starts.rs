@@ -7,11 +7,7 @@
 //! finds no entry and treats the request as possibly sent, so it waits for the crash guard's grace,
 //! counted from when it began to act, before it searches DSS for the job.
 
-use std::{
-    collections::HashMap,
-    sync::{Mutex, MutexGuard, PoisonError},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
 
@@ -24,6 +20,7 @@ use crate::{
         },
     },
     crd::StartRequest,
+    sync::lock,
 };
 
 /// One recorded start request of this process.
@@ -160,11 +157,6 @@ impl Starts {
             Some(false) => Lease::Unsure,
         }
     }
-}
-
-/// The maps hold plain data, consistent after any panic: a poisoned lock is used as it is.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use std::{
     collections::{HashMap, HashSet},
     future::Future,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -15,8 +15,10 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::controller::connections::{ConnKey, Resolved};
-use crate::dss::{self, JobState};
-
+use crate::{
+    dss::{self, JobState},
+    sync::lock,
+};
 /// What DSS says about a job.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Observed {
@@ -107,7 +109,7 @@ impl Poller {
         Fut: Future<Output = Result<Vec<dss::JobListItem>, E>>,
     {
         let slot = {
-            let mut searches = self.searches.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut searches = lock(&self.searches);
             searches
                 .entry((conn.clone(), project_key.to_string()))
                 .or_default()
@@ -160,13 +162,10 @@ impl Poller {
         job_started: Instant,
     ) -> Option<Observed> {
         let key = (conn.key.clone(), project_key.to_string());
-        if self.unsupported.lock().ok()?.contains(&key) {
+        if lock(&self.unsupported).contains(&key) {
             return None;
         }
-        let slot = {
-            let mut slots = self.slots.lock().ok()?;
-            slots.entry(key.clone()).or_default().clone()
-        };
+        let slot = { lock(&self.slots).entry(key.clone()).or_default().clone() };
         // Holding the slot while fetching makes concurrent pollers of one project share one request.
         let mut listing = slot.lock().await;
         let recent = listing
@@ -189,9 +188,7 @@ impl Poller {
                 Err(e) if e.status() == Some(404) || e.status() == Some(405) => {
                     // This DSS predates the listing (or the project is unknown, which the status call
                     // reports precisely): poll job by job for this project from now on.
-                    if let Ok(mut u) = self.unsupported.lock() {
-                        u.insert(key);
-                    }
+                    lock(&self.unsupported).insert(key);
                     return None;
                 }
                 Err(_) => {

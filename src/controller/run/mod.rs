@@ -181,14 +181,12 @@ pub(crate) fn decide<K: Kind>(input: &Input<'_>, status: RunStatus<K>, fact: Fac
 fn plan_next<K: Kind>(input: &Input<'_>, d: &mut Draft<K>) -> Next {
     let (c, now, settings) = (input.controls, input.now, input.settings);
     acknowledge_idle_abort(c, d);
-    let mut step = plan::next_step(c, &d.status, &input.process, now, settings);
-    if step == Step::Withdraw {
-        // Nothing was sent for the recorded request: drop it, and plan again without it.
+    if plan::withdraws(c, &d.status, &input.process) {
+        // Nothing was sent for the recorded request: drop it.
         d.status.start_request = None;
-        step = plan::next_step(c, &d.status, &input.process, now, settings);
     }
-    match step {
-        Step::Done | Step::Suspend | Step::Withdraw => Next::Wait(Wake::OnChange),
+    match plan::next_step(c, &d.status, &input.process, now, settings) {
+        Step::Done | Step::Suspend => Next::Wait(Wake::OnChange),
         Step::Poll { after } => Next::Wait(Wake::About(after)),
         Step::WaitForStarter { after } => Next::Wait(Wake::After(after)),
         Step::ResolveStart { since } => Next::Search { since },

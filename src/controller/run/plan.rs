@@ -32,9 +32,6 @@ pub(crate) enum Step {
         /// The attempt it records.
         attempt: i32,
     },
-    /// The start request this process recorded and has not sent no longer stands (the run request
-    /// changed, or the run was suspended): drop it and plan again.
-    Withdraw,
     /// A start request is recent: its starter may still record the run. Look again later.
     WaitForStarter {
         /// When to look again.
@@ -141,7 +138,15 @@ pub(crate) fn next_step<K: Kind>(
     settings: &Settings,
 ) -> Step {
     if let Some(request) = in_flight(s) {
-        return crash_guard(c, request, p, now, settings);
+        if withdraws(c, s, p) {
+            // Nothing was sent for it: plan as if it were gone (the caller drops it).
+            let rest = RunStatus {
+                start_request: None,
+                ..s.clone()
+            };
+            return next_step(c, &rest, p, now, settings);
+        }
+        return crash_guard(request, p, now, settings);
     }
     if let Some(current) = active(s) {
         return while_active(c, s, current, now, settings);
@@ -192,23 +197,22 @@ pub(crate) fn next_step<K: Kind>(
     Step::Done
 }
 
+/// Whether the start request this process recorded and never sent no longer stands (the run request
+/// changed, or the run was suspended): it is dropped, as nothing can exist for it.
+pub(crate) fn withdraws<K: Kind>(c: &Controls, s: &RunStatus<K>, p: &Process) -> bool {
+    p.sending == Sending::NotSent && in_flight(s).is_some_and(|r| r.fingerprint != c.want || c.suspend)
+}
+
 /// A start request without a run: send it if this process queued it, else wait for its starter,
 /// then search.
-fn crash_guard(
-    c: &Controls,
-    request: &StartRequest,
-    p: &Process,
-    now: Timestamp,
-    settings: &Settings,
-) -> Step {
+fn crash_guard(request: &StartRequest, p: &Process, now: Timestamp, settings: &Settings) -> Step {
     let since = match p.sending {
-        Sending::NotSent if request.fingerprint == c.want && !c.suspend => {
+        Sending::NotSent => {
             return Step::Send {
                 fresh: fresh(request, p.lease, now, settings),
                 attempt: request.attempt.unwrap_or(1),
             };
         }
-        Sending::NotSent => return Step::Withdraw,
         Sending::MaybeSent { since } => since.max(request.requested_at.0),
     };
     let waited = elapsed(since, now);
@@ -674,12 +678,12 @@ mod tests {
                 },
             ),
             (
-                "a queued start of an older run request is withdrawn",
+                "a queued start of an older run request is withdrawn for the new one",
                 &base,
                 started("old", 0, None, None),
                 process(Sending::NotSent),
                 5,
-                Step::Withdraw,
+                Step::Start { attempt: 1 },
             ),
             (
                 "a queued start of a suspended build is withdrawn",
@@ -687,7 +691,7 @@ mod tests {
                 recorded.clone(),
                 process(Sending::NotSent),
                 5,
-                Step::Withdraw,
+                Step::Suspend,
             ),
             (
                 "the grace runs from when the request was sent",
@@ -739,6 +743,24 @@ mod tests {
         for (name, c, status, p, now, expected) in cases {
             assert_eq!(step(c, &status, p, now), expected, "{name}");
         }
+        let not_sent = process(Sending::NotSent);
+        assert!(
+            plan::withdraws(&base, &started("old", 0, None, None), &not_sent),
+            "a superseded queued start is dropped"
+        );
+        assert!(
+            plan::withdraws(&suspended, &started(WANT, 0, None, None), &not_sent),
+            "so is a suspended one"
+        );
+        assert!(
+            !plan::withdraws(&base, &started(WANT, 0, None, None), &not_sent),
+            "a standing one is kept"
+        );
+        let maybe_sent = process(Sending::MaybeSent { since: ts(0) });
+        assert!(
+            !plan::withdraws(&base, &started("old", 0, None, None), &maybe_sent),
+            "a maybe-sent one is searched for"
+        );
     }
 
     #[test]
