@@ -51,7 +51,7 @@ projects:
       - {name: slow, build: {durationMs: 86400000}}
       - {name: instant, build: {durationMs: 0}}
 apiKeys:
-  - key: operator-key-3c1f9a
+  - key: $KEY
     id: kube-dss-operator
     projects: {PROJ: [READ_CONF, RUN_JOBS, MONITOR_JOBS]}
 "#;
@@ -185,7 +185,7 @@ pub(crate) struct Dss {
 impl Dss {
     /// Starts an emulator on a free port.
     pub(crate) async fn start() -> Dss {
-        let config = emulator::Config::from_yaml(EMULATOR).unwrap();
+        let config = emulator::Config::from_yaml(&EMULATOR.replace("$KEY", KEY)).unwrap();
         let emulator = emulator::spawn(config, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
@@ -522,7 +522,11 @@ mod tests {
     }
 
     async fn reconcile_once(build: &DatasetBuild, ctx: &Arc<RunContext<JobKind>>) -> Result<Action, Error> {
-        within("the reconcile", reconcile(Arc::new(build.clone()), ctx.clone())).await
+        within(
+            "the reconcile (held by a request no handler answers?)",
+            reconcile(Arc::new(build.clone()), ctx.clone()),
+        )
+        .await
     }
 
     #[tokio::test]
