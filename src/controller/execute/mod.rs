@@ -11,6 +11,8 @@
 //! [`starts`].
 
 pub(crate) mod cleanup;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub(crate) mod observe;
 pub(crate) mod record;
 pub(crate) mod search;

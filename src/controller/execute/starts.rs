@@ -47,8 +47,14 @@ pub(crate) struct Starts {
 impl Starts {
     /// The book of a process that begins to act now, alone as far as `fence` says.
     pub(crate) fn new(fence: Fence) -> Self {
+        Self::acting_since(fence, Timestamp::now())
+    }
+
+    /// The book of a process that began to act at `acting_since` (tests start from a process that
+    /// has been acting for longer than the crash guard's grace).
+    pub(crate) fn acting_since(fence: Fence, acting_since: Timestamp) -> Self {
         Self {
-            acting_since: Timestamp::now(),
+            acting_since,
             fence,
             entries: Mutex::new(HashMap::new()),
             claimed: Mutex::new(HashMap::new()),

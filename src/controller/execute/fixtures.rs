@@ -1,0 +1,765 @@
+//! The executor's middle test layer, between the run core's pure tables and the end-to-end suite:
+//! the real [`reconcile`](super::reconcile) of the DSS job kind against a mocked apiserver and the
+//! real DSS emulator. Here: [`DatasetBuild`] builders (`DatasetBuild::test().finalized().with_job(..)
+//! .deleting()`), the emulated [`Dss`], a [`setup`] of the reconciler's context over a tower-test mock
+//! on the operator's default connection (a key file, so no Secret is read), and the
+//! [`ApiServerVerifier`], whose chainable handlers assert the method, path, query and JSON body of
+//! each request and answer as the apiserver would (kube-rs/controller-rs `fixtures.rs`). The
+//! scenarios are the tests at the end of this file.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use futures::FutureExt;
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{Client, Resource, ResourceExt, client::Body, runtime::events::Reporter};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tower_test::mock::SendResponse;
+
+use super::starts::Starts;
+use crate::{
+    controller::{
+        backoff::ErrorBackoff,
+        connections::{Connections, DefaultConnection},
+        context::{RunContext, Settings, Shared},
+        events::Recorder,
+        job::{self, JobIo, JobKind, poller::Poller},
+        leader::Fence,
+        metrics::{DssObserver, Metrics},
+        run::{self, Current, RunStatus, contract},
+    },
+    crd::{DatasetBuild, DatasetBuildSpec, DatasetBuildStatus, FIELD_MANAGER, FINALIZER, StartRequest},
+    dss::{self, JobState},
+    emulator::{self, admin::AdminClient},
+};
+
+/// The namespace of the test builds.
+pub(crate) const NAMESPACE: &str = "team-a";
+/// The operator's API key (the default connection's key file holds it).
+const KEY: &str = "operator-key-3c1f9a";
+
+/// The emulated DSS: project `PROJ`, a dataset whose build runs for a day and one that ends at
+/// once, and the operator's key.
+const EMULATOR: &str = r#"
+instance: {maxRunningActivities: 0}
+projects:
+  - projectKey: PROJ
+    datasets:
+      - {name: slow, build: {durationMs: 86400000}}
+      - {name: instant, build: {durationMs: 0}}
+apiKeys:
+  - key: $KEY
+    id: kube-dss-operator
+    projects: {PROJ: [READ_CONF, RUN_JOBS, MONITOR_JOBS]}
+"#;
+
+/// Bounds every wait of a scenario (generous: the machine may be loaded; nothing here sleeps).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// `now`, `secs` seconds ago, in whole seconds (as Kubernetes times are).
+pub(crate) fn ago(secs: u64) -> Timestamp {
+    run::fold::whole_seconds(Timestamp::now().checked_sub(Duration::from_secs(secs)).unwrap())
+}
+
+impl DatasetBuild {
+    /// A build of dataset `slow` on the operator's default connection, as first read: no
+    /// finalizer, no status, at resourceVersion `1`.
+    pub(crate) fn test() -> Self {
+        let spec: DatasetBuildSpec =
+            serde_json::from_value(json!({"projectKey": "PROJ", "outputs": [{"id": "slow"}]})).unwrap();
+        let mut build = DatasetBuild::new("nightly", spec);
+        let meta = build.meta_mut();
+        meta.namespace = Some(NAMESPACE.into());
+        meta.uid = Some("6f1c2a5e-0d7b-4c3e-9a41-2b8d5e7f9c10".into());
+        meta.generation = Some(1);
+        meta.resource_version = Some("1".into());
+        build
+    }
+
+    /// Builds `dataset` instead.
+    pub(crate) fn building(mut self, dataset: &str) -> Self {
+        self.spec.outputs[0].id = dataset.into();
+        self
+    }
+
+    /// With the operator's finalizer.
+    pub(crate) fn finalized(mut self) -> Self {
+        self.finalizers_mut().push(FINALIZER.into());
+        self
+    }
+
+    /// At resourceVersion `rv`.
+    pub(crate) fn at(mut self, rv: &str) -> Self {
+        self.meta_mut().resource_version = Some(rv.into());
+        self
+    }
+
+    /// Being deleted since `secs` seconds.
+    pub(crate) fn deleted_ago(mut self, secs: u64) -> Self {
+        self.meta_mut().deletion_timestamp = Some(Time(ago(secs)));
+        self
+    }
+
+    /// Being deleted since now.
+    pub(crate) fn deleting(self) -> Self {
+        self.deleted_ago(0)
+    }
+
+    /// The start request the operator records for this build's run request at `at`.
+    pub(crate) fn start_request(&self, at: Timestamp) -> StartRequest {
+        let controls = job::controls(self);
+        StartRequest {
+            requested_at: Time(at),
+            fingerprint: controls.want,
+            attempt: Some(1),
+            definition_hash: Some(controls.definition_hash),
+            refused: None,
+        }
+    }
+
+    /// With a start request recorded `secs` seconds ago and no job id: its start's answer was
+    /// never recorded.
+    pub(crate) fn with_start_request(self, secs: u64) -> Self {
+        let run = RunStatus::<JobKind> {
+            start_request: Some(self.start_request(ago(secs))),
+            ..RunStatus::default()
+        };
+        self.with_run(run)
+    }
+
+    /// With DSS job `job_id` started a minute ago and last seen in `state`.
+    pub(crate) fn with_job(self, job_id: &str, state: JobState) -> Self {
+        let started = ago(60);
+        let run = RunStatus::<JobKind> {
+            current: Some(Current {
+                handle: job_id.into(),
+                state: Some(state),
+                start_time: Some(Time(started)),
+                completion_time: None,
+                warnings: Some(0),
+                details: (),
+            }),
+            start_request: Some(self.start_request(started)),
+            ..RunStatus::default()
+        };
+        self.with_run(run)
+    }
+
+    /// With the status the operator writes for `run`.
+    fn with_run(mut self, run: RunStatus<JobKind>) -> Self {
+        let derived = contract::derive(&job::controls(&self), &run, None, Timestamp::now());
+        self.status = Some(job::write(run, derived));
+        self
+    }
+
+    /// With `status` as written (the JSON of a status write).
+    pub(crate) fn with_status_json(mut self, status: &Value) -> Self {
+        let status: DatasetBuildStatus =
+            serde_json::from_value(status.clone()).expect("a status write holds a valid status");
+        self.status = Some(status);
+        self
+    }
+
+    /// The apiserver path of this build.
+    fn path(&self) -> String {
+        format!(
+            "/apis/kube-dss.dev/v1alpha1/namespaces/{NAMESPACE}/datasetbuilds/{}",
+            self.name_any()
+        )
+    }
+}
+
+/// The emulated DSS.
+pub(crate) struct Dss {
+    /// The emulator (stopped when dropped with the runtime).
+    pub(crate) emulator: emulator::Handle,
+    /// Its admin API: jobs and request counts as the emulator recorded them.
+    pub(crate) admin: AdminClient,
+    /// A client with the operator's key.
+    client: dss::DssClient,
+}
+
+impl Dss {
+    /// Starts an emulator on a free port.
+    pub(crate) async fn start() -> Dss {
+        let config = emulator::Config::from_yaml(&EMULATOR.replace("$KEY", KEY)).unwrap();
+        let emulator = emulator::spawn(config, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let url = url::Url::parse(&emulator.base_url()).unwrap();
+        let client = dss::DssClient::new(dss::ClientConfig::new(url, dss::ApiKey::new(KEY))).unwrap();
+        Dss {
+            admin: AdminClient::new(emulator.base_url()),
+            emulator,
+            client,
+        }
+    }
+
+    /// Starts `build`'s job with the operator's key, as a start whose answer was lost left it.
+    pub(crate) async fn start_job(&self, build: &DatasetBuild) -> String {
+        let definition = job::definition::job_definition(&build.spec);
+        self.client.start_job("PROJ", &definition).await.unwrap().id
+    }
+
+    /// How many DSS API requests `route` (`"<METHOD> <route template>"`) received.
+    pub(crate) async fn requests(&self, route: &str) -> u64 {
+        let stats = self.admin.stats().await.unwrap();
+        stats.requests_by_route.get(route).copied().unwrap_or(0)
+    }
+
+    /// The project's jobs as the emulator has them: (id, state).
+    pub(crate) async fn jobs(&self) -> Vec<(String, String)> {
+        let jobs = self.admin.project_jobs("PROJ").await.unwrap();
+        jobs.into_iter().map(|j| (j.id, j.state)).collect()
+    }
+}
+
+/// A DSS URL nothing listens on.
+pub(crate) fn unreachable_dss() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// What a scenario runs against.
+pub(crate) struct Setup {
+    /// The DatasetBuild reconciler's context.
+    pub(crate) ctx: Arc<RunContext<JobKind>>,
+    /// The mocked apiserver behind its client.
+    pub(crate) apiserver: ApiServerVerifier,
+    /// Holds the default connection's key file.
+    _keys: tempfile::TempDir,
+}
+
+/// The tunables of a process started with default flags.
+fn settings() -> Settings {
+    Settings {
+        run: run::Settings::default(),
+        finalizer_timeout: Duration::from_secs(600),
+        clock_skew: Duration::from_secs(30),
+        log_tail_lines: 20,
+    }
+}
+
+/// A context whose default connection is DSS at `dss_url`, for a process that began to act at
+/// `acting_since`.
+pub(crate) fn setup(dss_url: &str, acting_since: Timestamp) -> Setup {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let kube = Client::new(service, NAMESPACE);
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("api-key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let default = DefaultConnection {
+        url: url::Url::parse(dss_url).unwrap(),
+        api_key_file: key_file,
+        prefix: dss::ApiPrefix::default(),
+        ca_file: None,
+        insecure_skip_verify: false,
+        limits: dss::Limits::new(10.0, 8),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let (conns, _) = kube::runtime::reflector::store();
+    let (builds, _) = kube::runtime::reflector::store();
+    let observer = Arc::new(DssObserver(metrics.clone()));
+    let reporter = Reporter {
+        controller: "kube-dss".into(),
+        instance: Some("kube-dss-0".into()),
+    };
+    let shared = Arc::new(Shared {
+        connections: Connections::new(
+            kube.clone(),
+            conns,
+            Some(default),
+            observer,
+            Duration::from_secs(30),
+        ),
+        recorder: Recorder::new(kube.clone(), reporter),
+        kube,
+        metrics,
+        settings: settings(),
+        backoff: ErrorBackoff::default(),
+    });
+    let ctx = Arc::new(RunContext {
+        shared,
+        io: JobIo {
+            poller: Poller::new(Duration::from_secs(2)),
+            builds,
+        },
+        starts: Starts::acting_since(Fence::unelected(), acting_since),
+    });
+    Setup {
+        ctx,
+        apiserver: ApiServerVerifier(handle),
+        _keys: keys,
+    }
+}
+
+/// Awaits `fut`, failing the test if it takes longer than a generous bound.
+pub(crate) async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(PATIENCE, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("{what} did not finish within {PATIENCE:?}"),
+    }
+}
+
+type ApiServerHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// The mocked apiserver: each handler takes the next request, asserts it and answers it.
+pub(crate) struct ApiServerVerifier(ApiServerHandle);
+
+/// How the apiserver answers a status write.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Reply {
+    /// Applied: the object with the written status, now at this resourceVersion.
+    Applied(&'static str),
+    /// 409 Conflict: the object changed since the precondition's resourceVersion.
+    Conflict,
+}
+
+/// An Event as the executor published it: type (`Normal` or `Warning`), reason, action and note.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Published {
+    pub(crate) type_: String,
+    pub(crate) reason: String,
+    pub(crate) action: String,
+    pub(crate) note: String,
+}
+
+impl ApiServerVerifier {
+    /// Runs a scenario (a chain of handlers) in its own task. It hands the verifier back (with what
+    /// it learned), so the test can check, once the reconcile returned, that nothing else was asked.
+    pub(crate) fn run<F, Fut, T>(self, scenario: F) -> JoinHandle<T>
+    where
+        F: FnOnce(ApiServerVerifier) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::spawn(scenario(self))
+    }
+
+    async fn next(&mut self) -> (Request<Body>, SendResponse<Response<Body>>) {
+        self.0
+            .next_request()
+            .await
+            .expect("the executor made no further request")
+    }
+
+    /// Nothing was asked beyond the scenario (an event is best effort: a publish the scenario did
+    /// not answer would not fail the reconcile, so it is looked for here).
+    pub(crate) fn done(mut self) {
+        if let Some(Some((request, _))) = self.0.next_request().now_or_never() {
+            panic!("unexpected request {} {}", request.method(), request.uri());
+        }
+    }
+
+    /// Expects the server-side apply of `build`'s whole status with resourceVersion `precondition`;
+    /// answers `reply` and returns the status written.
+    pub(crate) async fn status_apply(
+        mut self,
+        build: &DatasetBuild,
+        precondition: &str,
+        reply: Reply,
+    ) -> (Self, Value) {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::PATCH);
+        assert_eq!(request.uri().path(), format!("{}/status", build.path()));
+        assert_eq!(
+            query(&request),
+            vec![
+                ("fieldManager".into(), FIELD_MANAGER.into()),
+                ("force".into(), "true".into())
+            ]
+        );
+        assert_eq!(content_type(&request), "application/apply-patch+yaml");
+        let body = json_body(request).await;
+        assert_eq!(body["apiVersion"], "kube-dss.dev/v1alpha1");
+        assert_eq!(body["kind"], "DatasetBuild");
+        let metadata = json!({"name": build.name_any(), "resourceVersion": precondition});
+        assert_eq!(
+            body["metadata"], metadata,
+            "the write names the object and its precondition"
+        );
+        let status = body["status"].clone();
+        send.send_response(match reply {
+            Reply::Applied(rv) => answer(&build.clone().with_status_json(&status).at(rv)),
+            Reply::Conflict => conflict(build),
+        });
+        (self, status)
+    }
+
+    /// Expects a read of `latest`'s status (a quorum GET) and answers with `latest`.
+    pub(crate) async fn status_get(mut self, latest: &DatasetBuild) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri().path(), format!("{}/status", latest.path()));
+        send.send_response(answer(latest));
+        self
+    }
+
+    /// Expects the creation of an `events.k8s.io/v1` Event about `build`; answers it as created.
+    pub(crate) async fn event_create(mut self, build: &DatasetBuild) -> (Self, Published) {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::POST);
+        let path = format!("/apis/events.k8s.io/v1/namespaces/{NAMESPACE}/events");
+        assert_eq!(request.uri().path(), path);
+        let event = json_body(request).await;
+        let regarding = &event["regarding"];
+        assert_eq!(regarding["kind"], "DatasetBuild");
+        assert_eq!(regarding["name"], build.name_any());
+        assert_eq!(regarding["uid"], build.uid().unwrap());
+        assert_eq!(event["reportingController"], "kube-dss");
+        let text = |field: &str| event[field].as_str().unwrap_or_default().to_string();
+        let published = Published {
+            type_: text("type"),
+            reason: text("reason"),
+            action: text("action"),
+            note: text("note"),
+        };
+        let body = serde_json::to_vec(&event).unwrap();
+        send.send_response(response(StatusCode::CREATED, body));
+        (self, published)
+    }
+
+    /// Expects the JSON patch that removes the operator's finalizer (at index 0), guarded by a
+    /// `test` of that entry; answers with `build` without it.
+    pub(crate) async fn finalizer_removal(mut self, build: &DatasetBuild) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::PATCH);
+        assert_eq!(request.uri().path(), build.path());
+        assert_eq!(content_type(&request), "application/json-patch+json");
+        let patch = json_body(request).await;
+        let expected = json!([
+            {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+            {"op": "remove", "path": "/metadata/finalizers/0"},
+        ]);
+        assert_eq!(patch, expected);
+        let mut released = build.clone();
+        released.finalizers_mut().clear();
+        send.send_response(answer(&released));
+        self
+    }
+}
+
+/// The request's query pairs, sorted (kube writes a leading `&`).
+fn query(request: &Request<Body>) -> Vec<(String, String)> {
+    let query = request.uri().query().unwrap_or_default();
+    let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+fn content_type(request: &Request<Body>) -> &str {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+async fn json_body(request: Request<Body>) -> Value {
+    let bytes = request.into_body().collect_bytes().await.unwrap();
+    serde_json::from_slice(&bytes).expect("a JSON request body")
+}
+
+fn response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+/// 200 with `object`.
+fn answer(object: &DatasetBuild) -> Response<Body> {
+    response(StatusCode::OK, serde_json::to_vec(object).unwrap())
+}
+
+/// The apiserver's answer to a write whose resourceVersion precondition failed.
+fn conflict(build: &DatasetBuild) -> Response<Body> {
+    let status = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!(
+            "Operation cannot be fulfilled on datasetbuilds.kube-dss.dev \"{}\": the object has been \
+             modified; please apply your changes to the latest version and try again",
+            build.name_any()
+        ),
+        "reason": "Conflict",
+        "details": {"name": build.name_any(), "group": "kube-dss.dev", "kind": "datasetbuilds"},
+        "code": 409,
+    });
+    response(StatusCode::CONFLICT, serde_json::to_vec(&status).unwrap())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The scenarios: each runs one reconcile of the DSS job kind, with the apiserver's side
+    //! asserted request by request and DSS's side read from the emulator's own records.
+
+    use kube::runtime::controller::Action;
+
+    use super::*;
+    use crate::controller::{error::Error, execute::reconcile};
+
+    const START: &str = "POST /projects/{pk}/jobs/";
+    const LIST: &str = "GET /projects/{pk}/jobs/";
+    const AUTH_INFO: &str = "GET /auth/info";
+    const ABORT: &str = "POST /projects/{pk}/jobs/{id}/abort";
+
+    fn published(type_: &str, reason: &str, action: &str, note: &str) -> Published {
+        Published {
+            type_: type_.into(),
+            reason: reason.into(),
+            action: action.into(),
+            note: note.into(),
+        }
+    }
+
+    async fn reconcile_once(build: &DatasetBuild, ctx: &Arc<RunContext<JobKind>>) -> Result<Action, Error> {
+        within(
+            "the reconcile (held by a request no handler answers?)",
+            reconcile(Arc::new(build.clone()), ctx.clone()),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_start_is_recorded_then_sent_once_then_its_job_is_recorded() {
+        let dss = Dss::start().await;
+        let s = setup(&dss.emulator.base_url(), Timestamp::now());
+        let build = DatasetBuild::test().finalized();
+        let want = build.start_request(Timestamp::now());
+        let (b, admin) = (build.clone(), dss.admin.clone());
+        let apiserver = s.apiserver.run(|v| async move {
+            let (v, recorded) = v.status_apply(&b, "1", Reply::Applied("2")).await;
+            assert_eq!(recorded["phase"], "Starting");
+            assert!(recorded.get("jobId").is_none());
+            let request = recorded["startRequest"].clone();
+            assert_eq!(request["fingerprint"], want.fingerprint.as_str());
+            assert_eq!(
+                request["definitionHash"],
+                want.definition_hash.as_deref().unwrap()
+            );
+            assert_eq!(request["attempt"], 1);
+            assert!(
+                admin.jobs().await.unwrap().is_empty(),
+                "nothing is sent before the request is recorded"
+            );
+            let (v, written) = v.status_apply(&b, "2", Reply::Applied("3")).await;
+            let job_id = written["jobId"]
+                .as_str()
+                .expect("the job id is recorded")
+                .to_string();
+            assert_eq!(
+                (&written["phase"], &written["state"]),
+                (&json!("Queued"), &json!("NOT_STARTED"))
+            );
+            assert_eq!(written["startRequest"]["fingerprint"], request["fingerprint"]);
+            let (v, event) = v.event_create(&b).await;
+            let note = format!("started DSS job {job_id}");
+            assert_eq!(event, published("Normal", "JobStarted", "StartJob", &note));
+            (v, job_id)
+        });
+        let action = reconcile_once(&build, &s.ctx).await.unwrap();
+        assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+        let (v, job_id) = within("the apiserver scenario", apiserver).await.unwrap();
+        v.done();
+        assert_eq!(dss.requests(START).await, 1);
+        assert_eq!(dss.jobs().await, vec![(job_id, "RUNNING".to_string())]);
+        assert!(
+            s.ctx
+                .shared
+                .metrics
+                .encode()
+                .contains("kube_dss_jobs_started_total 1")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_start_is_found_in_dss_and_adopted_without_a_second_start() {
+        let dss = Dss::start().await;
+        let build = DatasetBuild::test().finalized().with_start_request(120);
+        // The start whose answer was lost: the same definition, by the same key.
+        let lost = dss.start_job(&build).await;
+        // This process has been acting for longer than the crash guard's grace.
+        let s = setup(&dss.emulator.base_url(), ago(120));
+        let (b, job_id) = (build.clone(), lost.clone());
+        let apiserver = s.apiserver.run(|v| async move {
+            let (v, written) = v.status_apply(&b, "1", Reply::Applied("2")).await;
+            assert_eq!(written["jobId"], job_id.as_str());
+            let recorded = b.status.as_ref().and_then(|s| s.start_request.as_ref()).unwrap();
+            assert_eq!(
+                written["startRequest"]["fingerprint"],
+                recorded.fingerprint.as_str()
+            );
+            let (v, event) = v.event_create(&b).await;
+            let note = format!("adopted DSS job {job_id} whose start response was not recorded");
+            assert_eq!(event, published("Normal", "JobAdopted", "AdoptJob", &note));
+            v
+        });
+        let action = reconcile_once(&build, &s.ctx).await.unwrap();
+        assert_eq!(action, Action::requeue(Duration::ZERO));
+        within("the apiserver scenario", apiserver).await.unwrap().done();
+        assert_eq!(dss.requests(LIST).await, 1, "the search lists the project's jobs");
+        assert_eq!(dss.requests(AUTH_INFO).await, 1, "and asks who the key is");
+        assert_eq!(
+            dss.requests(START).await,
+            1,
+            "only the lost start: nothing was started again"
+        );
+        assert_eq!(dss.jobs().await.len(), 1);
+        assert!(
+            s.ctx
+                .shared
+                .metrics
+                .encode()
+                .contains("kube_dss_jobs_adopted_total 1")
+        );
+    }
+
+    #[tokio::test]
+    async fn deleting_a_build_aborts_its_running_job_and_keeps_the_finalizer() {
+        let dss = Dss::start().await;
+        let base = DatasetBuild::test();
+        let job_id = dss.start_job(&base).await;
+        let build = base.finalized().with_job(&job_id, JobState::Running).deleting();
+        let s = setup(&dss.emulator.base_url(), Timestamp::now());
+        let (b, id) = (build.clone(), job_id.clone());
+        let apiserver = s.apiserver.run(|v| async move {
+            let (v, event) = v.event_create(&b).await;
+            let note = format!("resource deleted: aborting DSS job {id}");
+            assert_eq!(event, published("Normal", "AbortRequested", "AbortJob", &note));
+            let (v, written) = v.status_apply(&b, "1", Reply::Applied("2")).await;
+            assert_eq!(written["abortRequest"]["reason"], "Deleted");
+            assert_eq!(written["jobId"], id.as_str());
+            v
+        });
+        let err = reconcile_once(&build, &s.ctx).await.unwrap_err();
+        let Error::AbortPending {
+            job_id: pending,
+            retry_after,
+        } = &err
+        else {
+            panic!("the finalizer is kept while the abort is pending, not {err:?}");
+        };
+        assert_eq!(pending, &format!("DSS job {job_id}"));
+        assert_eq!(*retry_after, Duration::from_secs(2));
+        // No finalizer removal (nor anything else) was asked.
+        within("the apiserver scenario", apiserver).await.unwrap().done();
+        assert_eq!(dss.requests(ABORT).await, 1);
+        assert_eq!(dss.jobs().await, vec![(job_id, "ABORTED".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn past_the_finalizer_timeout_an_unreachable_dss_releases_the_finalizer_with_a_warning() {
+        let build = DatasetBuild::test()
+            .finalized()
+            .with_job("build_slow_2030-01-01T00-00-00.000", JobState::Running)
+            .deleted_ago(601);
+        let s = setup(&unreachable_dss(), Timestamp::now());
+        let b = build.clone();
+        let apiserver = s.apiserver.run(|v| async move {
+            let (v, event) = v.event_create(&b).await;
+            assert_eq!(
+                (event.type_.as_str(), event.reason.as_str(), event.action.as_str()),
+                ("Warning", "FinalizerReleased", "ReleaseFinalizer")
+            );
+            let expected =
+                "could not abort DSS job build_slow_2030-01-01T00-00-00.000 within the finalizer timeout";
+            assert!(event.note.starts_with(expected), "{}", event.note);
+            v.finalizer_removal(&b).await
+        });
+        let action = reconcile_once(&build, &s.ctx).await.unwrap();
+        assert_eq!(action, Action::await_change());
+        within("the apiserver scenario", apiserver).await.unwrap().done();
+        let metrics = s.ctx.shared.metrics.encode();
+        let forced = "kube_dss_finalizer_forced_releases_total{reason=\"DssUnreachable\"} 1";
+        assert!(metrics.contains(forced), "{metrics}");
+    }
+
+    #[tokio::test]
+    async fn a_finished_job_whose_status_write_conflicts_publishes_nothing_and_requeues() {
+        let dss = Dss::start().await;
+        let base = DatasetBuild::test().building("instant");
+        let job_id = dss.start_job(&base).await;
+        let build = base.finalized().with_job(&job_id, JobState::Running);
+        let s = setup(&dss.emulator.base_url(), Timestamp::now());
+        let b = build.clone();
+        let apiserver = s.apiserver.run(|v| async move {
+            let (v, written) = v.status_apply(&b, "1", Reply::Conflict).await;
+            assert_eq!(
+                (&written["phase"], &written["state"]),
+                (&json!("Succeeded"), &json!("DONE"))
+            );
+            v
+        });
+        let action = reconcile_once(&build, &s.ctx).await.unwrap();
+        assert_eq!(action, Action::requeue(Duration::from_millis(500)));
+        // No JobSucceeded event: the newer copy is reconciled next and sees the transition again.
+        within("the apiserver scenario", apiserver).await.unwrap().done();
+        let metrics = s.ctx.shared.metrics.encode();
+        assert!(
+            !metrics.contains("kube_dss_job_duration_seconds_count{"),
+            "{metrics}"
+        );
+    }
+
+    /// Latest, as another writer left it: labelled, status as the start request recorded it.
+    fn labelled(build: &DatasetBuild, status: &Value, rv: &str) -> DatasetBuild {
+        let mut latest = build.clone().with_status_json(status).at(rv);
+        latest.labels_mut().insert("team".into(), "a".into());
+        latest
+    }
+
+    #[tokio::test]
+    async fn a_start_whose_job_write_conflicts_writes_the_job_again_on_the_newest_version() {
+        let dss = Dss::start().await;
+        let s = setup(&dss.emulator.base_url(), Timestamp::now());
+        let build = DatasetBuild::test().finalized();
+        let (b, admin) = (build.clone(), dss.admin.clone());
+        let apiserver = s.apiserver.run(|v| async move {
+            let (v, recorded) = v.status_apply(&b, "1", Reply::Applied("2")).await;
+            let (v, written) = v.status_apply(&b, "2", Reply::Conflict).await;
+            let job_id = written["jobId"].as_str().unwrap().to_string();
+            let v = v.status_get(&labelled(&b, &recorded, "3")).await;
+            let (v, rewritten) = v.status_apply(&b, "3", Reply::Applied("4")).await;
+            assert_eq!(rewritten, written, "the same status, on the newest version");
+            let jobs = admin.project_jobs("PROJ").await.unwrap();
+            assert_eq!(jobs.len(), 1, "one start, never sent again");
+            assert_eq!(jobs[0].id, job_id);
+            let (v, event) = v.event_create(&b).await;
+            assert_eq!(event.reason, "JobStarted");
+            v
+        });
+        let action = reconcile_once(&build, &s.ctx).await.unwrap();
+        assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+        within("the apiserver scenario", apiserver).await.unwrap().done();
+        assert_eq!(dss.requests(START).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_start_whose_request_was_replaced_meanwhile_is_not_written_over() {
+        let dss = Dss::start().await;
+        let s = setup(&dss.emulator.base_url(), Timestamp::now());
+        let build = DatasetBuild::test().finalized();
+        let b = build.clone();
+        let apiserver = s.apiserver.run(|v| async move {
+            let (v, mut recorded) = v.status_apply(&b, "1", Reply::Applied("2")).await;
+            let (v, _) = v.status_apply(&b, "2", Reply::Conflict).await;
+            // Another writer recorded a start request of its own since.
+            recorded["startRequest"]["requestedAt"] = json!("2030-01-01T00:00:00Z");
+            v.status_get(&labelled(&b, &recorded, "3")).await
+        });
+        let err = reconcile_once(&build, &s.ctx).await.unwrap_err();
+        assert!(err.is_conflict(), "{err:?}");
+        // Neither a write over the other request nor an event.
+        within("the apiserver scenario", apiserver).await.unwrap().done();
+        assert_eq!(dss.requests(START).await, 1);
+    }
+}
