@@ -40,5 +40,5 @@ conformance: ## the official Python client against the emulator
 chart-check: ## helm lint/template, apply to the real apiserver, RBAC checks
 	hack/chart-check.sh
 
-gitops-check: ## kstatus and Argo CD health.lua on the fixtures
+gitops-check: ## kstatus, Argo CD health and resource action tests
 	hack/gitops-check.sh

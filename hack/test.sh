@@ -33,6 +33,6 @@ hack/conformance.sh
 step "Helm chart: lint, template, server-side apply, RBAC as the ServiceAccount"
 KEEP_CLUSTER=1 hack/chart-check.sh
 
-step "GitOps health: kstatus and Argo CD health.lua"
+step "GitOps: kstatus, Argo CD health checks and resource actions"
 hack/gitops-check.sh
 step "all checks passed"
