@@ -382,3 +382,30 @@ where
     let obj = api.get_opt(name).await.ok().flatten();
     panic!("{name} still exists: {:?}", obj.map(|o| o.finalizers().to_vec()));
 }
+
+/// A kubeconfig for a ServiceAccount, with a token from the TokenRequest API; its context's namespace
+/// is the ServiceAccount's.
+pub fn sa_kubeconfig(ns: &str, sa: &str) -> PathBuf {
+    let out = kubectl(&["create", "token", sa, "-n", ns, "--duration", "2h"]);
+    assert!(
+        out.status.success(),
+        "create token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let admin: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(control_plane()).unwrap()).unwrap();
+    let cluster = admin["clusters"][0]["cluster"].clone();
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": sa, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": sa, "namespace": ns}}],
+        "current-context": "sa",
+    });
+    let dir = repo().join("target/test-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("kubeconfig-{ns}-{sa}"));
+    std::fs::write(&path, serde_json::to_string(&kubeconfig).unwrap()).unwrap();
+    path
+}
