@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Event;
 
 use crate::{
     cli::output::table,
-    crd::{DSSConnection, DatasetBuild},
+    crd::{DSSConnection, DatasetBuild, DatasetBuildStatus},
 };
 
 /// Events shown: the last ones.
@@ -31,13 +31,15 @@ pub(super) enum ConnectionInfo {
     },
 }
 
-/// One event about the build.
+/// One event about the build. Repeats (same type, reason and action within a few minutes) are one
+/// Event with a count, whose note is the first one's and whose time is the last one's.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct EventLine {
     pub time: Option<Timestamp>,
     pub type_: String,
     pub reason: String,
     pub note: String,
+    pub count: i32,
 }
 
 impl EventLine {
@@ -56,6 +58,7 @@ impl EventLine {
             type_: e.type_.clone().unwrap_or_default(),
             reason: e.reason.clone().unwrap_or_default(),
             note: e.message.clone().unwrap_or_default(),
+            count: e.series.as_ref().and_then(|s| s.count).or(e.count).unwrap_or(1),
         }
     }
 }
@@ -130,8 +133,15 @@ fn connection_line(info: &ConnectionInfo) -> String {
 
 /// Writes the screen.
 pub(super) fn render(out: &mut dyn Write, s: &StatusScreen<'_>) -> io::Result<()> {
+    let status = s.build.status.clone().unwrap_or_default();
+    write_fields(out, s, &status)?;
+    write_conditions(out, s, &status)?;
+    write_events(out, s)
+}
+
+/// The build, its job, connection, outputs, times and failure, one per line.
+fn write_fields(out: &mut dyn Write, s: &StatusScreen<'_>, status: &DatasetBuildStatus) -> io::Result<()> {
     let b = s.build;
-    let status = b.status.clone().unwrap_or_default();
     let ns = b.metadata.namespace.as_deref().unwrap_or_default();
     let name = b.metadata.name.as_deref().unwrap_or_default();
     let phase = status.phase.map_or("-", |p| p.as_str());
@@ -206,6 +216,14 @@ pub(super) fn render(out: &mut dyn Write, s: &StatusScreen<'_>) -> io::Result<()
         }
     }
 
+    Ok(())
+}
+
+fn write_conditions(
+    out: &mut dyn Write,
+    s: &StatusScreen<'_>,
+    status: &DatasetBuildStatus,
+) -> io::Result<()> {
     writeln!(out, "\nConditions:")?;
     if status.conditions.is_empty() {
         writeln!(out, "  none yet")?;
@@ -226,6 +244,11 @@ pub(super) fn render(out: &mut dyn Write, s: &StatusScreen<'_>) -> io::Result<()
         table(out, &["  TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], &rows)?;
     }
 
+    Ok(())
+}
+
+/// The last events, oldest first.
+fn write_events(out: &mut dyn Write, s: &StatusScreen<'_>) -> io::Result<()> {
     match s.events {
         Err(why) => writeln!(out, "\nEvents: {why}")?,
         Ok(events) if events.is_empty() => writeln!(out, "\nEvents: none")?,
@@ -240,8 +263,16 @@ pub(super) fn render(out: &mut dyn Write, s: &StatusScreen<'_>) -> io::Result<()
                     vec![
                         format!("  {}", e.time.map_or_else(|| "-".to_owned(), |t| age(s.now, t))),
                         e.type_.clone(),
-                        e.reason.clone(),
-                        cell(&e.note, MESSAGE),
+                        if e.count > 1 {
+                            format!("{} x{}", e.reason, e.count)
+                        } else {
+                            e.reason.clone()
+                        },
+                        if e.count > 1 {
+                            cell(&format!("(first) {}", e.note), MESSAGE)
+                        } else {
+                            cell(&e.note, MESSAGE)
+                        },
                     ]
                 })
                 .collect();
@@ -334,6 +365,7 @@ mod tests {
                 type_: "Normal".into(),
                 reason: format!("R{i}"),
                 note: format!("note {i}"),
+                count: if i == 6 { 3 } else { 1 },
             })
             .collect();
         let connection = ConnectionInfo::Named {
@@ -366,7 +398,8 @@ mod tests {
             "  | l7\n",
             "  Stalled  True    JobFailed  5m   DSS job build_cat_NP_1 FAILED",
             "Events (last 5 of 7):",
-            "  4m   Normal  R6      note 6",
+            "  5m   Normal  R5      note 5",
+            "  4m   Normal  R6 x3   (first) note 6",
         ] {
             assert!(text.contains(want), "no {want:?} in\n{text}");
         }
