@@ -42,12 +42,7 @@ apiKeys:
 "#;
 
 async fn emulator() -> (emulator::Handle, AdminClient) {
-    let emu = emulator::spawn(
-        emulator::Config::from_yaml(EMULATOR).unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let emu = harness::emulator(EMULATOR).await;
     let admin = AdminClient::new(emu.base_url());
     (emu, admin)
 }

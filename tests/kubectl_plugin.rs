@@ -17,7 +17,7 @@ use harness::{Operator, TestNs, wait_for};
 use kube::api::PostParams;
 use kube_dss::{
     crd::{DatasetBuild, Phase},
-    emulator::{self, admin::AdminClient},
+    emulator::admin::AdminClient,
 };
 use serde_json::json;
 
@@ -97,12 +97,7 @@ fn text(out: &Output) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_dss_status_logs_rerun_and_abort_with_the_users_rbac() {
-    let emu = emulator::spawn(
-        emulator::Config::from_yaml(EMULATOR).unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let emu = harness::emulator(EMULATOR).await;
     let admin = AdminClient::new(emu.base_url());
     let client = harness::client().await;
     let ns = TestNs::new(&client, "e2e-plugin").await;

@@ -4,7 +4,7 @@
 //! - [`control_plane`] starts (or reuses) the control plane once per test binary and installs `crds/`.
 //! - [`TestNs`] gives each test its own namespace, removed by [`TestNs::cleanup`].
 //! - [`Operator`] runs `kube-dss controller` as a real process (so tests can SIGKILL it), logging to
-//!   a file under `target/test-logs/`.
+//!   a file under `target/test-logs/`; [`emulator`] starts the DSS emulator in the test process.
 // Test support: a failed set-up step should stop the test loudly, so unwrap is the right tool here.
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -333,6 +333,16 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The DSS emulator with a YAML configuration, on a free loopback port.
+pub async fn emulator(yaml: &str) -> kube_dss::emulator::Handle {
+    kube_dss::emulator::spawn(
+        kube_dss::emulator::Config::from_yaml(yaml).unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap()
 }
 
 /// A free TCP port on loopback.
