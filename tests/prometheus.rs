@@ -301,18 +301,18 @@ async fn every_dashboard_query_and_alert_expression_returns_series_from_a_real_p
         })
     })
     .await;
-    // Enough scrapes after the last change for every rate and every rule evaluation to see it: ten
-    // samples of the failed build.
+    // Enough scrapes after the last change for every rate and every rule evaluation to see it: the
+    // failed build read 1 in each of at least five scrapes of the last six seconds.
     let scraped = format!(
-        "count_over_time(kube_dss_builds{{namespace=\"{}\", phase=\"Failed\"}}[1m]) >= 10 \
-         and kube_dss_builds{{phase=\"Failed\"}} == 1",
-        ns.name
+        "min_over_time(kube_dss_builds{{namespace=\"{ns}\", phase=\"Failed\"}}[6s]) == 1 \
+         and count_over_time(kube_dss_builds{{namespace=\"{ns}\", phase=\"Failed\"}}[6s]) >= 5",
+        ns = ns.name
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     while prom.query(&scraped).await.is_empty() {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "Prometheus never scraped the failed build ten times"
+            "Prometheus never scraped the failed build five times"
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -399,17 +399,24 @@ async fn every_dashboard_query_and_alert_expression_returns_series_from_a_real_p
             rule["name"]
         );
     }
-    let alerts = prom.api("alerts", &[]).await;
-    for name in ["KubeDssConnectionNotReady", "KubeDssBuildsFailed"] {
+    // Rules are evaluated every second, on their own schedule: allow a few rounds.
+    let active = |alerts: &Value, name: &str| {
+        alerts["alerts"].as_array().unwrap().iter().any(|a| {
+            a["labels"]["alertname"] == name && matches!(a["state"].as_str(), Some("pending" | "firing"))
+        })
+    };
+    let wanted = ["KubeDssConnectionNotReady", "KubeDssBuildsFailed"];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let alerts = prom.api("alerts", &[]).await;
+        if wanted.iter().all(|name| active(&alerts, name)) {
+            break;
+        }
         assert!(
-            alerts["alerts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|a| a["labels"]["alertname"] == name
-                    && matches!(a["state"].as_str(), Some("pending" | "firing"))),
-            "{name} is not active in Prometheus: {alerts}"
+            tokio::time::Instant::now() < deadline,
+            "{wanted:?} are not all active in Prometheus: {alerts}"
         );
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
     drop(prom);
