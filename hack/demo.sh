@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the local control plane, the DSS emulator (examples/emulator.yaml on 127.0.0.1:11200),
 # the operator watching namespace kube-dss-demo, and the two example builds of examples/demo/.
-# Shows their status changing until one Succeeded and one Failed, then the failure's log tail.
+# Shows their status changing until one Succeeded and one Failed, then the kubectl plugin at work:
+# `kubectl dss status` and `logs` of the failed build, `rerun` of the other, and a refused `abort`.
 # `make demo-down` stops the emulator and the operator.
 set -euo pipefail
 
@@ -65,17 +66,33 @@ for _ in $(seq 1 60); do
 done
 "$kubectl" -n "$ns" wait --for=condition=Succeeded dsb/orders-clean --timeout=60s
 echo
-echo "demo: why customers-scored failed (status.failure):"
-"$kubectl" -n "$ns" get dsb customers-scored -o jsonpath='{.status.failure.reason}: {.status.failure.message}{"\n"}{.status.failure.logTail}{"\n"}'
+# kubectl dss: the same binary on PATH as kubectl-dss, which kubectl runs as its plugin.
+mkdir -p "$demo/bin"
+ln -sf "$bin" "$demo/bin/kubectl-dss"
+export PATH="$demo/bin:$PATH"
+dss() { echo "\$ kubectl dss $*"; "$kubectl" dss "$@"; echo; }
+echo "demo: kubectl dss (the kube-dss binary installed as kubectl-dss on PATH)"
 echo
-echo "demo: events:"
-"$kubectl" -n "$ns" get events --sort-by=.metadata.creationTimestamp -o custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message | cut -c1-160
+dss status customers-scored -n "$ns"
+dss logs customers-scored -n "$ns"
+dss rerun orders-clean -n "$ns"
+stamp="$("$kubectl" -n "$ns" get dsb orders-clean -o jsonpath='{.metadata.annotations.kube-dss\.dev/rerun}')"
+for _ in $(seq 1 60); do
+  handled="$("$kubectl" -n "$ns" get dsb orders-clean -o jsonpath='{.status.lastHandledRerunAnnotation}/{.status.phase}')"
+  [ "$handled" = "$stamp/Succeeded" ] && break
+  sleep 1
+done
+dss status orders-clean -n "$ns"
+echo "\$ kubectl dss abort orders-clean -n $ns    # refused: no job is running"
+"$kubectl" dss abort orders-clean -n "$ns" || echo "(exit $?)"
 cat <<MSG
 
 demo: done. Explore with:
   export KUBECONFIG=$KUBECONFIG
   $kubectl -n $ns get dsb,dssconn
-  $kubectl -n $ns patch dsb orders-clean --type merge -p '{"spec":{"rerunToken":"again"}}'   # build again
+  export PATH=$demo/bin:\$PATH                      # kubectl dss
+  kubectl dss status orders-clean -n $ns
+  kubectl dss rerun orders-clean -n $ns              # or change spec.rerunToken: build again
   $bin jobs --url http://127.0.0.1:11200 --api-key demo-operator-key list --project ANALYTICS
   curl -s http://127.0.0.1:18080/metrics | grep kube_dss_
 Stop with: make demo-down && make cluster-down

@@ -1,4 +1,5 @@
-//! The `kube-dss jobs` command line: the DSS jobs API from a shell.
+//! The `kube-dss jobs` command line: the DSS jobs API from a shell. [`plugin`] is `kubectl dss`, the
+//! same binary as a kubectl plugin.
 //!
 //! Each subcommand is one or a few [`DssClient`] calls; output goes to a writer (stdout in the binary)
 //! so that it can be tested, errors go to stderr as one line, and the exit code says how a job ended
@@ -6,6 +7,7 @@
 
 mod args;
 mod output;
+pub mod plugin;
 
 use std::{io::Write, path::Path, process::ExitCode};
 

@@ -1,8 +1,13 @@
 //! Prometheus metrics of the operator (prometheus-client, OpenMetrics text on `/metrics`).
 //! Every label value comes from a closed set: phases, DSS operations, status classes, error
-//! categories. Never object names, ids or error text.
+//! categories, condition reasons. Never object names, ids or error text.
+//!
+//! Series whose label values are known in advance are created at zero when the operator starts, so
+//! that `rate()` and `increase()` in the chart's alerts see the first event (a counter series that
+//! appears at 1 has no earlier sample to grow from) and dashboards show zeros rather than gaps.
 
 use std::{
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -16,7 +21,7 @@ use prometheus_client::{
 use kube::runtime::reflector::Store;
 
 use crate::{
-    crd::{DatasetBuild, Phase},
+    crd::{DSSConnection, DatasetBuild, Phase},
     dss::{Operation, Outcome, RequestObserver},
     sync::lock,
 };
@@ -57,6 +62,29 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    ready: &'static str,
+    /// The reason of the Ready condition, as the operator wrote it (from its closed set).
+    reason: String,
+}
+
+/// Buckets of `job_duration_seconds`: a second to six hours.
+const JOB_DURATION_BUCKETS: [f64; 11] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0,
+];
+
+/// Buckets of `dss_request_duration_seconds`: 5 ms to 30 s.
+const DSS_LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The outcomes of `job_finished`.
+const JOB_OUTCOMES: [&str; 3] = ["done", "failed", "aborted"];
+
+/// The reasons of `finalizer_forced`.
+const FORCED_RELEASE_REASONS: [&str; 3] = ["AbortUnconfirmed", "CredentialsUnavailable", "DssUnreachable"];
+
 /// The operator's metrics.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -74,6 +102,11 @@ pub(crate) struct Metrics {
     jobs_adopted: Counter,
     finalizer_forced: Family<ReasonLabel, Counter>,
     leader: Gauge,
+    connections: Family<ConnectionLabels, Gauge>,
+    /// The DSSConnection caches of every watch scope, counted when scraped.
+    connection_stores: Mutex<Vec<Store<DSSConnection>>>,
+    /// Every (ready, reason) pair seen: a pair no connection has any more reads 0.
+    connection_labels: Mutex<HashSet<ConnectionLabels>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -91,88 +124,110 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric family under the `kube_dss` prefix.
     pub(crate) fn new() -> Self {
-        let mut r = Registry::with_prefix("kube_dss");
-        let job_buckets = || {
-            Histogram::new([
-                1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0,
-            ])
-        };
-        let request_buckets = || {
-            Histogram::new([
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ])
-        };
-        Self {
-            builds: registered(&mut r, "builds", "DatasetBuilds by phase", Family::default()),
+        let mut registry = Registry::with_prefix("kube_dss");
+        let r = &mut registry;
+        let metrics = Self {
+            builds: register(r, "builds", "DatasetBuilds by phase", Family::default()),
             build_stores: Mutex::new(Vec::new()),
-            job_duration: registered(
-                &mut r,
+            job_duration: register(
+                r,
                 "job_duration_seconds",
                 "Duration of DSS jobs from start request to terminal state, by outcome",
-                Family::new_with_constructor(job_buckets),
+                Family::new_with_constructor(|| Histogram::new(JOB_DURATION_BUCKETS)),
             ),
-            dss_requests: registered(
-                &mut r,
+            dss_requests: register(
+                r,
                 "dss_requests",
                 "DSS API requests by operation and status class",
                 Family::default(),
             ),
-            dss_latency: registered(
-                &mut r,
+            dss_latency: register(
+                r,
                 "dss_request_duration_seconds",
                 "DSS API request latency",
-                Family::new_with_constructor(request_buckets),
+                Family::new_with_constructor(|| Histogram::new(DSS_LATENCY_BUCKETS)),
             ),
-            dss_throttled: registered(
-                &mut r,
+            dss_throttled: register(
+                r,
                 "dss_throttled",
                 "DSS API requests that waited for the connection's budget",
                 Family::default(),
             ),
-            reconciles: registered(
-                &mut r,
-                "reconciles",
-                "Reconciles by controller",
-                Family::default(),
-            ),
-            reconcile_errors: registered(
-                &mut r,
+            reconciles: register(r, "reconciles", "Reconciles by controller", Family::default()),
+            reconcile_errors: register(
+                r,
                 "reconcile_errors",
                 "Reconcile errors by category",
                 Family::default(),
             ),
-            start_outcome_unknown: registered(
-                &mut r,
+            start_outcome_unknown: register(
+                r,
                 "start_outcome_unknown",
                 "Start requests whose outcome could not be resolved (several matching DSS jobs)",
                 Counter::default(),
             ),
-            jobs_started: registered(&mut r, "jobs_started", "DSS jobs started", Counter::default()),
-            jobs_adopted: registered(
-                &mut r,
+            jobs_started: register(r, "jobs_started", "DSS jobs started", Counter::default()),
+            jobs_adopted: register(
+                r,
                 "jobs_adopted",
                 "DSS jobs adopted after a start whose response was lost",
                 Counter::default(),
             ),
-            finalizer_forced: registered(
-                &mut r,
+            finalizer_forced: register(
+                r,
                 "finalizer_forced_releases",
                 "Finalizers released without DSS confirming the abort, by reason",
                 Family::default(),
             ),
-            leader: registered(
-                &mut r,
+            leader: register(
+                r,
                 "leader",
                 "1 while this replica holds the leader lease",
                 Gauge::default(),
             ),
-            registry: r,
+            connections: register(
+                r,
+                "connections",
+                "DSSConnections by their Ready condition (true, false) and its reason",
+                Family::default(),
+            ),
+            connection_stores: Mutex::new(Vec::new()),
+            connection_labels: Mutex::new(HashSet::new()),
+            registry,
+        };
+        metrics.create_known_series();
+        metrics
+    }
+
+    /// Creates at zero every series whose labels come from a set known in advance.
+    fn create_known_series(&self) {
+        for phase in Phase::ALL {
+            let _ = self.builds.get_or_create(&PhaseLabel {
+                phase: phase.as_str(),
+            });
+        }
+        for outcome in JOB_OUTCOMES {
+            let _ = self.job_duration.get_or_create(&OutcomeLabel { outcome });
+        }
+        for operation in Operation::ALL {
+            let operation = operation.as_str();
+            for outcome in Outcome::ALL {
+                let _ = self.dss_requests.get_or_create(&DssLabels {
+                    operation,
+                    status_class: outcome.as_str(),
+                });
+            }
+            let _ = self.dss_throttled.get_or_create(&OperationLabel { operation });
+        }
+        for reason in FORCED_RELEASE_REASONS {
+            let _ = self.finalizer_forced.get_or_create(&ReasonLabel { reason });
         }
     }
 
     /// The OpenMetrics text of every metric.
     pub(crate) fn encode(&self) -> String {
         self.count_phases();
+        self.count_connections();
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -183,6 +238,11 @@ impl Metrics {
     /// Counts the builds of `store` in the phase gauge (at every scrape).
     pub(crate) fn watch_builds(&self, store: Store<DatasetBuild>) {
         lock(&self.build_stores).push(store);
+    }
+
+    /// Counts the connections of `store` in the connections gauge (at every scrape).
+    pub(crate) fn watch_connections(&self, store: Store<DSSConnection>) {
+        lock(&self.connection_stores).push(store);
     }
 
     /// Sets the phase gauge from the caches: derived when scraped, never kept per build.
@@ -201,6 +261,32 @@ impl Metrics {
             self.builds
                 .get_or_create(&PhaseLabel { phase: p.as_str() })
                 .set(n);
+        }
+    }
+
+    /// Sets the connections gauge from the caches, by their Ready condition and its reason.
+    fn count_connections(&self) {
+        let mut seen = lock(&self.connection_labels);
+        let mut counts: HashMap<ConnectionLabels, i64> = seen.iter().map(|l| (l.clone(), 0)).collect();
+        for store in lock(&self.connection_stores).iter() {
+            for conn in store.state() {
+                let ready = conn
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+                if let Some(c) = ready {
+                    let ready = if c.status == "True" { "true" } else { "false" };
+                    let labels = ConnectionLabels {
+                        ready,
+                        reason: c.reason.clone(),
+                    };
+                    *counts.entry(labels).or_default() += 1;
+                }
+            }
+        }
+        for (labels, n) in counts {
+            self.connections.get_or_create(&labels).set(n);
+            seen.insert(labels);
         }
     }
 
@@ -251,8 +337,8 @@ impl Metrics {
     }
 }
 
-/// Registers `metric` and returns it (a family shares its state with its clones).
-fn registered<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+/// Registers a metric under `name` and returns it (metrics are shared handles).
+fn register<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
 where
     M: prometheus_client::registry::Metric + Clone,
 {
@@ -295,32 +381,105 @@ impl RequestObserver for DssObserver {
 mod tests {
     use super::*;
 
+    use kube::runtime::watcher::Event;
+
+    fn object<K: serde::de::DeserializeOwned>(
+        kind: &str,
+        name: &str,
+        spec: serde_json::Value,
+        status: serde_json::Value,
+    ) -> K {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "kube-dss.dev/v1alpha1", "kind": kind,
+            "metadata": {"name": name, "namespace": "ns"}, "spec": spec, "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn build(name: &str, phase: &str) -> DatasetBuild {
+        object(
+            "DatasetBuild",
+            name,
+            serde_json::json!({"projectKey": "P", "outputs": [{"id": "d"}]}),
+            serde_json::json!({"phase": phase}),
+        )
+    }
+
+    fn connection(name: &str, ready: &str, reason: &str) -> DSSConnection {
+        let spec = serde_json::json!({"url": "https://dss", "apiKeySecretRef": {"name": "s", "key": "k"}});
+        let condition = serde_json::json!({"type": "Ready", "status": ready, "reason": reason, "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"});
+        object(
+            "DSSConnection",
+            name,
+            spec,
+            serde_json::json!({"conditions": [condition]}),
+        )
+    }
+
     #[test]
     fn phases_are_counted_from_the_build_caches_when_scraped() {
-        use kube::runtime::watcher::Event;
         let m = Metrics::new();
         let (store, mut writer) = kube::runtime::reflector::store::<DatasetBuild>();
-        let build = |name: &str, phase: Phase| -> DatasetBuild {
-            let mut b: DatasetBuild = serde_json::from_value(serde_json::json!({
-                "apiVersion": "kube-dss.dev/v1alpha1", "kind": "DatasetBuild",
-                "metadata": {"name": name, "namespace": "ns"},
-                "spec": {"projectKey": "P", "outputs": [{"id": "d"}]},
-            }))
-            .unwrap();
-            b.status = Some(crate::crd::DatasetBuildStatus {
-                phase: Some(phase),
-                ..Default::default()
-            });
-            b
-        };
-        writer.apply_watcher_event(&Event::Apply(build("a", Phase::Running)));
-        writer.apply_watcher_event(&Event::Apply(build("b", Phase::Running)));
-        writer.apply_watcher_event(&Event::Apply(build("a", Phase::Succeeded)));
+        writer.apply_watcher_event(&Event::Apply(build("a", "Running")));
+        writer.apply_watcher_event(&Event::Apply(build("b", "Running")));
+        writer.apply_watcher_event(&Event::Apply(build("a", "Succeeded")));
         m.watch_builds(store);
         let text = m.encode();
         assert!(text.contains("kube_dss_builds{phase=\"Succeeded\"} 1"), "{text}");
         assert!(text.contains("kube_dss_builds{phase=\"Running\"} 1"), "{text}");
-        writer.apply_watcher_event(&Event::Delete(build("b", Phase::Running)));
+        writer.apply_watcher_event(&Event::Delete(build("b", "Running")));
         assert!(m.encode().contains("kube_dss_builds{phase=\"Running\"} 0"));
+    }
+
+    #[test]
+    fn connections_are_counted_by_ready_and_reason() {
+        let m = Metrics::new();
+        let (store, mut writer) = kube::runtime::reflector::store::<DSSConnection>();
+        m.watch_connections(store);
+        writer.apply_watcher_event(&Event::Apply(connection("a", "True", "Authenticated")));
+        writer.apply_watcher_event(&Event::Apply(connection("b", "False", "Unauthorized")));
+        let text = m.encode();
+        assert!(
+            text.contains("kube_dss_connections{ready=\"true\",reason=\"Authenticated\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kube_dss_connections{ready=\"false\",reason=\"Unauthorized\"} 1"),
+            "{text}"
+        );
+        // A fixed key moves the connection; the old pair reads 0.
+        writer.apply_watcher_event(&Event::Apply(connection("b", "True", "Authenticated")));
+        let text = m.encode();
+        assert!(
+            text.contains("kube_dss_connections{ready=\"true\",reason=\"Authenticated\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kube_dss_connections{ready=\"false\",reason=\"Unauthorized\"} 0"),
+            "{text}"
+        );
+        // A deleted connection is forgotten.
+        writer.apply_watcher_event(&Event::Delete(connection("a", "True", "Authenticated")));
+        assert!(
+            m.encode()
+                .contains("kube_dss_connections{ready=\"true\",reason=\"Authenticated\"} 1")
+        );
+    }
+
+    #[test]
+    fn known_series_exist_at_zero_before_any_event() {
+        let text = Metrics::new().encode();
+        for line in [
+            "kube_dss_builds{phase=\"Failed\"} 0",
+            "kube_dss_dss_requests_total{operation=\"get_status\",status_class=\"429\"} 0",
+            "kube_dss_dss_throttled_total{operation=\"start_job\"} 0",
+            "kube_dss_finalizer_forced_releases_total{reason=\"DssUnreachable\"} 0",
+            "kube_dss_job_duration_seconds_count{outcome=\"failed\"} 0",
+            "kube_dss_start_outcome_unknown_total 0",
+            "kube_dss_leader 0",
+        ] {
+            assert!(text.contains(line), "no {line} in\n{text}");
+        }
     }
 }

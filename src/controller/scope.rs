@@ -65,6 +65,7 @@ pub(crate) fn run(
     // which is most of an object's size once it has a status (memory with many finished builds).
     let (build_store, writer) = kube::runtime::reflector::store();
     common.metrics.watch_builds(build_store.clone());
+    common.metrics.watch_connections(conn_store.clone());
     let trigger = watcher(builds, wc.clone())
         .default_backoff()
         .modify(|b: &mut DatasetBuild| {

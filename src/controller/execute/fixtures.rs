@@ -704,10 +704,11 @@ mod tests {
         // No JobSucceeded event: the newer copy is reconciled next and sees the transition again.
         within("the apiserver scenario", apiserver).await.unwrap().done();
         let metrics = s.ctx.shared.metrics.encode();
-        assert!(
-            !metrics.contains("kube_dss_job_duration_seconds_count{"),
-            "{metrics}"
-        );
+        // Known series start at zero: nothing was counted for the job.
+        for outcome in ["done", "failed", "aborted"] {
+            let zero = format!("kube_dss_job_duration_seconds_count{{outcome=\"{outcome}\"}} 0");
+            assert!(metrics.contains(&zero), "{metrics}");
+        }
     }
 
     /// Latest, as another writer left it: labelled, status as the start request recorded it.
