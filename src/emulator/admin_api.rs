@@ -16,12 +16,12 @@ use serde_json::json;
 
 use super::{
     admin::{FinishRequest, FinishState, KeySpec},
-    api::{ApiError, P, error_type},
     catalog::{ApiKey, check_key},
     config::ApiKeyConfig,
     faults::Faults,
-    server::{AppState, lock},
     sim::{Finish, JobError, JobState},
+    state::{AppState, lock},
+    wire::{ApiError, P, error_type},
 };
 
 pub(crate) fn router() -> Router<Arc<AppState>> {

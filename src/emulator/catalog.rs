@@ -8,8 +8,8 @@ use std::{
 };
 
 use super::{
-    Error,
     config::{ApiKeyConfig, BuildSpec, Config, DimensionConfig, ObjectConfig, Outcome, ProjectConfig},
+    error::Error,
 };
 
 /// Build time used when nothing in the config sets one.

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Error, faults::Faults};
+use super::{error::Error, faults::Faults};
 
 /// The whole emulator configuration (YAML or JSON, camelCase keys).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -34,7 +34,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses a configuration from YAML (JSON is YAML too) and checks that it is consistent.
+    /// Parses a configuration from YAML (JSON is YAML too) and reads its `apiKeyFile`. Its
+    /// consistency (flow, keys, rates) is checked when the emulator is started with it.
     pub fn from_yaml(text: &str) -> Result<Config, Error> {
         let mut config: Config = serde_yaml::from_str(text).map_err(Error::ParseConfig)?;
         if let Some(path) = &config.api_key_file {
@@ -52,9 +53,6 @@ impl Config {
                 ..ApiKeyConfig::default()
             });
         }
-        // Building the catalog is the consistency check: unknown recipe inputs, cycles, duplicate
-        // keys and bad permissions are reported here rather than at the first request.
-        super::catalog::Catalog::build(&config)?;
         Ok(config)
     }
 

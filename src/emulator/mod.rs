@@ -20,12 +20,16 @@
 pub mod admin;
 mod admin_api;
 mod api;
+mod auth;
 mod catalog;
 mod config;
+mod error;
 mod faults;
 mod server;
 mod sim;
+mod state;
 mod stats;
+mod wire;
 
 use std::{
     io::Write,
@@ -38,6 +42,7 @@ pub use config::{
     ApiKeyConfig, BuildSpec, Config, DimensionConfig, InstanceConfig, ObjectConfig, Outcome, ProjectConfig,
     RecipeConfig,
 };
+pub use error::Error;
 pub use faults::{DropMode, FaultCounters, Faults};
 pub use server::{Handle, spawn};
 pub use stats::Stats;
@@ -46,35 +51,6 @@ use crate::telemetry::{self, LogFormat};
 
 /// The example configuration, used when `--config` is not given.
 const EXAMPLE_CONFIG: &str = include_str!("../../examples/emulator.yaml");
-
-/// Errors of the emulator's set-up.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The config file could not be read.
-    #[error("cannot read the emulator config {path}")]
-    ReadConfig {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The config is not valid YAML for the expected structure.
-    #[error("the emulator config does not parse")]
-    ParseConfig(#[source] serde_yaml::Error),
-    /// The config parses but is inconsistent.
-    #[error("invalid emulator config: {0}")]
-    InvalidConfig(String),
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}")]
-    Bind {
-        /// The requested address.
-        addr: SocketAddr,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// Arguments of `kube-dss emulator`.
 #[derive(clap::Args, Debug)]
@@ -100,9 +76,8 @@ fn load(path: Option<&Path>, time_scale: Option<f64>) -> Result<Config, Error> {
         None => Config::from_yaml(EXAMPLE_CONFIG)?,
     };
     if let Some(scale) = time_scale {
+        // Checked with the rest of the configuration when the emulator starts.
         config.instance.time_scale = scale;
-        // Re-check: the override must be a valid time scale too.
-        catalog::Catalog::build(&config)?;
     }
     Ok(config)
 }

@@ -1,16 +1,12 @@
-//! The HTTP side: shared state, the fault and statistics layer of the DSS API, the router with
-//! both API prefixes, the scheduler task, and an HTTP/1.1 accept loop.
+//! The HTTP side: the fault and statistics layer of the DSS API, the router with both API prefixes
+//! and the admin API, the scheduler task, an HTTP/1.1 accept loop, and [`spawn`], which compiles the
+//! configuration into its catalog and starts all of it.
 //!
 //! The accept loop is hand-written (rather than `axum::serve`) for one fault: a connection reset.
 //! A handler marks its response with [`ResetConnection`], and the connection's service then
 //! returns an error, on which hyper closes the connection without writing any response.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -21,17 +17,18 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use hyper_util::rt::TokioIo;
-use tokio::{net::TcpListener, sync::Notify, sync::watch, task::JoinSet};
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tower::ServiceExt;
 
 use super::{
-    Error,
-    api::{self, ApiError, ROUTES, dropped, error_type, gateway_page, toggle_slash},
-    catalog::{ApiKey, Catalog},
+    admin_api,
+    api::{self, ROUTES},
+    catalog::Catalog,
     config::Config,
-    faults::{DropMode, FaultState, Verdict},
-    sim::{Clock, Sim},
-    stats::StatsState,
+    error::Error,
+    faults::{DropMode, Verdict},
+    state::{AppState, lock},
+    wire::{ApiError, ResetConnection, dropped, error_type, gateway_page, toggle_slash},
 };
 
 /// The documented API prefix, and the one the official Python client uses.
@@ -42,79 +39,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Request bodies above this size are refused (a job definition is a few hundred bytes).
 const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// Marks a response that must not be sent: the connection is closed instead.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ResetConnection;
-
-/// Locks a mutex, ignoring poisoning: every critical section leaves the state consistent, and a
-/// panic in one request must not take the whole emulator down.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Everything the handlers share.
-pub(crate) struct AppState {
-    pub(crate) config: Config,
-    pub(crate) catalog: Arc<Catalog>,
-    pub(crate) sim: Mutex<Sim>,
-    /// API keys by secret; the admin API adds and revokes keys at run time.
-    keys: RwLock<HashMap<String, ApiKey>>,
-    pub(crate) faults: Mutex<FaultState>,
-    pub(crate) stats: Mutex<StatsState>,
-    /// Wakes the scheduler when a job is created or finished early.
-    pub(crate) wake: Notify,
-}
-
-impl AppState {
-    pub(crate) fn new(config: Config) -> Result<AppState, Error> {
-        let catalog = Arc::new(Catalog::build(&config)?);
-        let keys = catalog
-            .keys
-            .iter()
-            .map(|k| (k.config.key.clone(), k.clone()))
-            .collect();
-        Ok(AppState {
-            sim: Mutex::new(Sim::new(catalog.clone(), &config.instance, Clock::new())),
-            faults: Mutex::new(FaultState::new(config.faults.clone())),
-            stats: Mutex::new(StatsState::default()),
-            keys: RwLock::new(keys),
-            catalog,
-            config,
-            wake: Notify::new(),
-        })
-    }
-
-    pub(crate) fn key(&self, secret: &str) -> Option<ApiKey> {
-        self.keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(secret)
-            .cloned()
-    }
-
-    /// Adds or replaces (by id) an API key.
-    pub(crate) fn put_key(&self, key: ApiKey) {
-        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
-        keys.retain(|_, k| k.config.id != key.config.id);
-        keys.insert(key.config.key.clone(), key);
-    }
-
-    /// Revokes the key with this id; returns whether it existed.
-    pub(crate) fn delete_key(&self, id: &str) -> bool {
-        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
-        let before = keys.len();
-        keys.retain(|_, k| k.config.id != id);
-        keys.len() != before
-    }
-
-    pub(crate) fn key_list(&self) -> Vec<ApiKey> {
-        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
-        let mut list: Vec<ApiKey> = keys.values().cloned().collect();
-        list.sort_by(|a, b| a.config.id.cmp(&b.config.id));
-        list
-    }
-}
 
 /// The stats key of a request: method and canonical route template, without the API prefix.
 fn route_key(method: &Method, matched: Option<&MatchedPath>) -> String {
@@ -212,7 +136,7 @@ pub(crate) fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .nest(PREFIXES[0], dss.clone())
         .nest(PREFIXES[1], dss)
-        .nest("/__emulator", super::admin_api::router())
+        .nest("/__emulator", admin_api::router())
         .fallback(fallback)
         .with_state(state)
 }
@@ -358,9 +282,12 @@ impl Handle {
 }
 
 /// Starts an emulator on `listen` (port 0 picks a free port) in tokio tasks. Dropping the
-/// returned handle also stops it.
+/// returned handle also stops it. The configuration is checked here, as it is compiled into the
+/// catalog: unknown recipe inputs, cycles, duplicate keys and bad rates are reported before
+/// anything listens.
 pub async fn spawn(config: Config, listen: SocketAddr) -> Result<Handle, Error> {
-    let state = Arc::new(AppState::new(config)?);
+    let catalog = Catalog::build(&config)?;
+    let state = Arc::new(AppState::new(config, catalog));
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| Error::Bind { addr: listen, source })?;
