@@ -19,8 +19,10 @@ use serde_json::{Map, Value, json};
 
 use super::{
     auth::Caller,
-    catalog::{ObjectType, Project},
-    sim::{BuildType, JobError, NewJob, Target},
+    catalog::{ObjectType, Project, Target},
+    faults::Lost,
+    config::BuildType,
+    sim::{JobError, NewJob, Origin, job_label, resolve_output},
     state::{AppState, lock},
     wire::{ApiError, P, Query, both, dropped, error_type, to_json},
 };
@@ -167,9 +169,8 @@ async fn list_jobs(
             .parse::<usize>()
             .map_err(|_| ApiError::bad_request(format!("Invalid limit: {v}")))?,
     };
-    let mut sim = lock(&st.sim);
-    let now = sim.now();
-    sim.advance(now);
+    let (world, _) = st.world();
+    let sim = &world.jobs;
     let take = if limit == 0 { usize::MAX } else { limit };
     let items: Vec<_> = sim
         .project_jobs(&pk)
@@ -186,9 +187,8 @@ async fn running_project(
 ) -> Result<Response, ApiError> {
     st.project(&pk)?;
     caller.require_any(&pk, LIST_PERMS)?;
-    let mut sim = lock(&st.sim);
-    let now = sim.now();
-    sim.advance(now);
+    let (world, _) = st.world();
+    let sim = &world.jobs;
     let items: Vec<_> = sim
         .active_jobs()
         .filter(|j| j.project == pk)
@@ -203,9 +203,8 @@ async fn running_all(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let all_users = Query::new(q).bool("allUsers")?.unwrap_or(true);
-    let mut sim = lock(&st.sim);
-    let now = sim.now();
-    sim.advance(now);
+    let (world, _) = st.world();
+    let sim = &world.jobs;
     let items: Vec<_> = sim
         .active_jobs()
         .filter(|j| LIST_PERMS.iter().any(|p| caller.key.can(&j.project, p)))
@@ -213,19 +212,6 @@ async fn running_all(
         .map(|j| j.list_item(&sim.clock))
         .collect();
     to_json(&items)
-}
-
-/// Makes a job-id fragment URL-safe: the client puts ids into paths without encoding them.
-fn id_safe(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// Reads a nullable string field (`null` and absent are the same).
@@ -338,27 +324,9 @@ async fn start_job(
                 )));
             }
         };
-        let spec_label = spec
-            .clone()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "NP".to_owned());
-        let partitions: Vec<String> = if obj.partitioned() {
-            let parts: Vec<String> = spec_label
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
-            if parts.is_empty() {
-                vec!["NP".to_owned()]
-            } else {
-                parts
-            }
-        } else {
-            vec!["NP".to_owned()]
-        };
+        let (spec_label, partitions) = obj.partitions_for(spec.as_deref());
         if i == 0 {
-            label = id_safe(&format!("{id}_{spec_label}"));
+            label = job_label(&id, &spec_label);
             first_output = id.clone();
         }
         if !obj.computable {
@@ -367,24 +335,19 @@ async fn start_job(
                 obj.ty.wire()
             ));
         }
-        item.insert("type".into(), json!(obj.ty.wire()));
-        item.insert("id".into(), json!(id));
-        item.insert("projectKey".into(), json!(okey));
-        item.insert("targetDataset".into(), json!(id));
-        item.insert("targetDatasetProjectKey".into(), json!(okey));
-        item.insert("targetPartition".into(), json!(spec_label));
+        resolve_output(&mut item, obj.ty, &id, &okey, &spec_label);
         normalized.push(Value::Object(item));
         targets.push(Target {
             project: okey,
             obj: obj_idx,
             partitions,
+            label: spec_label,
         });
     }
     def.insert("outputs".into(), Value::Array(normalized));
     let stored = {
-        let mut sim = lock(&st.sim);
-        let now = sim.now();
-        sim.advance(now);
+        let (mut world, now) = st.world();
+        let sim = &mut world.jobs;
         let activities = sim.plan(build, &targets);
         let note = if nothing.is_empty() {
             None
@@ -397,6 +360,7 @@ async fn start_job(
                     project: &pk,
                     def,
                     key_id: &caller.key.config.id,
+                    origin: Origin::Api,
                     label: &label,
                     first_output: &first_output,
                     activities,
@@ -409,7 +373,7 @@ async fn start_job(
         job.def.clone()
     };
     st.wake.notify_one();
-    if let Some(mode) = lock(&st.faults).drop_start() {
+    if let Some(mode) = lock(&st.faults).drop_response(Lost::JobStart) {
         tracing::info!(project = %pk, job = ?stored.get("id"), "dropping the start response (fault)");
         return Ok(dropped(mode));
     }
@@ -434,9 +398,8 @@ async fn job_status(
 ) -> Result<Response, ApiError> {
     st.project(&pk)?;
     caller.require(&pk, "MONITOR_JOBS")?;
-    let mut sim = lock(&st.sim);
-    let now = sim.now();
-    sim.advance(now);
+    let (world, _) = st.world();
+    let sim = &world.jobs;
     let job = sim
         .get(&pk, &id)
         .ok_or_else(|| job_error(&pk, &id, JobError::NotFound))?;
@@ -451,9 +414,8 @@ async fn abort_job(
     st.project(&pk)?;
     caller.require(&pk, "RUN_JOBS")?;
     let aborted = {
-        let mut sim = lock(&st.sim);
-        let now = sim.now();
-        sim.abort(&pk, &id, now).map_err(|e| job_error(&pk, &id, e))?
+        let (mut world, now) = st.world();
+        world.abort_job(&pk, &id, now).map_err(|e| job_error(&pk, &id, e))?
     };
     st.wake.notify_one();
     // Always a JSON body: the client parses it, and an empty answer or a 204 crashes it.
@@ -471,9 +433,8 @@ async fn job_log(
     let query = Query::new(q);
     let activity = query.get("activity").filter(|a| !a.is_empty());
     let text = {
-        let mut sim = lock(&st.sim);
-        let now = sim.now();
-        sim.advance(now);
+        let (mut world, now) = st.world();
+        let sim = &mut world.jobs;
         let job = sim
             .get(&pk, &id)
             .ok_or_else(|| job_error(&pk, &id, JobError::NotFound))?;
@@ -601,9 +562,8 @@ async fn dataset_info(
         "computable": p.objects[idx].computable,
     });
     let last = {
-        let mut sim = lock(&st.sim);
-        let now = sim.now();
-        sim.advance(now);
+        let (world, _) = st.world();
+        let sim = &world.jobs;
         sim.last_build(&pk, idx)
     };
     if let (Some((start, end, ok)), Some(o)) = (last, info.as_object_mut()) {
@@ -622,7 +582,7 @@ async fn dataset_partitions(
 ) -> Result<Response, ApiError> {
     let (p, idx) = dataset(&st, &caller, &pk, &name)?;
     let parts = if p.objects[idx].partitioned() {
-        lock(&st.sim).existing_partitions(&pk, idx)
+        st.world().0.jobs.existing_partitions(&pk, idx)
     } else {
         vec!["NP".to_owned()]
     };

@@ -22,14 +22,19 @@ mod admin_api;
 mod api;
 mod auth;
 mod catalog;
+mod clock;
 mod config;
 mod error;
 mod faults;
+mod scenario_api;
+mod scenario_view;
+mod scenarios;
 mod server;
 mod sim;
 mod state;
 mod stats;
 mod wire;
+mod world;
 
 use std::{
     io::Write,

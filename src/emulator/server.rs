@@ -22,7 +22,7 @@ use tower::ServiceExt;
 
 use super::{
     admin_api,
-    api::{self, ROUTES},
+    api, scenario_api,
     catalog::Catalog,
     config::Config,
     error::Error,
@@ -49,11 +49,12 @@ fn route_key(method: &Method, matched: Option<&MatchedPath>) -> String {
         .iter()
         .find_map(|p| m.as_str().strip_prefix(p))
         .unwrap_or(m.as_str());
-    let canonical = if ROUTES.contains(&path) {
+    let known = |p: &str| api::ROUTES.contains(&p) || scenario_api::ROUTES.contains(&p);
+    let canonical = if known(path) {
         path.to_owned()
     } else {
         let toggled = toggle_slash(path);
-        if ROUTES.contains(&toggled.as_str()) {
+        if known(&toggled) {
             toggled
         } else {
             path.to_owned()
@@ -127,9 +128,10 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     .into_response()
 }
 
-/// The whole application: the DSS API under both prefixes, and the admin API.
+/// The whole application: the DSS API (jobs and scenarios) under both prefixes, and the admin API.
 pub(crate) fn app(state: Arc<AppState>) -> Router {
     let dss = api::router()
+        .merge(scenario_api::router())
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), dss_layer));
@@ -234,10 +236,8 @@ async fn accept_loop(listener: TcpListener, app: Router, mut shutdown: watch::Re
 async fn scheduler(st: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let next = {
-            let mut sim = lock(&st.sim);
-            let now = sim.now();
-            sim.advance(now);
-            sim.next_event().map(|t| sim.clock.instant(t))
+            let (world, _) = st.world();
+            world.next_event().map(|t| world.clock().instant(t))
         };
         let sleep = async {
             match next {

@@ -13,7 +13,8 @@ use super::{
     catalog::{ApiKey, Catalog, Project},
     config::Config,
     faults::FaultState,
-    sim::{Clock, Sim},
+    clock::Clock,
+    world::World,
     stats::StatsState,
     wire::ApiError,
 };
@@ -28,12 +29,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct AppState {
     pub(crate) config: Config,
     pub(crate) catalog: Arc<Catalog>,
-    pub(crate) sim: Mutex<Sim>,
+    /// The jobs and scenario runs; see [`AppState::world`].
+    pub(crate) world: Mutex<World>,
     /// API keys by secret; the admin API adds and revokes keys at run time.
     keys: RwLock<HashMap<String, ApiKey>>,
     pub(crate) faults: Mutex<FaultState>,
     pub(crate) stats: Mutex<StatsState>,
-    /// Wakes the scheduler when a job is created or finished early.
+    /// Wakes the scheduler when a job or a fire is created, or something finished early.
     pub(crate) wake: Notify,
 }
 
@@ -47,7 +49,7 @@ impl AppState {
             .map(|k| (k.config.key.clone(), k.clone()))
             .collect();
         AppState {
-            sim: Mutex::new(Sim::new(catalog.clone(), &config.instance, Clock::new())),
+            world: Mutex::new(World::new(catalog.clone(), &config.instance, Clock::new())),
             faults: Mutex::new(FaultState::new(config.faults.clone())),
             stats: Mutex::new(StatsState::default()),
             keys: RwLock::new(keys),
@@ -55,6 +57,15 @@ impl AppState {
             config,
             wake: Notify::new(),
         }
+    }
+
+    /// Locks the jobs and scenario runs and replays them up to now, so the caller sees (and
+    /// changes) them as they are at the returned time.
+    pub(crate) fn world(&self) -> (MutexGuard<'_, World>, u64) {
+        let mut world = lock(&self.world);
+        let now = world.now();
+        world.advance(now);
+        (world, now)
     }
 
     /// A project of the catalog, or DSS's 404.
