@@ -88,7 +88,9 @@ async fn scenarios(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Re
     let mut records: Vec<ScenarioRecord> = world
         .scenarios
         .all()
-        .filter(|((p, s), _)| project.as_ref().is_none_or(|x| x == p) && scenario.as_ref().is_none_or(|x| x == s))
+        .filter(|((p, s), _)| {
+            project.as_ref().is_none_or(|x| x == p) && scenario.as_ref().is_none_or(|x| x == s)
+        })
         .map(|((p, s), state)| ScenarioRecord {
             project_key: p.clone(),
             scenario_id: s.clone(),

@@ -20,8 +20,8 @@ use serde_json::{Map, Value, json};
 use super::{
     auth::Caller,
     catalog::{ObjectType, Project, Target},
-    faults::Lost,
     config::BuildType,
+    faults::Lost,
     sim::{JobError, NewJob, Origin, job_label, resolve_output},
     state::{AppState, lock},
     wire::{ApiError, P, Query, both, dropped, error_type, to_json},
@@ -415,7 +415,9 @@ async fn abort_job(
     caller.require(&pk, "RUN_JOBS")?;
     let aborted = {
         let (mut world, now) = st.world();
-        world.abort_job(&pk, &id, now).map_err(|e| job_error(&pk, &id, e))?
+        world
+            .abort_job(&pk, &id, now)
+            .map_err(|e| job_error(&pk, &id, e))?
     };
     st.wake.notify_one();
     // Always a JSON body: the client parses it, and an empty answer or a 204 crashes it.

@@ -108,10 +108,7 @@ impl Object {
     /// The partitions a job builds for a partition spec (split on `,`; `NP` for an object that is not
     /// partitioned), and the spec's label in job ids and definitions (`NP` when empty).
     pub(crate) fn partitions_for(&self, spec: Option<&str>) -> (String, Vec<String>) {
-        let label = spec
-            .filter(|s| !s.is_empty())
-            .unwrap_or("NP")
-            .to_owned();
+        let label = spec.filter(|s| !s.is_empty()).unwrap_or("NP").to_owned();
         if !self.partitioned() {
             return (label, vec!["NP".to_owned()]);
         }
@@ -488,10 +485,7 @@ pub(crate) struct Step {
 #[derive(Debug)]
 pub(crate) enum StepAction {
     /// Runs one job building these targets.
-    Build {
-        build: BuildType,
-        targets: Vec<Target>,
-    },
+    Build { build: BuildType, targets: Vec<Target> },
     /// Succeeds after a while.
     Wait { duration_ms: u64 },
     /// Ends `WARNING` after a while.
@@ -577,9 +571,7 @@ fn compile_scenario(project: &Project, sc: &ScenarioConfig) -> Result<Scenario, 
                 duration_ms: *duration_ms,
             },
             StepConfig::Warn {
-                message,
-                duration_ms,
-                ..
+                message, duration_ms, ..
             } => StepAction::Warn {
                 message: message.clone(),
                 duration_ms: *duration_ms,
@@ -709,6 +701,62 @@ mod tests {
             (b.outcome, b.warnings, b.duration_ms, b.message.as_str()),
             (Outcome::Failed, 2, 10, "boom")
         );
+    }
+
+    #[test]
+    fn scenario_steps_are_checked_against_the_flow() {
+        let base = "projects:\n- projectKey: P\n  datasets: [{name: src}, {name: a, partitioning: [{name: day}]}]\n  recipes: [{name: r, inputs: [src], outputs: [a]}]\n  scenarios:\n";
+        let ok = config(&format!(
+            "{base}  - id: S\n    steps:\n    - {{type: build, outputs: [{{id: a, partition: '2024-01-01,2024-01-02'}}], jobType: RECURSIVE_BUILD}}\n    - {{type: wait, durationMs: 5}}\n    - {{type: warn, id: w, message: hm}}\n"
+        ))
+        .unwrap();
+        let s = ok.projects["P"].scenario("S").unwrap();
+        let ids: Vec<&str> = s.steps.iter().map(|st| st.id.as_str()).collect();
+        assert_eq!(ids, ["step_1", "step_2", "w"]);
+        assert_eq!((s.name.as_str(), s.active), ("S", true));
+        match &s.steps[0].action {
+            StepAction::Build { build, targets } => {
+                assert_eq!(*build, BuildType::Recursive);
+                assert_eq!(targets[0].partitions, ["2024-01-01", "2024-01-02"]);
+                assert_eq!(targets[0].label, "2024-01-01,2024-01-02");
+            }
+            other => panic!("{other:?}"),
+        }
+        let cases = [
+            (
+                "  - id: S\n    steps: [{type: build, outputs: [{id: nope}]}]\n",
+                "unknown object nope",
+            ),
+            (
+                "  - id: S\n    steps: [{type: build, outputs: [{id: src}]}]\n",
+                "flow source",
+            ),
+            (
+                "  - id: S\n    steps: [{type: build, outputs: []}]\n",
+                "needs outputs",
+            ),
+            (
+                "  - id: S\n    steps: [{type: build, outputs: [{id: a, type: SAVED_MODEL}]}]\n",
+                "unknown object a",
+            ),
+            ("  - id: S\n  - id: S\n", "declared twice"),
+            ("  - id: trigger\n", "invalid scenario id"),
+            (
+                "  - id: S\n    steps: [{type: wait, id: x, durationMs: 1}, {type: wait, id: x, durationMs: 1}]\n",
+                "repeated",
+            ),
+        ];
+        for (yaml, wanted) in cases {
+            let err = config(&format!("{base}{yaml}")).unwrap_err();
+            assert!(err.to_string().contains(wanted), "{yaml}: {err}");
+        }
+        let typo: Result<Config, _> = serde_yaml::from_str(&format!(
+            "{base}  - id: S\n    steps: [{{type: wait, durationMs: 1, extra: 2}}]\n"
+        ));
+        assert!(typo.is_err(), "unknown step keys are refused");
+        let unknown_type: Result<Config, _> =
+            serde_yaml::from_str(&format!("{base}  - id: S\n    steps: [{{type: sleep}}]\n"));
+        assert!(unknown_type.is_err());
     }
 
     #[test]

@@ -324,7 +324,10 @@ mod tests {
         assert_eq!(state.drop_response(Lost::ScenarioRun), None);
         assert_eq!(state.current().drop_run_responses, 0);
         assert_eq!(
-            (state.counters.dropped_start_responses, state.counters.dropped_run_responses),
+            (
+                state.counters.dropped_start_responses,
+                state.counters.dropped_run_responses
+            ),
             (0, 1)
         );
     }

@@ -49,7 +49,7 @@ pub use config::{
 };
 pub use error::Error;
 pub use faults::{DropMode, FaultCounters, Faults};
-pub use server::{Handle, spawn};
+pub use server::{Handle, Listen, spawn, spawn_with};
 pub use stats::Stats;
 
 use crate::telemetry::{self, LogFormat};
@@ -63,6 +63,10 @@ pub struct Args {
     /// Address to listen on; port 0 picks a free port (the ready line shows the real one).
     #[arg(long, default_value = "127.0.0.1:11200", env = "KUBE_DSS_EMULATOR_LISTEN")]
     pub listen: SocketAddr,
+    /// Serve the admin API (`/__emulator/`) on this address instead of on --listen, so that DSS
+    /// API callers cannot reach it; a second ready line shows its URL. Port 0 picks a free port.
+    #[arg(long, env = "KUBE_DSS_EMULATOR_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
     /// The YAML configuration file (projects, flow, API keys, faults). Without it, the built-in
     /// copy of `examples/emulator.yaml` is used.
     #[arg(long, env = "KUBE_DSS_EMULATOR_CONFIG")]
@@ -121,7 +125,8 @@ async fn shutdown_signal() {
 }
 
 /// Runs `kube-dss emulator`: serves until SIGTERM or Ctrl-C. Prints one ready line on stdout
-/// (`kube-dss emulator listening on http://ADDR`) once it accepts connections.
+/// (`kube-dss emulator listening on http://ADDR`) once it accepts connections, and a second one
+/// (`kube-dss emulator admin API on http://ADDR`) with `--admin-addr`.
 pub async fn main(args: Args) -> ExitCode {
     telemetry::init(args.log_format, "info,kube_dss=info");
     let config = match load(args.config.as_deref(), args.time_scale) {
@@ -129,14 +134,27 @@ pub async fn main(args: Args) -> ExitCode {
         Err(err) => return report(&err),
     };
     let projects = config.projects.len();
-    let handle = match spawn(config, args.listen).await {
+    let listen = Listen {
+        dss: args.listen,
+        admin: args.admin_addr,
+    };
+    let handle = match spawn_with(config, listen).await {
         Ok(h) => h,
         Err(err) => return report(&err),
     };
     tracing::info!(addr = %handle.local_addr(), projects, "DSS emulator ready");
     let mut stdout = std::io::stdout().lock();
-    // Scripts wait for this exact line to learn the port.
-    if writeln!(stdout, "kube-dss emulator listening on {}", handle.base_url())
+    // Scripts wait for this exact line to learn the port (and for the second one, when the admin
+    // API has its own listener).
+    let mut ready = format!("kube-dss emulator listening on {}\n", handle.base_url());
+    if handle.admin_addr().is_some() {
+        ready.push_str(&format!(
+            "kube-dss emulator admin API on {}\n",
+            handle.admin_url()
+        ));
+    }
+    if stdout
+        .write_all(ready.as_bytes())
         .and_then(|()| stdout.flush())
         .is_err()
     {

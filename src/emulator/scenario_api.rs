@@ -123,9 +123,7 @@ fn params(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, Api
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(Value::Null) => Ok(Map::new()),
-        Ok(_) => Err(ApiError::bad_request(
-            "The run parameters must be a JSON object",
-        )),
+        Ok(_) => Err(ApiError::bad_request("The run parameters must be a JSON object")),
         Err(e) => Err(ApiError::bad_request(format!(
             "Malformed run parameters (invalid JSON): {e}"
         ))),
@@ -143,9 +141,7 @@ async fn run(
     let answer = {
         let (mut world, now) = st.world();
         let clock = *world.clock();
-        let fire = world
-            .scenarios
-            .fire(&pk, &id, params, &caller.key.config.id, now);
+        let fire = world.scenarios.fire(&pk, &id, params, &caller.key.config.id, now);
         tracing::debug!(project = %pk, scenario = %id, fire = %fire.trigger_run_id, "trigger fired");
         view::fire(&pk, &id, fire, &clock)
     };
@@ -262,11 +258,7 @@ fn date_ms(name: &str, value: &str) -> Result<i64, ApiError> {
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| t.and_utc().timestamp_millis())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "Invalid {name} {value:?}: expected YYYY-MM-DD"
-            ))
-        })
+        .ok_or_else(|| ApiError::bad_request(format!("Invalid {name} {value:?}: expected YYYY-MM-DD")))
 }
 
 async fn runs_by_date(
@@ -296,7 +288,12 @@ async fn light(
 ) -> Result<Response, ApiError> {
     let sc = scenario(&st, &caller, &pk, &id, READ)?;
     let (world, _) = st.world();
-    to_json(&view::light(&pk, sc, world.scenarios.state(&pk, &id), world.clock()))
+    to_json(&view::light(
+        &pk,
+        sc,
+        world.scenarios.state(&pk, &id),
+        world.clock(),
+    ))
 }
 
 async fn abort(

@@ -28,7 +28,12 @@ fn current_start_ms(state: Option<&ScenarioState>, clock: &Clock) -> i64 {
 }
 
 /// An item of `GET /projects/{pk}/scenarios/`.
-pub(crate) fn list_item(pk: &str, scenario: &Scenario, state: Option<&ScenarioState>, clock: &Clock) -> Value {
+pub(crate) fn list_item(
+    pk: &str,
+    scenario: &Scenario,
+    state: Option<&ScenarioState>,
+    clock: &Clock,
+) -> Value {
     json!({
         "projectKey": pk,
         "id": scenario.id,
@@ -196,7 +201,14 @@ pub(crate) fn details(pk: &str, scenario: &Scenario, r: &Run, jobs: &Sim) -> Val
 }
 
 /// The log of a run, whole or for one step (`stepId`), as of `now`.
-pub(crate) fn log(pk: &str, scenario: &Scenario, run: &Run, step_id: Option<&str>, jobs: &Sim, now: u64) -> String {
+pub(crate) fn log(
+    pk: &str,
+    scenario: &Scenario,
+    run: &Run,
+    step_id: Option<&str>,
+    jobs: &Sim,
+    now: u64,
+) -> String {
     let clock = &jobs.clock;
     let thread = format!("FT-ScenarioThread-{}-{}", scenario.id, run.id);
     let mut out = String::new();

@@ -263,7 +263,13 @@ impl Scenarios {
     }
 
     /// Aborts the current run of a scenario, if any, at `now`; returns its id.
-    pub(crate) fn abort(&mut self, project: &str, scenario: &str, now: u64, jobs: &mut Sim) -> Option<String> {
+    pub(crate) fn abort(
+        &mut self,
+        project: &str,
+        scenario: &str,
+        now: u64,
+        jobs: &mut Sim,
+    ) -> Option<String> {
         let state = self.states.get_mut(&(project.to_owned(), scenario.to_owned()))?;
         let run = state.current_mut()?;
         if let Some(step) = run.steps.last_mut().filter(|s| s.end_us.is_none()) {
@@ -317,8 +323,12 @@ impl Scenarios {
 
     fn advance_scenario(&mut self, key: &Key, t: u64, jobs: &mut Sim) {
         let catalog = Arc::clone(&self.catalog);
-        let Some(project) = catalog.projects.get(&key.0) else { return };
-        let Some(scenario) = project.scenario(&key.1) else { return };
+        let Some(project) = catalog.projects.get(&key.0) else {
+            return;
+        };
+        let Some(scenario) = project.scenario(&key.1) else {
+            return;
+        };
         // Each turn ends a step or settles a fire, so the loop ends.
         loop {
             let Some(state) = self.states.get(key) else { return };
@@ -344,7 +354,9 @@ impl Scenarios {
     /// Ends the current step of the current run as `end` says, then starts the next step or ends
     /// the run.
     fn end_step(&mut self, key: &Key, project: &Project, end: StepEnd, jobs: &mut Sim) {
-        let Some(scenario) = project.scenario(&key.1) else { return };
+        let Some(scenario) = project.scenario(&key.1) else {
+            return;
+        };
         let (at, outcome, thrown) = end;
         let Some(run) = self.states.get_mut(key).and_then(ScenarioState::current_mut) else {
             return;
@@ -364,11 +376,15 @@ impl Scenarios {
 
     /// A pending fire is due at `due`: it starts a run, or is cancelled if one is running.
     fn start_or_cancel(&mut self, key: &Key, project: &Project, due: u64, jobs: &mut Sim) {
-        let Some(scenario) = project.scenario(&key.1) else { return };
+        let Some(scenario) = project.scenario(&key.1) else {
+            return;
+        };
         let now_ms = self.clock.epoch_ms(due);
         let max = self.max_retained;
         let time_scale = self.time_scale;
-        let Some(state) = self.states.get_mut(key) else { return };
+        let Some(state) = self.states.get_mut(key) else {
+            return;
+        };
         let running = state.current().is_some();
         let run_id = (!running).then(|| state.next_id(now_ms));
         let Some(fire) = state.fires.iter_mut().find(|f| f.state == FireState::Pending) else {

@@ -21,18 +21,21 @@ use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tower::ServiceExt;
 
 use super::{
-    admin_api,
-    api, scenario_api,
+    admin_api, api,
     catalog::Catalog,
     config::Config,
     error::Error,
     faults::{DropMode, Verdict},
+    scenario_api,
     state::{AppState, lock},
     wire::{ApiError, ResetConnection, dropped, error_type, gateway_page, toggle_slash},
 };
 
 /// The documented API prefix, and the one the official Python client uses.
 pub(crate) const PREFIXES: [&str; 2] = ["/public/api", "/dip/publicapi"];
+
+/// Where the admin API lives, on whichever listener serves it.
+const ADMIN_PREFIX: &str = "/__emulator";
 
 /// How long shutdown waits for open connections to finish their current request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -54,11 +57,7 @@ fn route_key(method: &Method, matched: Option<&MatchedPath>) -> String {
         path.to_owned()
     } else {
         let toggled = toggle_slash(path);
-        if known(&toggled) {
-            toggled
-        } else {
-            path.to_owned()
-        }
+        if known(&toggled) { toggled } else { path.to_owned() }
     };
     format!("{method} {canonical}")
 }
@@ -128,18 +127,32 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     .into_response()
 }
 
-/// The whole application: the DSS API (jobs and scenarios) under both prefixes, and the admin API.
-pub(crate) fn app(state: Arc<AppState>) -> Router {
+/// The application of the DSS listener: the DSS API (jobs and scenarios) under both prefixes, and
+/// the admin API too unless it has a listener of its own.
+fn dss_app(state: Arc<AppState>, with_admin: bool) -> Router {
     let dss = api::router()
         .merge(scenario_api::router())
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), dss_layer));
-    Router::new()
+    let router = Router::new()
         .nest(PREFIXES[0], dss.clone())
-        .nest(PREFIXES[1], dss)
-        .nest("/__emulator", admin_api::router())
-        .fallback(fallback)
+        .nest(PREFIXES[1], dss);
+    let router = if with_admin {
+        router.nest(ADMIN_PREFIX, admin_api::router())
+    } else {
+        router
+    };
+    router.fallback(fallback).with_state(state)
+}
+
+/// The application of a separate admin listener: the admin API only.
+fn admin_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .nest(ADMIN_PREFIX, admin_api::router())
+        .fallback(|method: Method, uri: Uri| async move {
+            ApiError::not_found(format!("No admin endpoint {method} {}", uri.path())).into_response()
+        })
         .with_state(state)
 }
 
@@ -253,12 +266,23 @@ async fn scheduler(st: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// Where an emulator listens.
+#[derive(Clone, Copy, Debug)]
+pub struct Listen {
+    /// The DSS API's address (port 0 picks a free port).
+    pub dss: SocketAddr,
+    /// A separate address for the admin API, so that DSS API callers cannot reach it (a sandbox
+    /// shared with others); `None` serves it on the DSS address, under `/__emulator/`.
+    pub admin: Option<SocketAddr>,
+}
+
 /// A running emulator.
 #[derive(Debug)]
 pub struct Handle {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<()>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
     scheduler: tokio::task::JoinHandle<()>,
 }
 
@@ -273,34 +297,78 @@ impl Handle {
         self.addr
     }
 
+    /// The base URL of the admin API, for [`super::admin::AdminClient`]: the admin listener's, or
+    /// [`Handle::base_url`] when the admin API shares the DSS listener.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr.unwrap_or(self.addr))
+    }
+
+    /// The admin listener's address, when it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     /// Stops accepting connections, lets in-flight requests finish (up to 5 s), and stops.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = self.server.await;
+        for server in self.servers {
+            let _ = server.await;
+        }
         let _ = self.scheduler.await;
     }
 }
 
-/// Starts an emulator on `listen` (port 0 picks a free port) in tokio tasks. Dropping the
-/// returned handle also stops it. The configuration is checked here, as it is compiled into the
-/// catalog: unknown recipe inputs, cycles, duplicate keys and bad rates are reported before
-/// anything listens.
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| Error::Bind { addr, source })?;
+    Ok((listener, local))
+}
+
+/// Starts an emulator on `listen` (port 0 picks a free port), with the admin API on the same
+/// listener, in tokio tasks. See [`spawn_with`].
 pub async fn spawn(config: Config, listen: SocketAddr) -> Result<Handle, Error> {
+    spawn_with(
+        config,
+        Listen {
+            dss: listen,
+            admin: None,
+        },
+    )
+    .await
+}
+
+/// Starts an emulator in tokio tasks. Dropping the returned handle also stops it. The
+/// configuration is checked here, as it is compiled into the catalog: unknown recipe inputs,
+/// cycles, duplicate keys and ids, unknown scenario outputs and bad rates are reported before
+/// anything listens.
+pub async fn spawn_with(config: Config, listen: Listen) -> Result<Handle, Error> {
     let catalog = Catalog::build(&config)?;
     let state = Arc::new(AppState::new(config, catalog));
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| Error::Bind { addr: listen, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| Error::Bind { addr: listen, source })?;
+    let (listener, addr) = bind(listen.dss).await?;
+    let admin = match listen.admin {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
     let (stop, stopped) = watch::channel(false);
     let scheduler = tokio::spawn(scheduler(state.clone(), stopped.clone()));
-    let server = tokio::spawn(accept_loop(listener, app(state), stopped));
+    let mut servers = vec![tokio::spawn(accept_loop(
+        listener,
+        dss_app(state.clone(), admin.is_none()),
+        stopped.clone(),
+    ))];
+    let admin_addr = admin.map(|(listener, admin_addr)| {
+        servers.push(tokio::spawn(accept_loop(listener, admin_app(state), stopped)));
+        admin_addr
+    });
     Ok(Handle {
         addr,
+        admin_addr,
         stop,
-        server,
+        servers,
         scheduler,
     })
 }

@@ -11,12 +11,12 @@ use tokio::sync::Notify;
 
 use super::{
     catalog::{ApiKey, Catalog, Project},
+    clock::Clock,
     config::Config,
     faults::FaultState,
-    clock::Clock,
-    world::World,
     stats::StatsState,
     wire::ApiError,
+    world::World,
 };
 
 /// Locks a mutex, ignoring poisoning: every critical section leaves the state consistent, and a
