@@ -369,30 +369,22 @@ async fn listings_status_and_dates() {
     assert_eq!(light["running"], false);
     assert_eq!(light["lastRun"]["runId"], second["scenarioRun"]["runId"]);
 
-    // Dates of the runs' own start (UTC), not of the wall clock: a test near midnight stays right.
-    let start = first["scenarioRun"]["start"].as_i64().unwrap();
-    let today = chrono::DateTime::from_timestamp_millis(start)
-        .unwrap()
-        .date_naive();
-    assert_eq!(
-        chrono::DateTime::from_timestamp_millis(second["scenarioRun"]["start"].as_i64().unwrap())
+    // Dates of the runs' own starts (UTC), not of the wall clock, so midnight changes nothing.
+    let day = |run: &Value| {
+        chrono::DateTime::from_timestamp_millis(run["scenarioRun"]["start"].as_i64().unwrap())
             .unwrap()
-            .date_naive(),
-        today,
-        "both runs on one day"
-    );
-    let tomorrow = today.succ_opt().unwrap();
+            .date_naive()
+    };
+    let (from, to) = (day(&first), day(&second).succ_opt().unwrap());
     let by_date = env
-        .get(&format!(
-            "{P}/OK/get-runs-by-date?fromDate={today}&toDate={tomorrow}"
-        ))
+        .get(&format!("{P}/OK/get-runs-by-date?fromDate={from}&toDate={to}"))
         .await;
     assert_eq!(by_date.as_array().unwrap().len(), 2);
     // toDate is exclusive.
     let none = env
         .get(&format!(
-            "{P}/OK/get-runs-by-date?fromDate={}&toDate={today}",
-            today.pred_opt().unwrap()
+            "{P}/OK/get-runs-by-date?fromDate={}&toDate={from}",
+            from.pred_opt().unwrap()
         ))
         .await;
     assert_eq!(none, json!([]));
