@@ -130,6 +130,10 @@ class Admin:
     def stats(self):
         return self._call("GET", "/stats")
 
+    def scenarios(self, project_key=None, scenario_id=None):
+        params = {k: v for k, v in (("projectKey", project_key), ("scenarioId", scenario_id)) if v}
+        return self._call("GET", "/scenarios", params=params or None)
+
 
 @pytest.fixture(scope="session")
 def admin(admin_url):
@@ -137,11 +141,19 @@ def admin(admin_url):
 
 
 @pytest.fixture(autouse=True)
-def no_faults_and_no_running_jobs(admin):
-    """Every test starts and ends without faults, and leaves no job running behind it."""
+def no_faults_and_no_running_jobs(admin, admin_client):
+    """Every test starts and ends without faults, and leaves no job or scenario running behind it."""
     admin.clear_faults()
     yield
     admin.clear_faults()
+    # A fire still waiting for its start delay would start a run after the test: let it settle.
+    deadline = time.monotonic() + 5
+    while any(f["state"] == "PENDING" for r in admin.scenarios() for f in r["fires"]):
+        assert time.monotonic() < deadline, "a trigger fire stayed pending"
+        time.sleep(0.02)
+    for record in admin.scenarios():
+        if any("outcome" not in run for run in record["runs"]):
+            admin_client.get_project(record["projectKey"]).get_scenario(record["scenarioId"]).abort()
     for job in admin.jobs():
         if job["state"] not in TERMINAL:
             try:
