@@ -391,9 +391,7 @@ async fn listings_status_and_dates() {
     assert_eq!(first["scenarioRun"]["result"]["outcome"], "SUCCESS");
     // The trailing-slash variants and the other prefix.
     let dip = env
-        .get(&format!(
-            "/dip/publicapi/projects/P/scenarios/OK/get-last-runs/?limit=1"
-        ))
+        .get("/dip/publicapi/projects/P/scenarios/OK/get-last-runs/?limit=1")
         .await;
     assert_eq!(dip[0]["runId"], second["scenarioRun"]["runId"]);
     let stats = env.admin.stats().await.unwrap();
