@@ -1,11 +1,19 @@
-//! A local DSS emulator (jobs API subset) for demos, tests and sandboxes.
+//! A local DSS emulator (jobs and scenarios API subset) for demos, tests and sandboxes.
 //!
 //! It serves the DSS public API under both `/public/api` and `/dip/publicapi`, so the official
-//! Python client (`dataiku-api-client`) works against it unchanged, and simulates jobs from a
-//! configured flow: activities with durations, outcomes, warnings and log lines, an instance-wide
-//! limit on running activities, and the four build types. Faults (latency, 5xx, 429, resets, lost
-//! start responses, outages) can be injected, and an admin API under `/__emulator/` lets tests see
-//! and finish jobs. `docs/emulator.md` documents the configuration and both APIs.
+//! Python client (`dataiku-api-client`) works against it unchanged. It simulates jobs from a
+//! configured flow (activities with durations, outcomes, warnings and log lines, an instance-wide
+//! limit on running activities, the four build types) and scenarios whose steps build objects with
+//! real jobs, wait, warn or fail. Faults (latency, 5xx, 429, resets, lost start and run responses,
+//! outages) can be injected, and an admin API under `/__emulator/` (on the DSS listener, or on one
+//! of its own) lets tests see and finish jobs and see scenario runs. `docs/emulator.md` documents
+//! the configuration and both APIs.
+//!
+//! Where things live: `server.rs` (listeners, the fault and stats layer, [`spawn`]) serves
+//! `api.rs` (projects, jobs, datasets), `scenario_api.rs` and `admin_api.rs`; they share
+//! `state.rs`, `auth.rs` and `wire.rs`. `world.rs` advances `sim.rs` (jobs) and `scenarios.rs`
+//! (fires, runs, steps) in one time order; `scenario_view.rs` renders runs. `catalog.rs` compiles
+//! `config.rs`; `clock.rs`, `faults.rs`, `stats.rs` and `error.rs` are leaves.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kube_dss::emulator::Error> {
