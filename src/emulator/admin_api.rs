@@ -12,14 +12,14 @@ use axum::{
     routing::{get, post, put},
 };
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{
-    admin::{FinishRequest, FinishState, FireRecord, KeySpec, RunRecord, ScenarioRecord, StepRecord},
+    admin::{FinishRequest, FinishState, KeySpec, ScenarioRecord},
     catalog::{ApiKey, check_key},
     config::ApiKeyConfig,
     faults::Faults,
-    scenarios::{FireState, MANUAL_TRIGGER_ID},
+    scenario_view,
     sim::{Finish, JobError, JobState},
     state::{AppState, lock},
     stats::Started,
@@ -91,58 +91,9 @@ async fn scenarios(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Re
         .filter(|((p, s), _)| {
             project.as_ref().is_none_or(|x| x == p) && scenario.as_ref().is_none_or(|x| x == s)
         })
-        .map(|((p, s), state)| ScenarioRecord {
-            project_key: p.clone(),
-            scenario_id: s.clone(),
-            fires: state
-                .fires
-                .iter()
-                .map(|f| FireRecord {
-                    trigger_id: MANUAL_TRIGGER_ID.to_owned(),
-                    trigger_run_id: f.trigger_run_id.clone(),
-                    params: Value::Object(f.params.clone()),
-                    api_key_id: f.key_id.clone(),
-                    fired_at: clock.epoch_ms(f.fired_us),
-                    state: match f.state {
-                        FireState::Pending => "PENDING",
-                        FireState::Cancelled { .. } => "CANCELLED",
-                        FireState::Started { .. } => "STARTED",
-                    }
-                    .to_owned(),
-                    run_id: match &f.state {
-                        FireState::Started { run_id } => Some(run_id.clone()),
-                        _ => None,
-                    },
-                })
-                .collect(),
-            runs: state
-                .runs
-                .iter()
-                .map(|r| RunRecord {
-                    run_id: r.id.clone(),
-                    trigger_run_id: r.trigger_run_id.clone(),
-                    params: Value::Object(r.params.clone()),
-                    api_key_id: r.key_id.clone(),
-                    start: clock.epoch_ms(r.start_us),
-                    end: clock.opt_ms(r.end_us),
-                    outcome: r.outcome.map(|o| o.as_str().to_owned()),
-                    steps: r
-                        .steps
-                        .iter()
-                        .map(|step| StepRecord {
-                            id: st
-                                .catalog
-                                .projects
-                                .get(p)
-                                .and_then(|pr| pr.scenario(s))
-                                .and_then(|sc| sc.steps.get(step.index))
-                                .map_or_else(String::new, |d| d.id.clone()),
-                            outcome: step.outcome.map(|o| o.as_str().to_owned()),
-                            job_id: step.job.clone(),
-                        })
-                        .collect(),
-                })
-                .collect(),
+        .map(|((p, s), state)| {
+            let def = st.catalog.projects.get(p).and_then(|pr| pr.scenario(s));
+            scenario_view::record(p, s, def, state, clock)
         })
         .collect();
     records.sort_by(|a, b| (&a.project_key, &a.scenario_id).cmp(&(&b.project_key, &b.scenario_id)));

@@ -1,5 +1,5 @@
-//! How scenarios, trigger fires and runs look on the wire: the JSON documents of the scenarios API
-//! and the run and step logs. Everything is derived from the simulation state on each request;
+//! How scenarios, trigger fires and runs look on the wire: the JSON documents of the scenarios API,
+//! the run and step logs, and the admin API's records. Everything is derived from the simulation state on each request;
 //! nothing here changes it.
 //!
 //! The shapes follow what `dataikuapi/dss/scenario.py` reads (see `docs/dss-scenarios-api.md`): a
@@ -10,9 +10,10 @@
 use serde_json::{Map, Value, json};
 
 use super::{
+    admin::{FireRecord, RunRecord, ScenarioRecord, StepRecord},
     catalog::{Scenario, Step, StepAction},
     clock::{Clock, log_line},
-    scenarios::{Fire, MANUAL_TRIGGER_ID, Outcome, Run, ScenarioState, StepRun, Thrown},
+    scenarios::{Fire, FireState, MANUAL_TRIGGER_ID, Outcome, Run, ScenarioState, StepRun, Thrown},
     sim::Sim,
 };
 
@@ -300,4 +301,54 @@ pub(crate) fn log(
         line(&mut out, end, level, "dku.scenario.run", &msg);
     }
     out
+}
+
+/// The admin API's record of a scenario's fires and runs (`GET /__emulator/scenarios`).
+pub(crate) fn record(
+    pk: &str,
+    id: &str,
+    scenario: Option<&Scenario>,
+    state: &ScenarioState,
+    clock: &Clock,
+) -> ScenarioRecord {
+    let fire = |f: &Fire| FireRecord {
+        trigger_id: MANUAL_TRIGGER_ID.to_owned(),
+        trigger_run_id: f.trigger_run_id.clone(),
+        params: Value::Object(f.params.clone()),
+        api_key_id: f.key_id.clone(),
+        fired_at: clock.epoch_ms(f.fired_us),
+        state: match f.state {
+            FireState::Pending => "PENDING",
+            FireState::Cancelled { .. } => "CANCELLED",
+            FireState::Started { .. } => "STARTED",
+        }
+        .to_owned(),
+        run_id: match &f.state {
+            FireState::Started { run_id } => Some(run_id.clone()),
+            _ => None,
+        },
+    };
+    let step = |s: &StepRun| StepRecord {
+        id: scenario
+            .and_then(|sc| sc.steps.get(s.index))
+            .map_or_else(String::new, |d| d.id.clone()),
+        outcome: s.outcome.map(|o| o.as_str().to_owned()),
+        job_id: s.job.clone(),
+    };
+    let run = |r: &Run| RunRecord {
+        run_id: r.id.clone(),
+        trigger_run_id: r.trigger_run_id.clone(),
+        params: Value::Object(r.params.clone()),
+        api_key_id: r.key_id.clone(),
+        start: clock.epoch_ms(r.start_us),
+        end: clock.opt_ms(r.end_us),
+        outcome: r.outcome.map(|o| o.as_str().to_owned()),
+        steps: r.steps.iter().map(step).collect(),
+    };
+    ScenarioRecord {
+        project_key: pk.to_owned(),
+        scenario_id: id.to_owned(),
+        fires: state.fires.iter().map(fire).collect(),
+        runs: state.runs.iter().map(run).collect(),
+    }
 }
