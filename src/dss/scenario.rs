@@ -31,18 +31,48 @@ fn py_bool(value: bool) -> &'static str {
     if value { "True" } else { "False" }
 }
 
-impl DssClient {
-    /// `GET` a JSON document at `path` and decode it.
-    async fn get_decoded<T>(
-        &self,
+/// One call: what to send, and how to read the answer.
+struct Call<'a, T> {
+    op: Operation,
+    method: Method,
+    path: &'a [&'a str],
+    query: &'a [(&'a str, &'a str)],
+    body: Option<Vec<u8>>,
+    decode: fn(&[u8]) -> Result<T, String>,
+}
+
+impl<'a, T> Call<'a, T> {
+    fn get(
         op: Operation,
-        path: &[&str],
-        query: &[(&str, &str)],
+        path: &'a [&'a str],
+        query: &'a [(&'a str, &'a str)],
         decode: fn(&[u8]) -> Result<T, String>,
-    ) -> Result<T, Error> {
+    ) -> Self {
+        Call {
+            op,
+            method: Method::GET,
+            path,
+            query,
+            body: None,
+            decode,
+        }
+    }
+}
+
+impl DssClient {
+    /// Sends a call and decodes its JSON answer.
+    async fn decoded<T>(&self, call: Call<'_, T>) -> Result<T, Error> {
+        let Call {
+            op,
+            method,
+            path,
+            query,
+            body,
+            decode,
+        } = call;
         self.observed(op, async {
             let url = self.url(op, path, query)?;
-            let answer = self.send(op, Method::GET, url, None, MAX_JSON_BODY).await?;
+            let answer = self.send(op, method, url, body, MAX_JSON_BODY).await?;
             decode(&answer.body).map_err(|detail| Error::Decode {
                 operation: op,
                 detail,
@@ -55,8 +85,13 @@ impl DssClient {
     #[tracing::instrument(name = "dss.list_scenarios", level = "debug", skip_all, fields(project = project_key))]
     pub async fn list_scenarios(&self, project_key: &str) -> Result<Vec<ScenarioListItem>, Error> {
         let path = ["projects", project_key, "scenarios", ""];
-        self.get_decoded(Operation::ListScenarios, &path, &[], decode_scenario_list)
-            .await
+        self.decoded(Call::get(
+            Operation::ListScenarios,
+            &path,
+            &[],
+            decode_scenario_list,
+        ))
+        .await
     }
 
     /// `POST /projects/{pk}/scenarios/{id}/run` with `params` as the body: fires the scenario's
@@ -118,12 +153,12 @@ impl DssClient {
             scenario_id,
             trigger_id,
         ];
-        self.get_decoded(
+        self.decoded(Call::get(
             Operation::GetTriggerFire,
             &path,
             &[("triggerRunId", trigger_run_id)],
             decode_trigger_fire,
-        )
+        ))
         .await
     }
 
@@ -146,8 +181,13 @@ impl DssClient {
             "get-run-for-trigger",
         ];
         let query = [("triggerId", trigger_id), ("triggerRunId", trigger_run_id)];
-        self.get_decoded(Operation::GetRunForTrigger, &path, &query, decode_run_for_trigger)
-            .await
+        self.decoded(Call::get(
+            Operation::GetRunForTrigger,
+            &path,
+            &query,
+            decode_run_for_trigger,
+        ))
+        .await
     }
 
     /// `GET /projects/{pk}/scenarios/{id}/get-last-runs?limit=&onlyFinishedRuns=`: the last runs,
@@ -166,12 +206,12 @@ impl DssClient {
             ("limit", limit.as_str()),
             ("onlyFinishedRuns", py_bool(only_finished)),
         ];
-        self.get_decoded(
+        self.decoded(Call::get(
             Operation::GetLastScenarioRuns,
             &path,
             &query,
             decode_scenario_runs,
-        )
+        ))
         .await
     }
 
@@ -197,12 +237,12 @@ impl DssClient {
             to.format("%Y-%m-%d").to_string(),
         );
         let query = [("fromDate", from.as_str()), ("toDate", to.as_str())];
-        self.get_decoded(
+        self.decoded(Call::get(
             Operation::GetScenarioRunsByDate,
             &path,
             &query,
             decode_scenario_runs,
-        )
+        ))
         .await
     }
 
@@ -216,8 +256,13 @@ impl DssClient {
         run_id: &str,
     ) -> Result<ScenarioRunDetails, Error> {
         let path = ["projects", project_key, "scenarios", scenario_id, run_id, ""];
-        self.get_decoded(Operation::GetScenarioRun, &path, &[], decode_run_details)
-            .await
+        self.decoded(Call::get(
+            Operation::GetScenarioRun,
+            &path,
+            &[],
+            decode_run_details,
+        ))
+        .await
     }
 
     /// `GET /projects/{pk}/scenarios/{id}/light`: whether the scenario is running, and since when.
@@ -228,8 +273,13 @@ impl DssClient {
         scenario_id: &str,
     ) -> Result<ScenarioStatus, Error> {
         let path = ["projects", project_key, "scenarios", scenario_id, "light"];
-        self.get_decoded(Operation::GetScenarioStatus, &path, &[], decode_scenario_status)
-            .await
+        self.decoded(Call::get(
+            Operation::GetScenarioStatus,
+            &path,
+            &[],
+            decode_scenario_status,
+        ))
+        .await
     }
 
     /// `POST /projects/{pk}/scenarios/{id}/abort`: aborts the scenario's current run, *whoever started

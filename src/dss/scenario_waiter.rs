@@ -64,12 +64,6 @@ impl ScenarioWaiter {
         self
     }
 
-    /// The growth of each sleep over the previous one (values below 1 are treated as 1).
-    pub fn with_factor(mut self, factor: f64) -> Self {
-        self.poller.factor = Poller::sane_factor(factor);
-        self
-    }
-
     /// The longest sleep.
     pub fn with_max_delay(mut self, delay: Duration) -> Self {
         self.poller.max_delay = delay;
@@ -79,12 +73,6 @@ impl ScenarioWaiter {
     /// Gives up after this long (`None`: wait forever, as dataikuapi does).
     pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.timeout = timeout;
-        self
-    }
-
-    /// How many retryable errors in a row are tolerated before the last one is returned.
-    pub fn with_max_transient_errors(mut self, count: u32) -> Self {
-        self.poller.max_transient_errors = count;
         self
     }
 

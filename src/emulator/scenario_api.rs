@@ -22,11 +22,13 @@ use serde_json::{Map, Value, json};
 use super::{
     auth::Caller,
     catalog::Scenario,
+    clock::Clock,
     faults::Lost,
     scenario_view as view,
-    scenarios::MANUAL_TRIGGER_ID,
+    scenarios::{Fire, FireState, MANUAL_TRIGGER_ID, Run},
     state::{AppState, lock},
     wire::{ApiError, P, Query, both, dropped, error_type, to_json},
+    world::World,
 };
 
 const READ: &str = "READ_CONF";
@@ -88,14 +90,35 @@ fn scenario<'a>(
         .ok_or_else(|| ApiError::not_found(format!("Scenario {pk}.{id} does not exist")))
 }
 
-fn no_run(pk: &str, id: &str, run: &str) -> ApiError {
-    ApiError::not_found(format!("Scenario run {run} does not exist in scenario {pk}.{id}"))
+/// A run of the scenario, or DSS's 404.
+fn find_run<'a>(world: &'a World, pk: &str, id: &str, run: &str) -> Result<&'a Run, ApiError> {
+    world
+        .scenarios
+        .state(pk, id)
+        .and_then(|s| s.run(run))
+        .ok_or_else(|| {
+            ApiError::not_found(format!("Scenario run {run} does not exist in scenario {pk}.{id}"))
+        })
 }
 
-fn no_fire(pk: &str, id: &str, trigger: &str, trigger_run: &str) -> ApiError {
-    ApiError::not_found(format!(
-        "Trigger fire {trigger}/{trigger_run} does not exist in scenario {pk}.{id}"
-    ))
+/// A trigger fire of the scenario (API runs fire the manual trigger only), or DSS's 404.
+fn find_fire<'a>(
+    world: &'a World,
+    pk: &str,
+    id: &str,
+    trigger: &str,
+    trigger_run: &str,
+) -> Result<&'a Fire, ApiError> {
+    world
+        .scenarios
+        .state(pk, id)
+        .and_then(|s| s.fire(trigger_run))
+        .filter(|_| trigger == MANUAL_TRIGGER_ID)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Trigger fire {trigger}/{trigger_run} does not exist in scenario {pk}.{id}"
+            ))
+        })
 }
 
 async fn list(
@@ -172,15 +195,11 @@ async fn run_for_trigger(
     let trigger = required(&query, "triggerId")?;
     let trigger_run = required(&query, "triggerRunId")?;
     let (world, _) = st.world();
-    let state = world.scenarios.state(&pk, &id);
-    let fire = state
-        .and_then(|s| s.fire(trigger_run))
-        .filter(|_| trigger == MANUAL_TRIGGER_ID)
-        .ok_or_else(|| no_fire(&pk, &id, trigger, trigger_run))?;
+    let fire = find_fire(&world, &pk, &id, trigger, trigger_run)?;
     // No `scenarioRun` while the fire waits, and never for a cancelled fire.
     let run = match &fire.state {
-        super::scenarios::FireState::Started { run_id } => state.and_then(|s| s.run(run_id)),
-        _ => None,
+        FireState::Started { run_id } => find_run(&world, &pk, &id, run_id).ok(),
+        FireState::Pending | FireState::Cancelled { .. } => None,
     };
     match run {
         Some(run) => to_json(&json!({"scenarioRun": view::run(&pk, sc, run, world.clock())})),
@@ -198,12 +217,7 @@ async fn trigger_fire(
     let query = Query::new(q);
     let trigger_run = required(&query, "triggerRunId")?;
     let (world, _) = st.world();
-    let fire = world
-        .scenarios
-        .state(&pk, &id)
-        .and_then(|s| s.fire(trigger_run))
-        .filter(|_| trigger == MANUAL_TRIGGER_ID)
-        .ok_or_else(|| no_fire(&pk, &id, &trigger, trigger_run))?;
+    let fire = find_fire(&world, &pk, &id, &trigger, trigger_run)?;
     to_json(&view::fire(&pk, &id, fire, world.clock()))
 }
 
@@ -213,7 +227,7 @@ fn runs_json(
     pk: &str,
     sc: &Scenario,
     limit: usize,
-    filter: impl Fn(&super::scenarios::Run, &super::clock::Clock) -> bool,
+    filter: impl Fn(&Run, &Clock) -> bool,
 ) -> Result<Response, ApiError> {
     let (world, _) = st.world();
     let clock = world.clock();
@@ -275,7 +289,7 @@ async fn runs_by_date(
         None => i64::MAX,
     };
     // From inclusive, to exclusive, by the run's start (the client's docstring).
-    runs_json(&st, &pk, sc, 0, |r, clock: &super::clock::Clock| {
+    runs_json(&st, &pk, sc, 0, |r, clock: &Clock| {
         let start = clock.epoch_ms(r.start_us);
         from <= start && start < to
     })
@@ -322,11 +336,7 @@ async fn run_details(
 ) -> Result<Response, ApiError> {
     let sc = scenario(&st, &caller, &pk, &id, READ)?;
     let (world, _) = st.world();
-    let r = world
-        .scenarios
-        .state(&pk, &id)
-        .and_then(|s| s.run(&run))
-        .ok_or_else(|| no_run(&pk, &id, &run))?;
+    let r = find_run(&world, &pk, &id, &run)?;
     to_json(&view::details(&pk, sc, r, &world.jobs))
 }
 
@@ -348,11 +358,7 @@ async fn run_log(
     }
     let text = {
         let (world, now) = st.world();
-        let r = world
-            .scenarios
-            .state(&pk, &id)
-            .and_then(|s| s.run(&run))
-            .ok_or_else(|| no_run(&pk, &id, &run))?;
+        let r = find_run(&world, &pk, &id, &run)?;
         view::log(&pk, sc, r, step, &world.jobs, now)
     };
     // An explicit charset: without one the client decodes text/plain as ISO-8859-1.
