@@ -286,6 +286,11 @@ impl Scenarios {
         Some(run.id.clone())
     }
 
+    /// Whether no fire waits and no run goes on.
+    pub(crate) fn idle(&self) -> bool {
+        self.busy.is_empty()
+    }
+
     /// The emulator time of the next fire or timed step due, if any. A build step's end is a job
     /// event, which the job simulation reports.
     pub(crate) fn next_due(&self) -> Option<u64> {
