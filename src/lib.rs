@@ -2,9 +2,10 @@
 //!
 //! - [`crd`]: the `DatasetBuild` and `DSSConnection` custom resources.
 //! - [`controller`]: the operator that starts, polls and aborts DSS jobs for them.
-//! - [`dss`]: a typed client of the DSS jobs REST API, shared by the operator and the CLI.
-//! - [`emulator`]: a local DSS (jobs API subset) for demos, tests and sandboxes.
-//! - [`cli`]: the `kube-dss jobs` command line.
+//! - [`dss`]: a typed client of the DSS jobs and scenarios REST API, shared by the operator and the
+//!   CLIs.
+//! - [`emulator`]: a local DSS (jobs and scenarios API subset) for demos, tests and sandboxes.
+//! - [`cli`]: the `kube-dss jobs` and `kube-dss scenarios` command lines.
 
 pub mod cli;
 pub mod controller;

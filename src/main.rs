@@ -1,5 +1,5 @@
 //! The `kube-dss` binary: one entry point for the operator, the CRD printer, the DSS emulator and
-//! the jobs CLI; started as `kubectl-dss`, the kubectl plugin (`cli::plugin`).
+//! the jobs and scenarios CLIs; started as `kubectl-dss`, the kubectl plugin (`cli::plugin`).
 
 use std::process::ExitCode;
 
@@ -29,14 +29,16 @@ enum Command {
     Controller(controller::Args),
     /// Print every CRD as YAML (the content of `crds/`).
     Crds,
-    /// Run a local DSS emulator (jobs API subset) for demos, tests and sandboxes.
+    /// Run a local DSS emulator (jobs and scenarios API subset) for demos, tests and sandboxes.
     Emulator(emulator::Args),
     /// Work with DSS jobs from a shell: list, start, status, abort, log, wait.
     Jobs(cli::JobsArgs),
+    /// Work with DSS scenarios from a shell: list, run, status, abort, log, wait.
+    Scenarios(cli::ScenariosArgs),
 }
 
 /// Exit code of a command-line usage error (EX_USAGE). clap's own default, 2, would collide with
-/// `kube-dss jobs wait`'s "job ABORTED".
+/// `kube-dss jobs wait`'s "job ABORTED" (and `kube-dss scenarios wait`'s "run ABORTED").
 const EXIT_USAGE: u8 = 64;
 
 /// True when the binary was started as `kubectl-dss` (kubectl runs plugins by that file name): it is
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
             },
             Command::Emulator(args) => emulator::main(args).await,
             Command::Jobs(args) => cli::main(args).await,
+            Command::Scenarios(args) => cli::scenarios::main(args).await,
         }
     })
 }

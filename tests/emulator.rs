@@ -8,9 +8,9 @@
 use std::time::{Duration, Instant};
 
 use kube_dss::emulator::{
-    Config, Faults, Handle,
+    Config, Faults, Handle, Listen,
     admin::{AdminClient, DropMode, FinishRequest, FinishState, KeySpec},
-    spawn,
+    spawn, spawn_with,
 };
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -841,4 +841,57 @@ async fn the_shipped_example_config_is_valid() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     env.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_separate_admin_listener_keeps_the_admin_api_away_from_dss_callers() {
+    let handle = spawn_with(
+        config(""),
+        Listen {
+            dss: "127.0.0.1:0".parse().unwrap(),
+            admin: Some("127.0.0.1:0".parse().unwrap()),
+        },
+    )
+    .await
+    .unwrap();
+    assert_ne!(handle.admin_url(), handle.base_url());
+    let http = Client::new();
+    // Not on the DSS listener, with or without a key.
+    for path in ["/__emulator/healthz", "/__emulator/jobs", "/__emulator/stats"] {
+        let resp = http
+            .get(format!("{}{path}", handle.base_url()))
+            .basic_auth(KEY, Some(""))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    // On its own listener, which serves nothing else.
+    let admin = AdminClient::new(handle.admin_url());
+    assert!(admin.jobs().await.unwrap().is_empty());
+    let dss_on_admin = http
+        .get(format!("{}/public/api/projects/", handle.admin_url()))
+        .basic_auth(KEY, Some(""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dss_on_admin.status(), StatusCode::NOT_FOUND);
+    let projects = http
+        .get(format!("{}/public/api/projects/", handle.base_url()))
+        .basic_auth(KEY, Some(""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(projects.status(), StatusCode::OK);
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_inconsistent_config_parses_but_does_not_start() {
+    let cycle = Config::from_yaml(
+        "projects:\n- projectKey: P\n  datasets: [{name: a}, {name: b}]\n  recipes:\n  - {name: r1, inputs: [a], outputs: [b]}\n  - {name: r2, inputs: [b], outputs: [a]}\n",
+    )
+    .unwrap();
+    let err = spawn(cycle, "127.0.0.1:0".parse().unwrap()).await.unwrap_err();
+    assert!(err.to_string().contains("cycle"), "{err}");
 }

@@ -1,13 +1,17 @@
-//! The `kube-dss jobs` command line: the DSS jobs API from a shell. [`plugin`] is `kubectl dss`, the
-//! same binary as a kubectl plugin.
+//! The `kube-dss jobs` and `kube-dss scenarios` command lines: the DSS jobs and scenarios APIs from a
+//! shell. [`plugin`] is `kubectl dss`, the same binary as a kubectl plugin.
 //!
 //! Each subcommand is one or a few [`DssClient`] calls; output goes to a writer (stdout in the binary)
-//! so that it can be tested, errors go to stderr as one line, and the exit code says how a job ended
-//! (see [`exit`]). The API key is never printed.
+//! so that it can be tested, errors go to stderr as one line, and the exit code says how a job or a
+//! scenario run ended (see [`exit`]). The API key is never printed. This module holds the jobs
+//! commands and what both command lines share (connection, errors, exit codes);
+//! [`scenarios`] the scenario commands.
 
 mod args;
 mod output;
 pub mod plugin;
+mod scenario_args;
+pub mod scenarios;
 
 use std::{io::Write, path::Path, process::ExitCode};
 
@@ -18,31 +22,39 @@ pub use args::{
     AbortArgs, ConnectionArgs, Format, JobsArgs, JobsCommand, ListArgs, LogArgs, OutputSpec, PrefixArg,
     StartArgs, StatusArgs, WaitArgs,
 };
+pub use scenario_args::{
+    ScenarioAbortArgs, ScenarioListArgs, ScenarioLogArgs, ScenarioRunArgs, ScenarioStatusArgs,
+    ScenarioWaitArgs, ScenariosArgs, ScenariosCommand,
+};
 
 use crate::{
     dss::{self, ApiKey, ClientConfig, DssClient, JobDefinition, JobDefinitionBuilder, JobState, JobWaiter},
     telemetry,
 };
 
-/// Exit codes of `kube-dss jobs`.
+/// Exit codes of `kube-dss jobs` and `kube-dss scenarios`.
 pub mod exit {
-    /// Success; for `wait` and `start --wait`: the job ended `DONE`.
+    /// Success; for `wait` and `start --wait`: the job ended `DONE` (a scenario run: `SUCCESS`).
     pub const SUCCESS: u8 = 0;
-    /// The job ended `FAILED`.
+    /// The job or run ended `FAILED`.
     pub const FAILED: u8 = 1;
-    /// The job ended `ABORTED`.
+    /// The job or run ended `ABORTED`.
     pub const ABORTED: u8 = 2;
-    /// The wait timed out before the job ended.
+    /// The wait timed out before the job or run ended.
     pub const WAIT_TIMEOUT: u8 = 3;
     /// DSS answered with an error, could not be reached, or sent something unusable.
     pub const DSS_ERROR: u8 = 4;
+    /// The scenario run ended `WARNING`.
+    pub const WARNING: u8 = 5;
+    /// DSS cancelled the trigger fire (the scenario was already running): no run started.
+    pub const CANCELLED: u8 = 6;
     /// Bad command line or configuration (missing URL or key, unreadable file, invalid value).
     pub const USAGE: u8 = 64;
 }
 
 /// What went wrong, and so which exit code applies.
 #[derive(Debug, thiserror::Error)]
-enum CliError {
+pub(crate) enum CliError {
     /// The invocation or its configuration is wrong.
     #[error("{0}")]
     Usage(String),
@@ -65,6 +77,17 @@ pub async fn main(args: JobsArgs) -> ExitCode {
 /// Runs `kube-dss jobs`, writing results to `out` and diagnostics to `err`; returns the exit code.
 pub async fn run(args: JobsArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let result = execute(args, out, err).await;
+    finish("jobs", result, out, err)
+}
+
+/// The exit code of a command's result, after its error (if any) is printed as one line on `err`,
+/// prefixed with `kube-dss TOOL:`.
+pub(crate) fn finish(
+    tool: &str,
+    result: Result<u8, CliError>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
     let _ = out.flush();
     match result {
         Ok(code) => code,
@@ -75,14 +98,14 @@ pub async fn run(args: JobsArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8
                 CliError::Dss(dss::Error::InvalidConfig(_)) => (exit::USAGE, error_line(&error)),
                 CliError::Dss(_) | CliError::Output(_) => (exit::DSS_ERROR, error_line(&error)),
             };
-            let _ = writeln!(err, "kube-dss jobs: {line}");
+            let _ = writeln!(err, "kube-dss {tool}: {line}");
             code
         }
     }
 }
 
 /// The error and its causes on one line.
-fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
     let mut line = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -108,7 +131,7 @@ async fn execute(args: JobsArgs, out: &mut dyn Write, err: &mut dyn Write) -> Re
     }
 }
 
-fn connect(conn: &ConnectionArgs) -> Result<DssClient, CliError> {
+pub(crate) fn connect(conn: &ConnectionArgs) -> Result<DssClient, CliError> {
     let url = conn
         .url
         .as_deref()
@@ -137,12 +160,33 @@ fn connect(conn: &ConnectionArgs) -> Result<DssClient, CliError> {
     Ok(DssClient::new(config)?)
 }
 
-fn read_file(path: &Path, what: &str) -> Result<String, CliError> {
+pub(crate) fn read_file(path: &Path, what: &str) -> Result<String, CliError> {
     std::fs::read_to_string(path)
         .map_err(|e| CliError::Usage(format!("cannot read the {what} {}: {e}", path.display())))
 }
 
-fn required_project(project: Option<String>) -> Result<String, CliError> {
+/// Reads a JSON document, or a YAML one unless the file name ends in `.json`; `-` reads stdin (JSON
+/// when it starts with `{`). `what` names it in errors.
+pub(crate) fn read_document<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T, CliError> {
+    let (text, is_json) = if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| CliError::Usage(format!("cannot read the {what} from stdin: {e}")))?;
+        let is_json = text.trim_start().starts_with('{');
+        (text, is_json)
+    } else {
+        let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        (read_file(path, &format!("{what} file"))?, is_json)
+    };
+    let parsed: Result<T, String> = if is_json {
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    } else {
+        serde_yaml::from_str(&text).map_err(|e| e.to_string())
+    };
+    parsed.map_err(|e| CliError::Usage(format!("invalid {what}: {e}")))
+}
+
+pub(crate) fn required_project(project: Option<String>) -> Result<String, CliError> {
     project
         .filter(|p| !p.is_empty())
         .ok_or_else(|| CliError::Usage("no project: pass --project or set DSS_PROJECT".to_owned()))
@@ -183,22 +227,7 @@ async fn cmd_list(client: &DssClient, args: ListArgs, out: &mut dyn Write) -> Re
 
 fn definition_from_args(args: &StartArgs) -> Result<JobDefinition, CliError> {
     let definition = if let Some(path) = &args.definition {
-        let (text, is_json) = if path.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                .map_err(|e| CliError::Usage(format!("cannot read the definition from stdin: {e}")))?;
-            let is_json = text.trim_start().starts_with('{');
-            (text, is_json)
-        } else {
-            let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
-            (read_file(path, "definition file")?, is_json)
-        };
-        let parsed: Result<JobDefinition, String> = if is_json {
-            serde_json::from_str(&text).map_err(|e| e.to_string())
-        } else {
-            serde_yaml::from_str(&text).map_err(|e| e.to_string())
-        };
-        parsed.map_err(|e| CliError::Usage(format!("invalid job definition: {e}")))?
+        read_document::<JobDefinition>(path, "job definition")?
     } else {
         if args.outputs.is_empty() {
             return Err(CliError::Usage(

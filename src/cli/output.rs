@@ -5,7 +5,10 @@ use std::io::{self, Write};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::dss::{JobListItem, JobStatus};
+use crate::dss::{
+    JobListItem, JobStatus, ScenarioListItem, ScenarioOutcome, ScenarioRun, ScenarioRunDetails,
+    ScenarioStatus,
+};
 
 fn time(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(
@@ -124,4 +127,133 @@ pub(super) fn status_table(
         table(out, &["ACTIVITY", "STATE"], &rows)?;
     }
     Ok(())
+}
+
+/// A run's outcome, or `RUNNING` while it has none.
+fn outcome(outcome: Option<&ScenarioOutcome>) -> String {
+    outcome.map_or_else(|| "RUNNING".to_owned(), |o| o.as_str().to_owned())
+}
+
+fn opt(value: Option<&str>) -> String {
+    value.unwrap_or("-").to_owned()
+}
+
+fn flag(value: Option<bool>) -> String {
+    value.map_or_else(|| "-".to_owned(), |b| b.to_string())
+}
+
+/// The scenarios `list` table: ID, NAME, ACTIVE, RUNNING, STARTED.
+pub(super) fn scenarios_table(out: &mut dyn Write, scenarios: &[ScenarioListItem]) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = scenarios
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                opt(s.name.as_deref()),
+                flag(s.active),
+                s.running.to_string(),
+                time(s.start),
+            ]
+        })
+        .collect();
+    table(out, &["ID", "NAME", "ACTIVE", "RUNNING", "STARTED"], &rows)
+}
+
+/// The `status SCENARIO` text: the status fields, then the last runs.
+pub(super) fn scenario_status(
+    out: &mut dyn Write,
+    project: &str,
+    scenario: &str,
+    status: &ScenarioStatus,
+    runs: &[ScenarioRun],
+) -> io::Result<()> {
+    let fields = [
+        ("SCENARIO", format!("{project}.{scenario}")),
+        ("ACTIVE", flag(status.active)),
+        ("RUNNING", status.running.to_string()),
+        ("STARTED", time(status.start)),
+        ("NEXT RUN", time(status.next_run)),
+    ];
+    for (name, value) in fields {
+        writeln!(out, "{:<10}{value}", format!("{name}:"))?;
+    }
+    if runs.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.run_id.clone(),
+                outcome(r.outcome.as_ref()),
+                time(r.start),
+                time(r.end),
+                opt(r.trigger_run_id.as_deref()),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["RUN ID", "OUTCOME", "STARTED", "ENDED", "TRIGGER RUN ID"],
+        &rows,
+    )
+}
+
+/// The `status SCENARIO RUN_ID` text: the run's fields, then its steps with their jobs and errors.
+pub(super) fn run_details(
+    out: &mut dyn Write,
+    project: &str,
+    scenario: &str,
+    details: &ScenarioRunDetails,
+) -> io::Result<()> {
+    let run = &details.run;
+    let params = serde_json::to_string(&run.params).unwrap_or_default();
+    let fields = [
+        ("RUN ID", run.run_id.clone()),
+        ("SCENARIO", format!("{project}.{scenario}")),
+        ("OUTCOME", outcome(run.outcome.as_ref())),
+        ("STARTED", time(run.start)),
+        ("ENDED", time(run.end)),
+        (
+            "TRIGGER",
+            format!(
+                "{} {}",
+                opt(run.trigger_id.as_deref()),
+                opt(run.trigger_run_id.as_deref())
+            ),
+        ),
+        ("PARAMS", params),
+    ];
+    for (name, value) in fields {
+        writeln!(out, "{:<10}{value}", format!("{name}:"))?;
+    }
+    if details.steps.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    let rows: Vec<Vec<String>> = details
+        .steps
+        .iter()
+        .map(|s| {
+            let error = s
+                .thrown
+                .as_ref()
+                .and_then(|t| t.text())
+                .map_or_else(|| "-".to_owned(), |t| t.replace(['\n', '\r'], " "));
+            vec![
+                opt(s.step_id.as_deref()),
+                opt(s.name.as_deref()),
+                opt(s.step_type.as_deref()),
+                outcome(s.outcome.as_ref()),
+                if s.job_ids.is_empty() {
+                    "-".to_owned()
+                } else {
+                    s.job_ids.join(",")
+                },
+                error,
+            ]
+        })
+        .collect();
+    table(out, &["STEP", "NAME", "TYPE", "OUTCOME", "JOBS", "ERROR"], &rows)
 }

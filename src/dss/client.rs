@@ -107,10 +107,10 @@ pub trait RequestObserver: Send + Sync {
 }
 
 /// Body size caps: a hostile server cannot make the client buffer more than this.
-const MAX_JSON_BODY: usize = 32 * 1024 * 1024;
+pub(super) const MAX_JSON_BODY: usize = 32 * 1024 * 1024;
 const MAX_STATUS_BODY: usize = 16 * 1024 * 1024;
-const MAX_LOG_BODY: usize = 16 * 1024 * 1024;
-const MAX_ERROR_BODY: usize = 64 * 1024;
+pub(super) const MAX_LOG_BODY: usize = 16 * 1024 * 1024;
+pub(super) const MAX_ERROR_BODY: usize = 64 * 1024;
 /// The pause after a 429 that carries no usable `Retry-After`.
 const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
 
@@ -151,8 +151,8 @@ impl fmt::Debug for DssClient {
 }
 
 /// A raw successful answer.
-struct Answer {
-    body: Vec<u8>,
+pub(super) struct Answer {
+    pub(super) body: Vec<u8>,
 }
 
 impl DssClient {
@@ -403,7 +403,7 @@ impl DssClient {
     // -----------------------------------------------------------------------------------------------
 
     /// Runs a call and reports its outcome and duration to the observer.
-    async fn observed<T>(
+    pub(super) async fn observed<T>(
         &self,
         op: Operation,
         call: impl Future<Output = Result<T, Error>>,
@@ -424,7 +424,7 @@ impl DssClient {
 
     /// `{base}{prefix}/{segments...}` with every segment percent-encoded, then the query. An empty last
     /// segment gives the trailing slash.
-    fn url(&self, op: Operation, segments: &[&str], query: &[(&str, &str)]) -> Result<Url, Error> {
+    pub(super) fn url(&self, op: Operation, segments: &[&str], query: &[(&str, &str)]) -> Result<Url, Error> {
         let mut path = self.shared.base_url.path().trim_end_matches('/').to_owned();
         path.push_str(self.shared.prefix.as_str());
         for (i, segment) in segments.iter().enumerate() {
@@ -471,7 +471,7 @@ impl DssClient {
 
     /// Sends one request through the budget and returns a 2xx body (read up to `cap` bytes, else a decode
     /// error), or the error. Never retries.
-    async fn send(
+    pub(super) async fn send(
         &self,
         op: Operation,
         method: Method,
@@ -492,7 +492,7 @@ impl DssClient {
     }
 
     /// Like [`Self::send`] for a `GET` of text, keeping the last [`MAX_LOG_BODY`] bytes of a longer body.
-    async fn send_keep_tail(&self, op: Operation, url: Url) -> Result<String, Error> {
+    pub(super) async fn send_keep_tail(&self, op: Operation, url: Url) -> Result<String, Error> {
         let response = self.start(op, Method::GET, url, None).await?;
         let read = read_capped(op, response, MAX_LOG_BODY, true);
         let (body, truncated) = self.within_timeout(op, read).await??;

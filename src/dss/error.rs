@@ -32,11 +32,31 @@ pub enum Operation {
     Abort,
     /// `GET /projects/{pk}/jobs/{id}/log`
     GetLog,
+    /// `GET /projects/{pk}/scenarios/`
+    ListScenarios,
+    /// `POST /projects/{pk}/scenarios/{id}/run`
+    RunScenario,
+    /// `GET /projects/{pk}/scenarios/trigger/{id}/{triggerId}`
+    GetTriggerFire,
+    /// `GET /projects/{pk}/scenarios/{id}/get-run-for-trigger`
+    GetRunForTrigger,
+    /// `GET /projects/{pk}/scenarios/{id}/get-last-runs`
+    GetLastScenarioRuns,
+    /// `GET /projects/{pk}/scenarios/{id}/get-runs-by-date`
+    GetScenarioRunsByDate,
+    /// `GET /projects/{pk}/scenarios/{id}/{runId}/`
+    GetScenarioRun,
+    /// `GET /projects/{pk}/scenarios/{id}/light`
+    GetScenarioStatus,
+    /// `POST /projects/{pk}/scenarios/{id}/abort`
+    AbortScenario,
+    /// `GET /projects/{pk}/scenarios/{id}/{runId}/log`
+    GetScenarioRunLog,
 }
 
 impl Operation {
     /// Every operation, for metric pre-registration and tests.
-    pub const ALL: [Operation; 9] = [
+    pub const ALL: [Operation; 19] = [
         Operation::ListProjects,
         Operation::AuthInfo,
         Operation::ListJobs,
@@ -46,6 +66,16 @@ impl Operation {
         Operation::GetStatus,
         Operation::Abort,
         Operation::GetLog,
+        Operation::ListScenarios,
+        Operation::RunScenario,
+        Operation::GetTriggerFire,
+        Operation::GetRunForTrigger,
+        Operation::GetLastScenarioRuns,
+        Operation::GetScenarioRunsByDate,
+        Operation::GetScenarioRun,
+        Operation::GetScenarioStatus,
+        Operation::AbortScenario,
+        Operation::GetScenarioRunLog,
     ];
 
     /// The snake_case name, e.g. `get_status`.
@@ -60,6 +90,16 @@ impl Operation {
             Operation::GetStatus => "get_status",
             Operation::Abort => "abort",
             Operation::GetLog => "get_log",
+            Operation::ListScenarios => "list_scenarios",
+            Operation::RunScenario => "run_scenario",
+            Operation::GetTriggerFire => "get_trigger_fire",
+            Operation::GetRunForTrigger => "get_run_for_trigger",
+            Operation::GetLastScenarioRuns => "get_last_scenario_runs",
+            Operation::GetScenarioRunsByDate => "get_scenario_runs_by_date",
+            Operation::GetScenarioRun => "get_scenario_run",
+            Operation::GetScenarioStatus => "get_scenario_status",
+            Operation::AbortScenario => "abort_scenario",
+            Operation::GetScenarioRunLog => "get_scenario_run_log",
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Typed client of the DSS jobs REST API: the Rust twin of `dataikuapi`'s job API.
+//! Typed client of the DSS jobs and scenarios REST API: the Rust twin of `dataikuapi`'s job and
+//! scenario API.
 //!
-//! The operator and the `kube-dss jobs` CLI both talk to DSS through [`DssClient`]. It speaks the
+//! The operator and the `kube-dss jobs` / `kube-dss scenarios` CLIs talk to DSS through [`DssClient`]. It speaks the
 //! protocol described in `dss-api.md`: the official client's paths (with their exact trailing slashes),
 //! Basic authentication with the API key as user name, and DSS's JSON error bodies. Unlike the Python
 //! client it sets timeouts on every call, percent-encodes project keys and job ids, keeps the HTTP status
@@ -12,9 +13,13 @@
 //! - [`model`]: wire types: job list items, status documents, job definitions and their builder.
 //! - [`error`]: [`Error`], its classification (`is_retryable`, `category`, ...) and [`Operation`].
 //! - [`waiter`]: [`JobWaiter`], polling a job until it reaches a terminal state.
+//! - [`scenario`]: the scenario calls of [`DssClient`] (run, the trigger fire and its run, run
+//!   listings, one run with its steps, status, abort, logs); [`scenario_model`]: their wire types;
+//!   [`scenario_waiter`]: [`ScenarioWaiter`], from a trigger fire to its finished run.
 //!
 //! The client never retries a call by itself; in particular a job start is sent at most once per
-//! [`DssClient::start_job`] call, whatever happens, so that callers can reason about duplicate jobs.
+//! [`DssClient::start_job`] call, and a scenario run request at most once per
+//! [`DssClient::run_scenario`] call, whatever happens, so that callers can reason about duplicates.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -41,6 +46,10 @@ pub mod config;
 pub mod error;
 mod limiter;
 pub mod model;
+mod poll;
+pub mod scenario;
+pub mod scenario_model;
+pub mod scenario_waiter;
 pub mod waiter;
 
 pub use client::{DssClient, Outcome, RequestObserver};
@@ -50,4 +59,9 @@ pub use model::{
     ActivityStatus, AuthInfo, BuildType, GlobalState, JobDefinition, JobDefinitionBuilder,
     JobDefinitionSummary, JobListItem, JobOutput, JobState, JobStatus, ObjectType, StartedJob,
 };
+pub use scenario_model::{
+    ScenarioListItem, ScenarioOutcome, ScenarioRun, ScenarioRunDetails, ScenarioStatus, StepRun, ThrownError,
+    TriggerFire, log_tail,
+};
+pub use scenario_waiter::{ScenarioWait, ScenarioWaiter};
 pub use waiter::JobWaiter;

@@ -492,7 +492,7 @@ impl JobDefinitionBuilder {
 // Decoders. Each takes the raw body and returns a detail message on failure (the client turns it into
 // `Error::Decode`). serde_json limits nesting depth, so hostile documents fail cleanly.
 
-fn parse_json(body: &[u8]) -> Result<Value, String> {
+pub(super) fn parse_json(body: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))
 }
 
@@ -642,7 +642,7 @@ pub(crate) fn decode_auth_info(body: &[u8]) -> Result<AuthInfo, String> {
     })
 }
 
-fn kind(value: &Value) -> &'static str {
+pub(super) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -653,14 +653,14 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-fn str_field(obj: &Map<String, Value>, key: &str) -> Option<String> {
+pub(super) fn str_field(obj: &Map<String, Value>, key: &str) -> Option<String> {
     obj.get(key)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
 }
 
-fn bool_field(obj: &Map<String, Value>, key: &str) -> Option<bool> {
+pub(super) fn bool_field(obj: &Map<String, Value>, key: &str) -> Option<bool> {
     obj.get(key).and_then(Value::as_bool)
 }
 
@@ -682,7 +682,7 @@ fn u64_field(obj: &Map<String, Value>, key: &str) -> u64 {
 
 /// A time: epoch milliseconds (integer, float or digit string) or an RFC 3339 string. Zero, negative,
 /// absent or out-of-range values are `None`.
-fn time_field(obj: &Map<String, Value>, key: &str) -> Option<DateTime<Utc>> {
+pub(super) fn time_field(obj: &Map<String, Value>, key: &str) -> Option<DateTime<Utc>> {
     let millis = match obj.get(key)? {
         Value::Number(n) => n
             .as_i64()

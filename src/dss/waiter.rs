@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{DssClient, Error, JobState, JobStatus};
+use super::{
+    DssClient, Error, JobStatus,
+    poll::{Poll, PollEnd, Poller},
+};
 
 /// Polls a job's status with dataikuapi's backoff: the first poll at once, then sleeps of
 /// `initial * factor^(n-1)` capped at `max_delay` (defaults 0.2 s, x1.1, 15 s).
@@ -13,25 +16,10 @@ use super::{DssClient, Error, JobState, JobStatus};
 /// Unlike the Python waiter it stops after `timeout` (when set) with [`Error::WaitTimeout`], and it
 /// tolerates up to `max_transient_errors` consecutive retryable errors (5xx, 429, timeouts, transport);
 /// a non-retryable error ends the wait at once.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct JobWaiter {
-    initial_delay: Duration,
-    factor: f64,
-    max_delay: Duration,
+    poller: Poller,
     timeout: Option<Duration>,
-    max_transient_errors: u32,
-}
-
-impl Default for JobWaiter {
-    fn default() -> Self {
-        Self {
-            initial_delay: Duration::from_millis(200),
-            factor: 1.1,
-            max_delay: Duration::from_secs(15),
-            timeout: None,
-            max_transient_errors: 5,
-        }
-    }
 }
 
 impl JobWaiter {
@@ -42,23 +30,19 @@ impl JobWaiter {
 
     /// The first sleep.
     pub fn with_initial_delay(mut self, delay: Duration) -> Self {
-        self.initial_delay = delay;
+        self.poller.initial_delay = delay;
         self
     }
 
     /// The growth of each sleep over the previous one (values below 1 are treated as 1).
     pub fn with_factor(mut self, factor: f64) -> Self {
-        self.factor = if factor.is_finite() && factor >= 1.0 {
-            factor
-        } else {
-            1.0
-        };
+        self.poller.factor = Poller::sane_factor(factor);
         self
     }
 
     /// The longest sleep.
     pub fn with_max_delay(mut self, delay: Duration) -> Self {
-        self.max_delay = delay;
+        self.poller.max_delay = delay;
         self
     }
 
@@ -70,16 +54,13 @@ impl JobWaiter {
 
     /// How many retryable errors in a row are tolerated before the last one is returned.
     pub fn with_max_transient_errors(mut self, count: u32) -> Self {
-        self.max_transient_errors = count;
+        self.poller.max_transient_errors = count;
         self
     }
 
     /// The sleep before poll number `n + 1` (`n` starting at 1), without jitter.
     pub fn delay(&self, n: u32) -> Duration {
-        let exp = i32::try_from(n.saturating_sub(1)).unwrap_or(i32::MAX);
-        let secs = self.initial_delay.as_secs_f64() * self.factor.powi(exp);
-        let max = self.max_delay.as_secs_f64();
-        Duration::from_secs_f64(if secs.is_finite() { secs.min(max) } else { max })
+        self.poller.delay(n)
     }
 
     /// Polls until the job is `DONE`, `FAILED` or `ABORTED` and returns that status (a `FAILED` job is
@@ -92,55 +73,23 @@ impl JobWaiter {
         job_id: &str,
     ) -> Result<JobStatus, Error> {
         let deadline = self.timeout.map(|t| Instant::now() + t);
-        let mut last_state: Option<JobState> = None;
-        let mut errors = 0u32;
-        let mut sleeps = 0u32;
-        loop {
-            let poll = client.get_status(project_key, job_id);
-            let result = match deadline {
-                Some(deadline) => match tokio::time::timeout_at(deadline, poll).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        return Err(Error::WaitTimeout {
-                            job_id: job_id.to_owned(),
-                            last_state,
-                        });
-                    }
-                },
-                None => poll.await,
-            };
-            let mut next_delay = {
-                sleeps += 1;
-                self.delay(sleeps)
-            };
-            match result {
-                Ok(status) if status.state.is_terminal() => return Ok(status),
-                Ok(status) => {
-                    errors = 0;
-                    tracing::debug!(state = %status.state, "job not finished yet");
-                    last_state = Some(status.state);
+        let end = self
+            .poller
+            .until(deadline, |_| async move {
+                let status = client.get_status(project_key, job_id).await?;
+                if status.state.is_terminal() {
+                    return Ok(Poll::Ready(status));
                 }
-                Err(err) if err.is_retryable() && errors < self.max_transient_errors => {
-                    errors += 1;
-                    tracing::debug!(error = %err, errors, "transient error while waiting for the job");
-                    if let Some(retry_after) = err.retry_after() {
-                        next_delay = next_delay.max(retry_after);
-                    }
-                }
-                Err(err) => return Err(err),
-            }
-            if let Some(deadline) = deadline {
-                let now = Instant::now();
-                if now >= deadline {
-                    return Err(Error::WaitTimeout {
-                        job_id: job_id.to_owned(),
-                        last_state,
-                    });
-                }
-                // Never sleep past the deadline: make one last poll at it instead.
-                next_delay = next_delay.min(deadline - now);
-            }
-            tokio::time::sleep(next_delay).await;
+                tracing::debug!(state = %status.state, "job not finished yet");
+                Ok(Poll::Pending(status.state))
+            })
+            .await?;
+        match end {
+            PollEnd::Ready(status) => Ok(status),
+            PollEnd::TimedOut(last_state) => Err(Error::WaitTimeout {
+                job_id: job_id.to_owned(),
+                last_state,
+            }),
         }
     }
 }

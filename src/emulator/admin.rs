@@ -1,8 +1,8 @@
 //! The admin API's wire types and a small typed client for tests.
 //!
 //! The admin API is not part of DSS: it lives under `/__emulator/`, needs no key, and is never
-//! subject to injected faults. Tests use it to see every job, finish jobs at once, change faults
-//! and keys at run time, and read request statistics.
+//! subject to injected faults. Tests use it to see every job and every scenario fire and run,
+//! finish jobs at once, change faults and keys at run time, and read request statistics.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kube_dss::emulator::admin::AdminError> {
@@ -50,6 +50,78 @@ pub struct JobRecord {
     pub warnings_count: u64,
     /// The activities in run order.
     pub activities: Vec<ActivityRecord>,
+}
+
+/// A scenario's trigger fires and runs as the admin API shows them (`GET /__emulator/scenarios`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScenarioRecord {
+    /// The scenario's project.
+    pub project_key: String,
+    /// The scenario id.
+    pub scenario_id: String,
+    /// Retained trigger fires, oldest first.
+    pub fires: Vec<FireRecord>,
+    /// Retained runs, oldest first.
+    pub runs: Vec<RunRecord>,
+}
+
+/// A trigger fire of a [`ScenarioRecord`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FireRecord {
+    /// The trigger (`manual` for API runs).
+    pub trigger_id: String,
+    /// The trigger run id the `run` answer carried.
+    pub trigger_run_id: String,
+    /// The run parameters (the request's body).
+    pub params: Value,
+    /// The id of the API key that fired it.
+    pub api_key_id: String,
+    /// Epoch milliseconds.
+    pub fired_at: i64,
+    /// `PENDING`, `CANCELLED` or `STARTED`.
+    pub state: String,
+    /// The run it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+}
+
+/// A run of a [`ScenarioRecord`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    /// The scenario run id.
+    pub run_id: String,
+    /// The fire that started it.
+    pub trigger_run_id: String,
+    /// Its parameters.
+    pub params: Value,
+    /// The id of the API key whose fire started it.
+    pub api_key_id: String,
+    /// Epoch milliseconds.
+    pub start: i64,
+    /// Epoch milliseconds, 0 while running.
+    pub end: i64,
+    /// `SUCCESS`, `WARNING`, `FAILED` or `ABORTED` once finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// The steps started so far.
+    pub steps: Vec<StepRecord>,
+}
+
+/// A started step of a [`RunRecord`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRecord {
+    /// The step id.
+    pub id: String,
+    /// Its outcome once finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// The job a build step started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
 }
 
 /// An activity of a [`JobRecord`].
@@ -186,6 +258,28 @@ impl AdminClient {
             .append_pair("projectKey", project_key)
             .finish();
         self.call(reqwest::Method::GET, &format!("/jobs?{q}"), None).await
+    }
+
+    /// Every scenario with retained fires or runs, by project and id.
+    pub async fn scenarios(&self) -> Result<Vec<ScenarioRecord>, AdminError> {
+        self.call(reqwest::Method::GET, "/scenarios", None).await
+    }
+
+    /// The fires and runs of one scenario (empty before its first fire).
+    pub async fn scenario(&self, project_key: &str, scenario_id: &str) -> Result<ScenarioRecord, AdminError> {
+        let q: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("projectKey", project_key)
+            .append_pair("scenarioId", scenario_id)
+            .finish();
+        let mut found: Vec<ScenarioRecord> = self
+            .call(reqwest::Method::GET, &format!("/scenarios?{q}"), None)
+            .await?;
+        Ok(found.pop().unwrap_or_else(|| ScenarioRecord {
+            project_key: project_key.to_owned(),
+            scenario_id: scenario_id.to_owned(),
+            fires: Vec::new(),
+            runs: Vec::new(),
+        }))
     }
 
     /// Finishes a job at once.

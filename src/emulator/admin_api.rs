@@ -15,13 +15,15 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{
-    admin::{FinishRequest, FinishState, KeySpec},
-    api::{ApiError, P, error_type},
+    admin::{FinishRequest, FinishState, KeySpec, ScenarioRecord},
     catalog::{ApiKey, check_key},
     config::ApiKeyConfig,
     faults::Faults,
-    server::{AppState, lock},
+    scenario_view,
     sim::{Finish, JobError, JobState},
+    state::{AppState, lock},
+    stats::Started,
+    wire::{ApiError, P, error_type},
 };
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
@@ -29,6 +31,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/healthz", get(|| async { axum::Json(json!({"ok": true})) }))
         .route("/jobs", get(jobs))
         .route("/jobs/{pk}/{id}/finish", post(finish))
+        .route("/scenarios", get(scenarios))
         .route("/faults", get(get_faults).put(put_faults).delete(clear_faults))
         .route("/stats", get(stats))
         .route("/reset", post(reset))
@@ -59,15 +62,41 @@ async fn jobs(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Result<
             .find(|(k, _)| k == "projectKey")
             .map(|(_, v)| v.into_owned())
     });
-    let mut sim = lock(&st.sim);
-    let now = sim.now();
-    sim.advance(now);
+    let (world, _) = st.world();
+    let sim = &world.jobs;
     let records: Vec<_> = sim
         .all_jobs()
         .into_iter()
         .filter(|j| project.as_ref().is_none_or(|p| *p == j.project))
         .map(|j| j.record(&sim.clock))
         .collect();
+    json(&records)
+}
+
+/// The value of a query parameter.
+fn param(q: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(q?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn scenarios(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let project = param(q.as_deref(), "projectKey");
+    let scenario = param(q.as_deref(), "scenarioId");
+    let (world, _) = st.world();
+    let clock = world.clock();
+    let mut records: Vec<ScenarioRecord> = world
+        .scenarios
+        .all()
+        .filter(|((p, s), _)| {
+            project.as_ref().is_none_or(|x| x == p) && scenario.as_ref().is_none_or(|x| x == s)
+        })
+        .map(|((p, s), state)| {
+            let def = st.catalog.projects.get(p).and_then(|pr| pr.scenario(s));
+            scenario_view::record(p, s, def, state, clock)
+        })
+        .collect();
+    records.sort_by(|a, b| (&a.project_key, &a.scenario_id).cmp(&(&b.project_key, &b.scenario_id)));
     json(&records)
 }
 
@@ -87,9 +116,8 @@ async fn finish(
         warnings: req.warnings,
     };
     let answer = {
-        let mut sim = lock(&st.sim);
-        let now = sim.now();
-        sim.finish(&pk, &id, &finish, now).map_err(|e| match e {
+        let (mut world, now) = st.world();
+        world.finish_job(&pk, &id, &finish, now).map_err(|e| match e {
             JobError::NotFound => ApiError::not_found(format!("Job {id} does not exist in project {pk}")),
             JobError::AlreadyFinished(s) => ApiError::new(
                 StatusCode::CONFLICT,
@@ -97,10 +125,11 @@ async fn finish(
                 format!("Job {id} is already finished ({})", s.as_str()),
             ),
         })?;
-        let job = sim
+        let job = world
+            .jobs
             .get(&pk, &id)
             .ok_or_else(|| ApiError::not_found(format!("Job {id} is gone")))?;
-        json(&job.record(&sim.clock))
+        json(&job.record(world.clock()))
     };
     st.wake.notify_one();
     answer
@@ -130,13 +159,20 @@ async fn clear_faults(State(st): State<Arc<AppState>>) -> Result<Response, ApiEr
 
 async fn stats(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let counters = lock(&st.faults).counters.clone();
-    let jobs_started = lock(&st.sim).jobs_started;
-    let snapshot = lock(&st.stats).snapshot(counters, jobs_started, chrono::Utc::now().timestamp());
+    let started = {
+        let (world, _) = st.world();
+        Started {
+            jobs: world.jobs.jobs_started,
+            trigger_fires: world.scenarios.fires_total,
+            scenario_runs: world.scenarios.runs_started,
+        }
+    };
+    let snapshot = lock(&st.stats).snapshot(counters, started, chrono::Utc::now().timestamp());
     json(&snapshot)
 }
 
 async fn reset(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    lock(&st.sim).reset();
+    lock(&st.world).reset();
     *lock(&st.stats) = Default::default();
     lock(&st.faults).counters = Default::default();
     st.wake.notify_one();

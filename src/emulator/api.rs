@@ -8,275 +8,24 @@
 use std::sync::Arc;
 
 use axum::{
-    Json, Router,
+    Router,
     body::Bytes,
-    extract::{FromRequestParts, Path, RawQuery, State, rejection::BytesRejection},
-    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
+    extract::{RawQuery, State, rejection::BytesRejection},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{MethodRouter, get, post},
+    routing::{get, post},
 };
-use base64::Engine;
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::{
-    catalog::{ApiKey, ObjectType, Project},
-    faults::DropMode,
-    server::{AppState, ResetConnection, lock},
-    sim::{BuildType, JobError, NewJob, Target},
+    auth::Caller,
+    catalog::{ObjectType, Project, Target},
+    config::BuildType,
+    faults::Lost,
+    sim::{JobError, NewJob, Origin, job_label, resolve_output},
+    state::{AppState, lock},
+    wire::{ApiError, P, Query, both, dropped, error_type, to_json},
 };
-
-/// Error types of DSS error bodies. The exact types and statuses real DSS uses are not verified;
-/// these follow its Java exception naming and are documented in `docs/emulator.md`.
-pub(crate) mod error_type {
-    pub(crate) const UNAUTHORIZED: &str = "com.dataiku.dip.exceptions.UnauthorizedException";
-    pub(crate) const FORBIDDEN: &str = "com.dataiku.dip.exceptions.ForbiddenException";
-    pub(crate) const NOT_FOUND: &str = "com.dataiku.dip.server.controllers.NotFoundException";
-    pub(crate) const BAD_REQUEST: &str = "com.dataiku.dip.exceptions.BadRequestException";
-    pub(crate) const TOO_MANY_REQUESTS: &str = "com.dataiku.dip.exceptions.TooManyRequestsException";
-    pub(crate) const INTERNAL: &str = "com.dataiku.dip.exceptions.DKUException";
-    pub(crate) const CONFLICT: &str = "com.dataiku.dip.exceptions.ConflictException";
-}
-
-/// A DSS error answer: a status and a JSON body `{errorType, message, detailedMessage}`.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    pub(crate) status: StatusCode,
-    pub(crate) error_type: &'static str,
-    pub(crate) message: String,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            error_type,
-            message: message.into(),
-        }
-    }
-    pub(crate) fn unauthorized(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, error_type::UNAUTHORIZED, message)
-    }
-    pub(crate) fn forbidden(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, error_type::FORBIDDEN, message)
-    }
-    pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, error_type::NOT_FOUND, message)
-    }
-    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, error_type::BAD_REQUEST, message)
-    }
-    pub(crate) fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error_type::INTERNAL, message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({
-            "errorType": self.error_type,
-            "message": self.message,
-            "detailedMessage": self.message,
-        });
-        (self.status, Json(body)).into_response()
-    }
-}
-
-/// An HTML error page as a reverse proxy in front of DSS would send it.
-pub(crate) fn gateway_page(status: StatusCode) -> Response {
-    let reason = status.canonical_reason().unwrap_or("Error");
-    let body = format!(
-        "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n</body>\r\n</html>\r\n",
-        code = status.as_u16()
-    );
-    (status, [(header::CONTENT_TYPE, "text/html")], body).into_response()
-}
-
-/// The answer to a call whose response is dropped.
-pub(crate) fn dropped(mode: DropMode) -> Response {
-    match mode {
-        DropMode::Reset => {
-            let mut r = StatusCode::BAD_GATEWAY.into_response();
-            r.extensions_mut().insert(ResetConnection);
-            r
-        }
-        DropMode::BadGateway => gateway_page(StatusCode::BAD_GATEWAY),
-        DropMode::Unavailable => gateway_page(StatusCode::SERVICE_UNAVAILABLE),
-        DropMode::GatewayTimeout => gateway_page(StatusCode::GATEWAY_TIMEOUT),
-    }
-}
-
-/// Path parameters whose rejection is a DSS JSON error.
-pub(crate) struct P<T>(pub(crate) T);
-
-impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for P<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Path(t)| P(t))
-            .map_err(|e| ApiError::bad_request(e.body_text()))
-    }
-}
-
-/// The authenticated caller.
-pub(crate) struct Caller {
-    pub(crate) key: ApiKey,
-    source: &'static str,
-}
-
-impl Caller {
-    fn require(&self, project: &str, perm: &str) -> Result<(), ApiError> {
-        if self.key.can(project, perm) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
-                "Action forbidden: API key {} lacks the {perm} permission on project {project}",
-                self.key.config.id
-            )))
-        }
-    }
-
-    fn require_any(&self, project: &str, perms: &[&str]) -> Result<(), ApiError> {
-        if perms.iter().any(|p| self.key.can(project, p)) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
-                "Action forbidden: API key {} lacks the {} permission on project {project}",
-                self.key.config.id,
-                perms.join(" or ")
-            )))
-        }
-    }
-}
-
-/// Takes the API key from, in order: `Authorization: Basic base64(key:)` (the official client),
-/// `Authorization: Bearer key`, then `X-DKU-APITicket: key`.
-fn credentials(headers: &HeaderMap) -> Result<Option<(String, &'static str)>, ApiError> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("Invalid Authorization header"))?;
-        let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
-        let rest = rest.trim();
-        if scheme.eq_ignore_ascii_case("basic") {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(rest)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| {
-                    ApiError::unauthorized("Invalid Authorization header: bad Basic credentials")
-                })?;
-            // The key is the user name; the password is ignored.
-            let user = decoded.split_once(':').map_or(decoded.as_str(), |(u, _)| u);
-            return Ok(Some((user.to_owned(), "API_KEY")));
-        }
-        if scheme.eq_ignore_ascii_case("bearer") {
-            return Ok(Some((rest.to_owned(), "API_KEY")));
-        }
-        return Err(ApiError::unauthorized(format!(
-            "Unsupported authorization scheme {scheme}"
-        )));
-    }
-    if let Some(value) = headers.get("x-dku-apiticket") {
-        let value = value
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("Invalid X-DKU-APITicket header"))?;
-        return Ok(Some((value.trim().to_owned(), "TICKET")));
-    }
-    Ok(None)
-}
-
-impl FromRequestParts<Arc<AppState>> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        let Some((secret, source)) = credentials(&parts.headers)? else {
-            return Err(ApiError::unauthorized(
-                "No API key provided: use HTTP Basic authentication with the API key as user name",
-            ));
-        };
-        let key = state
-            .key(&secret)
-            .ok_or_else(|| ApiError::unauthorized("Invalid API key"))?;
-        Ok(Caller { key, source })
-    }
-}
-
-/// Query parameters, with repeated keys kept (`tags=a&tags=b`).
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn new(raw: Option<String>) -> Query {
-        Query(raw.map_or_else(Vec::new, |q| {
-            url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()
-        }))
-    }
-
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.0
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// A boolean as Python (`True`) or anyone else (`true`, `1`) sends it.
-    fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
-        match self.get(name) {
-            None | Some("") => Ok(None),
-            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(Some(true)),
-            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(Some(false)),
-            Some(v) => Err(ApiError::bad_request(format!("Invalid boolean for {name}: {v}"))),
-        }
-    }
-}
-
-fn project<'a>(state: &'a AppState, pk: &str) -> Result<&'a Project, ApiError> {
-    state
-        .catalog
-        .projects
-        .get(pk)
-        .ok_or_else(|| ApiError::not_found(format!("Project {pk} does not exist")))
-}
-
-fn json_bytes(bytes: Vec<u8>) -> Response {
-    (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        bytes,
-    )
-        .into_response()
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Response, ApiError> {
-    serde_json::to_vec(value)
-        .map(json_bytes)
-        .map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))
-}
-
-/// Registers a route under its canonical path and with the trailing slash toggled, because
-/// clients differ (the official client uses `/jobs/{id}/` but `/log`; others use `/log/`).
-fn both(
-    router: Router<Arc<AppState>>,
-    path: &str,
-    handler: MethodRouter<Arc<AppState>>,
-) -> Router<Arc<AppState>> {
-    router
-        .route(path, handler.clone())
-        .route(&toggle_slash(path), handler)
-}
-
-pub(crate) fn toggle_slash(path: &str) -> String {
-    match path.strip_suffix('/') {
-        Some(p) => p.to_owned(),
-        None => format!("{path}/"),
-    }
-}
 
 /// The canonical route templates (the forms the official client sends), used as stats keys.
 pub(crate) const ROUTES: &[&str] = &[
@@ -369,7 +118,7 @@ async fn project_summary(
     caller: Caller,
     P(pk): P<String>,
 ) -> Result<Response, ApiError> {
-    let p = project(&st, &pk)?;
+    let p = st.project(&pk)?;
     caller.require(&pk, "READ_CONF")?;
     to_json(&project_summary_json(p))
 }
@@ -412,7 +161,7 @@ async fn list_jobs(
     P(pk): P<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    project(&st, &pk)?;
+    st.project(&pk)?;
     caller.require_any(&pk, LIST_PERMS)?;
     let limit = match Query::new(q).get("limit") {
         None | Some("") => 0,
@@ -420,9 +169,8 @@ async fn list_jobs(
             .parse::<usize>()
             .map_err(|_| ApiError::bad_request(format!("Invalid limit: {v}")))?,
     };
-    let mut sim = lock(&st.sim);
-    let now = sim.now();
-    sim.advance(now);
+    let (world, _) = st.world();
+    let sim = &world.jobs;
     let take = if limit == 0 { usize::MAX } else { limit };
     let items: Vec<_> = sim
         .project_jobs(&pk)
@@ -437,11 +185,10 @@ async fn running_project(
     caller: Caller,
     P(pk): P<String>,
 ) -> Result<Response, ApiError> {
-    project(&st, &pk)?;
+    st.project(&pk)?;
     caller.require_any(&pk, LIST_PERMS)?;
-    let mut sim = lock(&st.sim);
-    let now = sim.now();
-    sim.advance(now);
+    let (world, _) = st.world();
+    let sim = &world.jobs;
     let items: Vec<_> = sim
         .active_jobs()
         .filter(|j| j.project == pk)
@@ -456,9 +203,8 @@ async fn running_all(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let all_users = Query::new(q).bool("allUsers")?.unwrap_or(true);
-    let mut sim = lock(&st.sim);
-    let now = sim.now();
-    sim.advance(now);
+    let (world, _) = st.world();
+    let sim = &world.jobs;
     let items: Vec<_> = sim
         .active_jobs()
         .filter(|j| LIST_PERMS.iter().any(|p| caller.key.can(&j.project, p)))
@@ -466,19 +212,6 @@ async fn running_all(
         .map(|j| j.list_item(&sim.clock))
         .collect();
     to_json(&items)
-}
-
-/// Makes a job-id fragment URL-safe: the client puts ids into paths without encoding them.
-fn id_safe(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// Reads a nullable string field (`null` and absent are the same).
@@ -499,7 +232,7 @@ async fn start_job(
     P(pk): P<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    project(&st, &pk)?;
+    st.project(&pk)?;
     caller.require(&pk, "RUN_JOBS")?;
     let body = body.map_err(|e| ApiError::new(e.status(), error_type::BAD_REQUEST, e.body_text()))?;
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -559,7 +292,7 @@ async fn start_job(
         let okey = opt_str(&item, &["projectKey", "targetDatasetProjectKey"], &what)?
             .unwrap_or(&pk)
             .to_owned();
-        let oproject = project(&st, &okey)?;
+        let oproject = st.project(&okey)?;
         if okey != pk {
             caller.require(&okey, "READ_CONF")?;
         }
@@ -591,27 +324,9 @@ async fn start_job(
                 )));
             }
         };
-        let spec_label = spec
-            .clone()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "NP".to_owned());
-        let partitions: Vec<String> = if obj.partitioned() {
-            let parts: Vec<String> = spec_label
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
-            if parts.is_empty() {
-                vec!["NP".to_owned()]
-            } else {
-                parts
-            }
-        } else {
-            vec!["NP".to_owned()]
-        };
+        let (spec_label, partitions) = obj.partitions_for(spec.as_deref());
         if i == 0 {
-            label = id_safe(&format!("{id}_{spec_label}"));
+            label = job_label(&id, &spec_label);
             first_output = id.clone();
         }
         if !obj.computable {
@@ -620,24 +335,19 @@ async fn start_job(
                 obj.ty.wire()
             ));
         }
-        item.insert("type".into(), json!(obj.ty.wire()));
-        item.insert("id".into(), json!(id));
-        item.insert("projectKey".into(), json!(okey));
-        item.insert("targetDataset".into(), json!(id));
-        item.insert("targetDatasetProjectKey".into(), json!(okey));
-        item.insert("targetPartition".into(), json!(spec_label));
+        resolve_output(&mut item, obj.ty, &id, &okey, &spec_label);
         normalized.push(Value::Object(item));
         targets.push(Target {
             project: okey,
             obj: obj_idx,
             partitions,
+            label: spec_label,
         });
     }
     def.insert("outputs".into(), Value::Array(normalized));
     let stored = {
-        let mut sim = lock(&st.sim);
-        let now = sim.now();
-        sim.advance(now);
+        let (mut world, now) = st.world();
+        let sim = &mut world.jobs;
         let activities = sim.plan(build, &targets);
         let note = if nothing.is_empty() {
             None
@@ -650,6 +360,7 @@ async fn start_job(
                     project: &pk,
                     def,
                     key_id: &caller.key.config.id,
+                    origin: Origin::Api,
                     label: &label,
                     first_output: &first_output,
                     activities,
@@ -662,7 +373,7 @@ async fn start_job(
         job.def.clone()
     };
     st.wake.notify_one();
-    if let Some(mode) = lock(&st.faults).drop_start() {
+    if let Some(mode) = lock(&st.faults).drop_response(Lost::JobStart) {
         tracing::info!(project = %pk, job = ?stored.get("id"), "dropping the start response (fault)");
         return Ok(dropped(mode));
     }
@@ -685,11 +396,10 @@ async fn job_status(
     caller: Caller,
     P((pk, id)): P<(String, String)>,
 ) -> Result<Response, ApiError> {
-    project(&st, &pk)?;
+    st.project(&pk)?;
     caller.require(&pk, "MONITOR_JOBS")?;
-    let mut sim = lock(&st.sim);
-    let now = sim.now();
-    sim.advance(now);
+    let (world, _) = st.world();
+    let sim = &world.jobs;
     let job = sim
         .get(&pk, &id)
         .ok_or_else(|| job_error(&pk, &id, JobError::NotFound))?;
@@ -701,12 +411,13 @@ async fn abort_job(
     caller: Caller,
     P((pk, id)): P<(String, String)>,
 ) -> Result<Response, ApiError> {
-    project(&st, &pk)?;
+    st.project(&pk)?;
     caller.require(&pk, "RUN_JOBS")?;
     let aborted = {
-        let mut sim = lock(&st.sim);
-        let now = sim.now();
-        sim.abort(&pk, &id, now).map_err(|e| job_error(&pk, &id, e))?
+        let (mut world, now) = st.world();
+        world
+            .abort_job(&pk, &id, now)
+            .map_err(|e| job_error(&pk, &id, e))?
     };
     st.wake.notify_one();
     // Always a JSON body: the client parses it, and an empty answer or a 204 crashes it.
@@ -719,14 +430,13 @@ async fn job_log(
     P((pk, id)): P<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    project(&st, &pk)?;
+    st.project(&pk)?;
     caller.require(&pk, "MONITOR_JOBS")?;
     let query = Query::new(q);
     let activity = query.get("activity").filter(|a| !a.is_empty());
     let text = {
-        let mut sim = lock(&st.sim);
-        let now = sim.now();
-        sim.advance(now);
+        let (mut world, now) = st.world();
+        let sim = &mut world.jobs;
         let job = sim
             .get(&pk, &id)
             .ok_or_else(|| job_error(&pk, &id, JobError::NotFound))?;
@@ -749,7 +459,7 @@ fn dataset<'a>(
     pk: &str,
     name: &str,
 ) -> Result<(&'a Project, usize), ApiError> {
-    let p = project(st, pk)?;
+    let p = st.project(pk)?;
     caller.require(pk, "READ_CONF")?;
     let idx = p
         .find(name, Some(ObjectType::Dataset))
@@ -799,7 +509,7 @@ async fn list_datasets(
     P(pk): P<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = project(&st, &pk)?;
+    let p = st.project(&pk)?;
     caller.require(&pk, "READ_CONF")?;
     let query = Query::new(q);
     // No dataset is shared between projects here, so `foreign` changes nothing once it parses.
@@ -854,9 +564,8 @@ async fn dataset_info(
         "computable": p.objects[idx].computable,
     });
     let last = {
-        let mut sim = lock(&st.sim);
-        let now = sim.now();
-        sim.advance(now);
+        let (world, _) = st.world();
+        let sim = &world.jobs;
         sim.last_build(&pk, idx)
     };
     if let (Some((start, end, ok)), Some(o)) = (last, info.as_object_mut()) {
@@ -875,7 +584,7 @@ async fn dataset_partitions(
 ) -> Result<Response, ApiError> {
     let (p, idx) = dataset(&st, &caller, &pk, &name)?;
     let parts = if p.objects[idx].partitioned() {
-        lock(&st.sim).existing_partitions(&pk, idx)
+        st.world().0.jobs.existing_partitions(&pk, idx)
     } else {
         vec!["NP".to_owned()]
     };
@@ -887,7 +596,7 @@ async fn flow_graph(
     caller: Caller,
     P(pk): P<String>,
 ) -> Result<Response, ApiError> {
-    let p = project(&st, &pk)?;
+    let p = st.project(&pk)?;
     caller.require(&pk, "READ_CONF")?;
     let mut nodes = Map::new();
     for o in &p.objects {

@@ -1,6 +1,6 @@
 //! The configuration compiled into lookup tables: projects, their objects and flow (with a
-//! topological order), API keys and the resolved build behaviour of each object. It is built once,
-//! checked, and shared read-only by the request handlers and the job simulation.
+//! topological order), their scenarios, API keys and the resolved build behaviour of each object.
+//! It is built once, checked, and shared read-only by the request handlers and the simulations.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -8,8 +8,11 @@ use std::{
 };
 
 use super::{
-    Error,
-    config::{ApiKeyConfig, BuildSpec, Config, DimensionConfig, ObjectConfig, Outcome, ProjectConfig},
+    config::{
+        ApiKeyConfig, BuildSpec, BuildType, Config, DimensionConfig, ObjectConfig, Outcome, ProjectConfig,
+        ScenarioConfig, StepConfig,
+    },
+    error::Error,
 };
 
 /// Build time used when nothing in the config sets one.
@@ -101,6 +104,37 @@ impl Object {
     pub(crate) fn behaviour(&self, partition: &str) -> &Behaviour {
         self.by_partition.get(partition).unwrap_or(&self.behaviour)
     }
+
+    /// The partitions a job builds for a partition spec (split on `,`; `NP` for an object that is not
+    /// partitioned), and the spec's label in job ids and definitions (`NP` when empty).
+    pub(crate) fn partitions_for(&self, spec: Option<&str>) -> (String, Vec<String>) {
+        let label = spec.filter(|s| !s.is_empty()).unwrap_or("NP").to_owned();
+        if !self.partitioned() {
+            return (label, vec!["NP".to_owned()]);
+        }
+        let parts: Vec<String> = label
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if parts.is_empty() {
+            (label, vec!["NP".to_owned()])
+        } else {
+            (label, parts)
+        }
+    }
+}
+
+/// One requested output, resolved against the catalog.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    pub(crate) project: String,
+    pub(crate) obj: usize,
+    /// The partitions to build (`NP` for a non-partitioned object).
+    pub(crate) partitions: Vec<String>,
+    /// The partition spec as requested (`NP` when none).
+    pub(crate) label: String,
 }
 
 /// A recipe of a project's flow.
@@ -119,6 +153,8 @@ pub(crate) struct Project {
     pub(crate) config: ProjectConfig,
     pub(crate) objects: Vec<Object>,
     pub(crate) recipes: Vec<Recipe>,
+    /// The scenarios, in configuration order.
+    pub(crate) scenarios: Vec<Scenario>,
     by_name: HashMap<String, usize>,
 }
 
@@ -132,6 +168,11 @@ impl Project {
             Some(ty) if self.objects[idx].ty != ty => None,
             _ => Some(idx),
         }
+    }
+
+    /// A scenario by id.
+    pub(crate) fn scenario(&self, id: &str) -> Option<&Scenario> {
+        self.scenarios.iter().find(|s| s.id == id)
     }
 
     /// The name of the recipe that builds an object: its producer, or the implicit one.
@@ -232,6 +273,11 @@ impl Catalog {
         }
         if instance.max_jobs_retained == 0 {
             return Err(invalid("instance.maxJobsRetained must be at least 1".to_owned()));
+        }
+        if instance.max_scenario_runs_retained == 0 {
+            return Err(invalid(
+                "instance.maxScenarioRunsRetained must be at least 1".to_owned(),
+            ));
         }
         config.faults.validate().map_err(invalid)?;
         let defaults = resolve(&BuildSpec::default(), &config.defaults);
@@ -396,12 +442,163 @@ fn compile_project(
         obj.computable = obj.producer.is_some() || !consumed[i];
     }
     rank_objects(&pc.project_key, &mut objects, &recipes)?;
-    Ok(Project {
+    let mut project = Project {
         key: pc.project_key.clone(),
         config: pc.clone(),
         objects,
         recipes,
+        scenarios: Vec::new(),
         by_name,
+    };
+    for sc in &pc.scenarios {
+        let scenario = compile_scenario(&project, sc)?;
+        if project.scenario(&scenario.id).is_some() {
+            return Err(format!(
+                "project {}: scenario {} is declared twice",
+                pc.project_key, scenario.id
+            ));
+        }
+        project.scenarios.push(scenario);
+    }
+    Ok(project)
+}
+
+/// A compiled scenario.
+#[derive(Debug)]
+pub(crate) struct Scenario {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) active: bool,
+    pub(crate) tags: Vec<String>,
+    pub(crate) steps: Vec<Step>,
+}
+
+/// A compiled scenario step.
+#[derive(Debug)]
+pub(crate) struct Step {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) action: StepAction,
+}
+
+/// What a step does.
+#[derive(Debug)]
+pub(crate) enum StepAction {
+    /// Runs one job building these targets.
+    Build { build: BuildType, targets: Vec<Target> },
+    /// Succeeds after a while.
+    Wait { duration_ms: u64 },
+    /// Ends `WARNING` after a while.
+    Warn { message: String, duration_ms: u64 },
+    /// Ends `FAILED` after a while.
+    Fail {
+        message: String,
+        code: Option<String>,
+        duration_ms: u64,
+    },
+}
+
+impl Step {
+    /// The DSS step type this step stands for.
+    pub(crate) fn dss_type(&self) -> &'static str {
+        match self.action {
+            StepAction::Build { .. } => "build_flowitem",
+            StepAction::Wait { .. } | StepAction::Warn { .. } | StepAction::Fail { .. } => "custom_python",
+        }
+    }
+}
+
+/// Scenario ids that would clash with the API's own path words.
+const RESERVED_SCENARIO_IDS: [&str; 1] = ["trigger"];
+
+fn compile_scenario(project: &Project, sc: &ScenarioConfig) -> Result<Scenario, String> {
+    let pk = &project.key;
+    if sc.id.is_empty() || sc.id.contains('/') || RESERVED_SCENARIO_IDS.contains(&sc.id.as_str()) {
+        return Err(format!("project {pk}: invalid scenario id {:?}", sc.id));
+    }
+    let mut steps: Vec<Step> = Vec::new();
+    for (i, step) in sc.steps.iter().enumerate() {
+        let (id, name) = step.labels();
+        let id = id.map_or_else(|| format!("step_{}", i + 1), str::to_owned);
+        if id.is_empty() || id.contains('/') || steps.iter().any(|s| s.id == id) {
+            return Err(format!(
+                "project {pk}: scenario {}: step id {id:?} is empty, repeated or has a '/'",
+                sc.id
+            ));
+        }
+        let where_ = format!("project {pk}: scenario {} step {id}", sc.id);
+        let action = match step {
+            StepConfig::Build {
+                outputs, job_type, ..
+            } => {
+                if outputs.is_empty() {
+                    return Err(format!("{where_}: a build step needs outputs"));
+                }
+                let targets = outputs
+                    .iter()
+                    .map(|o| {
+                        let ty = match &o.object_type {
+                            None => None,
+                            Some(t) => Some(
+                                ObjectType::parse(t)
+                                    .ok_or_else(|| format!("{where_}: unknown object type {t}"))?,
+                            ),
+                        };
+                        let obj = project
+                            .find(&o.id, ty)
+                            .ok_or_else(|| format!("{where_}: unknown object {}", o.id))?;
+                        if !project.objects[obj].computable {
+                            return Err(format!(
+                                "{where_}: {} is a flow source (no recipe builds it)",
+                                o.id
+                            ));
+                        }
+                        let (label, partitions) = project.objects[obj].partitions_for(o.partition.as_deref());
+                        Ok(Target {
+                            project: pk.clone(),
+                            obj,
+                            partitions,
+                            label,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                StepAction::Build {
+                    build: job_type.unwrap_or(BuildType::NonRecursiveForced),
+                    targets,
+                }
+            }
+            StepConfig::Wait { duration_ms, .. } => StepAction::Wait {
+                duration_ms: *duration_ms,
+            },
+            StepConfig::Warn {
+                message, duration_ms, ..
+            } => StepAction::Warn {
+                message: message.clone(),
+                duration_ms: *duration_ms,
+            },
+            StepConfig::Fail {
+                message,
+                code,
+                duration_ms,
+                ..
+            } => StepAction::Fail {
+                message: message.clone(),
+                code: code.clone(),
+                duration_ms: *duration_ms,
+            },
+        };
+        steps.push(Step {
+            name: name.map_or_else(|| id.clone(), str::to_owned),
+            id,
+            action,
+        });
+    }
+    Ok(Scenario {
+        id: sc.id.clone(),
+        name: sc.name.clone().unwrap_or_else(|| sc.id.clone()),
+        active: sc.active,
+        tags: sc.tags.clone(),
+        steps,
     })
 }
 
@@ -504,6 +701,62 @@ mod tests {
             (b.outcome, b.warnings, b.duration_ms, b.message.as_str()),
             (Outcome::Failed, 2, 10, "boom")
         );
+    }
+
+    #[test]
+    fn scenario_steps_are_checked_against_the_flow() {
+        let base = "projects:\n- projectKey: P\n  datasets: [{name: src}, {name: a, partitioning: [{name: day}]}]\n  recipes: [{name: r, inputs: [src], outputs: [a]}]\n  scenarios:\n";
+        let ok = config(&format!(
+            "{base}  - id: S\n    steps:\n    - {{type: build, outputs: [{{id: a, partition: '2024-01-01,2024-01-02'}}], jobType: RECURSIVE_BUILD}}\n    - {{type: wait, durationMs: 5}}\n    - {{type: warn, id: w, message: hm}}\n"
+        ))
+        .unwrap();
+        let s = ok.projects["P"].scenario("S").unwrap();
+        let ids: Vec<&str> = s.steps.iter().map(|st| st.id.as_str()).collect();
+        assert_eq!(ids, ["step_1", "step_2", "w"]);
+        assert_eq!((s.name.as_str(), s.active), ("S", true));
+        match &s.steps[0].action {
+            StepAction::Build { build, targets } => {
+                assert_eq!(*build, BuildType::Recursive);
+                assert_eq!(targets[0].partitions, ["2024-01-01", "2024-01-02"]);
+                assert_eq!(targets[0].label, "2024-01-01,2024-01-02");
+            }
+            other => panic!("{other:?}"),
+        }
+        let cases = [
+            (
+                "  - id: S\n    steps: [{type: build, outputs: [{id: nope}]}]\n",
+                "unknown object nope",
+            ),
+            (
+                "  - id: S\n    steps: [{type: build, outputs: [{id: src}]}]\n",
+                "flow source",
+            ),
+            (
+                "  - id: S\n    steps: [{type: build, outputs: []}]\n",
+                "needs outputs",
+            ),
+            (
+                "  - id: S\n    steps: [{type: build, outputs: [{id: a, type: SAVED_MODEL}]}]\n",
+                "unknown object a",
+            ),
+            ("  - id: S\n  - id: S\n", "declared twice"),
+            ("  - id: trigger\n", "invalid scenario id"),
+            (
+                "  - id: S\n    steps: [{type: wait, id: x, durationMs: 1}, {type: wait, id: x, durationMs: 1}]\n",
+                "repeated",
+            ),
+        ];
+        for (yaml, wanted) in cases {
+            let err = config(&format!("{base}{yaml}")).unwrap_err();
+            assert!(err.to_string().contains(wanted), "{yaml}: {err}");
+        }
+        let typo: Result<Config, _> = serde_yaml::from_str(&format!(
+            "{base}  - id: S\n    steps: [{{type: wait, durationMs: 1, extra: 2}}]\n"
+        ));
+        assert!(typo.is_err(), "unknown step keys are refused");
+        let unknown_type: Result<Config, _> =
+            serde_yaml::from_str(&format!("{base}  - id: S\n    steps: [{{type: sleep}}]\n"));
+        assert!(unknown_type.is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Error, faults::Faults};
+use super::{error::Error, faults::Faults};
 
 /// The whole emulator configuration (YAML or JSON, camelCase keys).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -34,7 +34,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses a configuration from YAML (JSON is YAML too) and checks that it is consistent.
+    /// Parses a configuration from YAML (JSON is YAML too) and reads its `apiKeyFile`. Its
+    /// consistency (flow, keys, rates) is checked when the emulator is started with it.
     pub fn from_yaml(text: &str) -> Result<Config, Error> {
         let mut config: Config = serde_yaml::from_str(text).map_err(Error::ParseConfig)?;
         if let Some(path) = &config.api_key_file {
@@ -52,9 +53,6 @@ impl Config {
                 ..ApiKeyConfig::default()
             });
         }
-        // Building the catalog is the consistency check: unknown recipe inputs, cycles, duplicate
-        // keys and bad permissions are reported here rather than at the first request.
-        super::catalog::Catalog::build(&config)?;
         Ok(config)
     }
 
@@ -89,6 +87,14 @@ pub struct InstanceConfig {
     /// How many jobs are kept per project; the oldest finished jobs are forgotten beyond it.
     #[serde(default = "default_max_jobs_retained")]
     pub max_jobs_retained: usize,
+    /// How long a trigger fire waits before its scenario run starts, in milliseconds (before
+    /// `timeScale`): DSS starts a requested run "after a few seconds".
+    #[serde(default = "default_scenario_start_delay_ms")]
+    pub scenario_start_delay_ms: u64,
+    /// How many runs, and how many trigger fires, are kept per scenario; the oldest finished ones
+    /// are forgotten beyond it.
+    #[serde(default = "default_max_scenario_runs_retained")]
+    pub max_scenario_runs_retained: usize,
 }
 
 impl Default for InstanceConfig {
@@ -99,6 +105,8 @@ impl Default for InstanceConfig {
             max_running_activities: default_max_running_activities(),
             time_scale: default_time_scale(),
             max_jobs_retained: default_max_jobs_retained(),
+            scenario_start_delay_ms: default_scenario_start_delay_ms(),
+            max_scenario_runs_retained: default_max_scenario_runs_retained(),
         }
     }
 }
@@ -117,6 +125,12 @@ fn default_time_scale() -> f64 {
 }
 fn default_max_jobs_retained() -> usize {
     20_000
+}
+fn default_scenario_start_delay_ms() -> u64 {
+    1000
+}
+fn default_max_scenario_runs_retained() -> usize {
+    1000
 }
 
 /// How an object (or one of its partitions) builds. Every field is optional: unset fields come
@@ -197,6 +211,9 @@ pub struct ProjectConfig {
     /// The flow: which recipe builds which outputs from which inputs.
     #[serde(default)]
     pub recipes: Vec<RecipeConfig>,
+    /// Scenarios: steps that build objects, wait, warn or fail, run through the scenarios API.
+    #[serde(default)]
+    pub scenarios: Vec<ScenarioConfig>,
 }
 
 /// A buildable object: a dataset, folder, model, ...
@@ -282,4 +299,164 @@ pub struct ApiKeyConfig {
     /// `MONITOR_JOBS`, ... `ADMIN` grants all of them.
     #[serde(default)]
     pub projects: BTreeMap<String, Vec<String>>,
+}
+
+/// A scenario: steps run one after the other when a trigger fires (the API's `run`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScenarioConfig {
+    /// The scenario id, e.g. `BUILD_DAILY` (unique in its project).
+    pub id: String,
+    /// The display name (defaults to the id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Whether its automatic triggers are active, as the list and `light` report it. Runs asked
+    /// for through the API start either way, as in DSS.
+    #[serde(default = "default_active")]
+    pub active: bool,
+    /// Scenario tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The steps, in run order. A step that fails (or is aborted) ends the run; later steps do not
+    /// run.
+    #[serde(default)]
+    pub steps: Vec<StepConfig>,
+}
+
+fn default_active() -> bool {
+    true
+}
+
+/// One step of a scenario, by `type`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum StepConfig {
+    /// Builds objects with one real emulator job (it shows in the jobs API). The step's outcome is
+    /// the job's: `DONE` is `SUCCESS` (`WARNING` when it reported warnings), `FAILED` is `FAILED`,
+    /// `ABORTED` is `ABORTED`. DSS calls this step type `build_flowitem`.
+    #[serde(rename_all = "camelCase")]
+    Build {
+        /// The step id (default `step_<n>`, 1-based), unique in the scenario.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The step name (default: the id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// What to build, as in a job definition: at least one computable object.
+        outputs: Vec<StepOutput>,
+        /// The build mode of the job (default `NON_RECURSIVE_FORCED_BUILD`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        job_type: Option<BuildType>,
+    },
+    /// Waits, then succeeds.
+    #[serde(rename_all = "camelCase")]
+    Wait {
+        /// The step id (default `step_<n>`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The step name (default: the id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// How long, in milliseconds (before `timeScale`).
+        duration_ms: u64,
+    },
+    /// Ends with outcome `WARNING` and logs its message.
+    #[serde(rename_all = "camelCase")]
+    Warn {
+        /// The step id (default `step_<n>`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The step name (default: the id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// The warning, logged at `WARN`.
+        message: String,
+        /// How long the step runs first, in milliseconds (before `timeScale`; default 0).
+        #[serde(default)]
+        duration_ms: u64,
+    },
+    /// Ends with outcome `FAILED`, with its message as the step's error (`result.thrown`).
+    #[serde(rename_all = "camelCase")]
+    Fail {
+        /// The step id (default `step_<n>`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The step name (default: the id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// The error message.
+        message: String,
+        /// The error code reported in `result.thrown.code`, e.g. `ERR_CUSTOM_CHECK`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        /// How long the step runs first, in milliseconds (before `timeScale`; default 0).
+        #[serde(default)]
+        duration_ms: u64,
+    },
+}
+
+impl StepConfig {
+    /// The configured id and name.
+    pub(crate) fn labels(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            StepConfig::Build { id, name, .. }
+            | StepConfig::Wait { id, name, .. }
+            | StepConfig::Warn { id, name, .. }
+            | StepConfig::Fail { id, name, .. } => (id.as_deref(), name.as_deref()),
+        }
+    }
+}
+
+/// An output of a build step.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StepOutput {
+    /// The object's name or id, in the scenario's project.
+    pub id: String,
+    /// Its type (`DATASET`, `MANAGED_FOLDER`, ...); any type when unset.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub object_type: Option<String>,
+    /// A partition spec, as in a job definition (comma-separated; default `NP`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+}
+
+/// The four build modes of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BuildType {
+    /// `NON_RECURSIVE_FORCED_BUILD`: the outputs only.
+    #[serde(rename = "NON_RECURSIVE_FORCED_BUILD")]
+    NonRecursiveForced,
+    /// `RECURSIVE_BUILD`: what is out of date upstream too.
+    #[serde(rename = "RECURSIVE_BUILD")]
+    Recursive,
+    /// `RECURSIVE_FORCED_BUILD`: everything upstream too.
+    #[serde(rename = "RECURSIVE_FORCED_BUILD")]
+    RecursiveForced,
+    /// `RECURSIVE_MISSING_ONLY_BUILD`: what was never built.
+    #[serde(rename = "RECURSIVE_MISSING_ONLY_BUILD")]
+    RecursiveMissingOnly,
+}
+
+impl BuildType {
+    /// Parses the wire name.
+    pub(crate) fn parse(s: &str) -> Option<BuildType> {
+        Some(match s {
+            "NON_RECURSIVE_FORCED_BUILD" => BuildType::NonRecursiveForced,
+            "RECURSIVE_BUILD" => BuildType::Recursive,
+            "RECURSIVE_FORCED_BUILD" => BuildType::RecursiveForced,
+            "RECURSIVE_MISSING_ONLY_BUILD" => BuildType::RecursiveMissingOnly,
+            _ => return None,
+        })
+    }
+
+    /// The wire name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            BuildType::NonRecursiveForced => "NON_RECURSIVE_FORCED_BUILD",
+            BuildType::Recursive => "RECURSIVE_BUILD",
+            BuildType::RecursiveForced => "RECURSIVE_FORCED_BUILD",
+            BuildType::RecursiveMissingOnly => "RECURSIVE_MISSING_ONLY_BUILD",
+        }
+    }
 }

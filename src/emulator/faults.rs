@@ -1,5 +1,5 @@
 //! Faults injected into DSS API calls: latency, 5xx answers, 429 with `Retry-After`, connection
-//! resets, start requests whose response is lost, and a full outage. They never apply to the
+//! resets, job starts and scenario runs whose response is lost, and a full outage. They never apply to the
 //! admin API. Random draws come from one seeded generator, so a run with a given seed and request
 //! order injects the same faults.
 
@@ -45,6 +45,16 @@ pub struct Faults {
     /// How a lost start response looks to the caller: `reset` (default), `502` or `504`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_start_response_mode: Option<DropMode>,
+    /// The next N scenario runs (`POST .../scenarios/{id}/run`) fire the trigger but the caller never
+    /// receives the trigger fire.
+    #[serde(default)]
+    pub drop_run_responses: u64,
+    /// Share of scenario runs that fire the trigger but lose the response.
+    #[serde(default)]
+    pub drop_run_response_rate: f64,
+    /// How a lost run response looks to the caller: `reset` (default), `502` or `504`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_run_response_mode: Option<DropMode>,
     /// When true every DSS call fails (see `outageMode`).
     #[serde(default)]
     pub outage: bool,
@@ -82,6 +92,7 @@ impl Faults {
             ("rateLimitRate", self.rate_limit_rate),
             ("resetRate", self.reset_rate),
             ("dropStartResponseRate", self.drop_start_response_rate),
+            ("dropRunResponseRate", self.drop_run_response_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(format!("faults.{name} must be between 0 and 1, got {rate}"));
@@ -110,6 +121,9 @@ pub struct FaultCounters {
     pub reset: u64,
     /// Job starts whose response was dropped (the job exists).
     pub dropped_start_responses: u64,
+    /// Scenario runs whose response was dropped (the trigger fired).
+    #[serde(default)]
+    pub dropped_run_responses: u64,
     /// Calls failed by the outage switch.
     pub outage: u64,
 }
@@ -129,12 +143,23 @@ pub(crate) enum Verdict {
     Pass,
 }
 
+/// A call whose effect happens even when its response is lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lost {
+    /// `POST /projects/{pk}/jobs/`: the job exists.
+    JobStart,
+    /// `POST .../scenarios/{id}/run`: the trigger fired.
+    ScenarioRun,
+}
+
 /// The live fault set, its random generator and its counters.
 pub(crate) struct FaultState {
     faults: Faults,
     rng: StdRng,
     /// Dropped-start budget left from `dropStartResponses`.
     drops_left: u64,
+    /// Dropped-run budget left from `dropRunResponses`.
+    run_drops_left: u64,
     pub(crate) counters: FaultCounters,
 }
 
@@ -143,6 +168,7 @@ impl FaultState {
         FaultState {
             rng: StdRng::seed_from_u64(faults.seed),
             drops_left: faults.drop_start_responses,
+            run_drops_left: faults.drop_run_responses,
             faults,
             counters: FaultCounters::default(),
         }
@@ -152,13 +178,15 @@ impl FaultState {
     pub(crate) fn set(&mut self, faults: Faults) {
         self.rng = StdRng::seed_from_u64(faults.seed);
         self.drops_left = faults.drop_start_responses;
+        self.run_drops_left = faults.drop_run_responses;
         self.faults = faults;
     }
 
-    /// The fault set as it stands, with the remaining dropped-start budget.
+    /// The fault set as it stands, with the remaining dropped-start and dropped-run budgets.
     pub(crate) fn current(&self) -> Faults {
         Faults {
             drop_start_responses: self.drops_left,
+            drop_run_responses: self.run_drops_left,
             ..self.faults.clone()
         }
     }
@@ -211,19 +239,34 @@ impl FaultState {
         Verdict::Pass
     }
 
-    /// Decides, after a job was created, whether its start response is lost, and how.
-    pub(crate) fn drop_start(&mut self) -> Option<DropMode> {
-        let drop = if self.drops_left > 0 {
-            self.drops_left -= 1;
+    /// Decides, after the call took effect, whether its response is lost, and how.
+    pub(crate) fn drop_response(&mut self, call: Lost) -> Option<DropMode> {
+        let (budget, rate, mode) = match call {
+            Lost::JobStart => (
+                &mut self.drops_left,
+                self.faults.drop_start_response_rate,
+                self.faults.drop_start_response_mode,
+            ),
+            Lost::ScenarioRun => (
+                &mut self.run_drops_left,
+                self.faults.drop_run_response_rate,
+                self.faults.drop_run_response_mode,
+            ),
+        };
+        let drop = if *budget > 0 {
+            *budget -= 1;
             true
         } else {
-            self.roll(self.faults.drop_start_response_rate)
+            self.roll(rate)
         };
         if !drop {
             return None;
         }
-        self.counters.dropped_start_responses += 1;
-        Some(self.faults.drop_start_response_mode.unwrap_or(DropMode::Reset))
+        match call {
+            Lost::JobStart => self.counters.dropped_start_responses += 1,
+            Lost::ScenarioRun => self.counters.dropped_run_responses += 1,
+        }
+        Some(mode.unwrap_or(DropMode::Reset))
     }
 }
 
@@ -259,10 +302,34 @@ mod tests {
             drop_start_responses: 2,
             ..Faults::default()
         });
-        assert_eq!(state.drop_start(), Some(DropMode::Reset));
-        assert_eq!(state.drop_start(), Some(DropMode::Reset));
-        assert_eq!(state.drop_start(), None);
+        assert_eq!(state.drop_response(Lost::JobStart), Some(DropMode::Reset));
+        assert_eq!(state.drop_response(Lost::JobStart), Some(DropMode::Reset));
+        assert_eq!(state.drop_response(Lost::JobStart), None);
         assert_eq!(state.counters.dropped_start_responses, 2);
+        assert_eq!(state.drop_response(Lost::ScenarioRun), None);
+    }
+
+    #[test]
+    fn run_drops_have_their_own_budget_and_mode() {
+        let mut state = FaultState::new(Faults {
+            drop_run_responses: 1,
+            drop_run_response_mode: Some(DropMode::GatewayTimeout),
+            ..Faults::default()
+        });
+        assert_eq!(state.drop_response(Lost::JobStart), None);
+        assert_eq!(
+            state.drop_response(Lost::ScenarioRun),
+            Some(DropMode::GatewayTimeout)
+        );
+        assert_eq!(state.drop_response(Lost::ScenarioRun), None);
+        assert_eq!(state.current().drop_run_responses, 0);
+        assert_eq!(
+            (
+                state.counters.dropped_start_responses,
+                state.counters.dropped_run_responses
+            ),
+            (0, 1)
+        );
     }
 
     #[test]

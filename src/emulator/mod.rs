@@ -1,11 +1,19 @@
-//! A local DSS emulator (jobs API subset) for demos, tests and sandboxes.
+//! A local DSS emulator (jobs and scenarios API subset) for demos, tests and sandboxes.
 //!
 //! It serves the DSS public API under both `/public/api` and `/dip/publicapi`, so the official
-//! Python client (`dataiku-api-client`) works against it unchanged, and simulates jobs from a
-//! configured flow: activities with durations, outcomes, warnings and log lines, an instance-wide
-//! limit on running activities, and the four build types. Faults (latency, 5xx, 429, resets, lost
-//! start responses, outages) can be injected, and an admin API under `/__emulator/` lets tests see
-//! and finish jobs. `docs/emulator.md` documents the configuration and both APIs.
+//! Python client (`dataiku-api-client`) works against it unchanged. It simulates jobs from a
+//! configured flow (activities with durations, outcomes, warnings and log lines, an instance-wide
+//! limit on running activities, the four build types) and scenarios whose steps build objects with
+//! real jobs, wait, warn or fail. Faults (latency, 5xx, 429, resets, lost start and run responses,
+//! outages) can be injected, and an admin API under `/__emulator/` (on the DSS listener, or on one
+//! of its own) lets tests see and finish jobs and see scenario runs. `docs/emulator.md` documents
+//! the configuration and both APIs.
+//!
+//! Where things live: `server.rs` (listeners, the fault and stats layer, [`spawn`]) serves
+//! `api.rs` (projects, jobs, datasets), `scenario_api.rs` and `admin_api.rs`; they share
+//! `state.rs`, `auth.rs` and `wire.rs`. `world.rs` advances `sim.rs` (jobs) and `scenarios.rs`
+//! (fires, runs, steps) in one time order; `scenario_view.rs` renders runs. `catalog.rs` compiles
+//! `config.rs`; `clock.rs`, `faults.rs`, `stats.rs` and `error.rs` are leaves.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kube_dss::emulator::Error> {
@@ -20,12 +28,21 @@
 pub mod admin;
 mod admin_api;
 mod api;
+mod auth;
 mod catalog;
+mod clock;
 mod config;
+mod error;
 mod faults;
+mod scenario_api;
+mod scenario_view;
+mod scenarios;
 mod server;
 mod sim;
+mod state;
 mod stats;
+mod wire;
+mod world;
 
 use std::{
     io::Write,
@@ -38,8 +55,9 @@ pub use config::{
     ApiKeyConfig, BuildSpec, Config, DimensionConfig, InstanceConfig, ObjectConfig, Outcome, ProjectConfig,
     RecipeConfig,
 };
+pub use error::Error;
 pub use faults::{DropMode, FaultCounters, Faults};
-pub use server::{Handle, spawn};
+pub use server::{Handle, Listen, spawn, spawn_with};
 pub use stats::Stats;
 
 use crate::telemetry::{self, LogFormat};
@@ -47,41 +65,16 @@ use crate::telemetry::{self, LogFormat};
 /// The example configuration, used when `--config` is not given.
 const EXAMPLE_CONFIG: &str = include_str!("../../examples/emulator.yaml");
 
-/// Errors of the emulator's set-up.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The config file could not be read.
-    #[error("cannot read the emulator config {path}")]
-    ReadConfig {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The config is not valid YAML for the expected structure.
-    #[error("the emulator config does not parse")]
-    ParseConfig(#[source] serde_yaml::Error),
-    /// The config parses but is inconsistent.
-    #[error("invalid emulator config: {0}")]
-    InvalidConfig(String),
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}")]
-    Bind {
-        /// The requested address.
-        addr: SocketAddr,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
 /// Arguments of `kube-dss emulator`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Address to listen on; port 0 picks a free port (the ready line shows the real one).
     #[arg(long, default_value = "127.0.0.1:11200", env = "KUBE_DSS_EMULATOR_LISTEN")]
     pub listen: SocketAddr,
+    /// Serve the admin API (`/__emulator/`) on this address instead of on --listen, so that DSS
+    /// API callers cannot reach it; a second ready line shows its URL. Port 0 picks a free port.
+    #[arg(long, env = "KUBE_DSS_EMULATOR_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
     /// The YAML configuration file (projects, flow, API keys, faults). Without it, the built-in
     /// copy of `examples/emulator.yaml` is used.
     #[arg(long, env = "KUBE_DSS_EMULATOR_CONFIG")]
@@ -100,9 +93,8 @@ fn load(path: Option<&Path>, time_scale: Option<f64>) -> Result<Config, Error> {
         None => Config::from_yaml(EXAMPLE_CONFIG)?,
     };
     if let Some(scale) = time_scale {
+        // Checked with the rest of the configuration when the emulator starts.
         config.instance.time_scale = scale;
-        // Re-check: the override must be a valid time scale too.
-        catalog::Catalog::build(&config)?;
     }
     Ok(config)
 }
@@ -141,7 +133,8 @@ async fn shutdown_signal() {
 }
 
 /// Runs `kube-dss emulator`: serves until SIGTERM or Ctrl-C. Prints one ready line on stdout
-/// (`kube-dss emulator listening on http://ADDR`) once it accepts connections.
+/// (`kube-dss emulator listening on http://ADDR`) once it accepts connections, and a second one
+/// (`kube-dss emulator admin API on http://ADDR`) with `--admin-addr`.
 pub async fn main(args: Args) -> ExitCode {
     telemetry::init(args.log_format, "info,kube_dss=info");
     let config = match load(args.config.as_deref(), args.time_scale) {
@@ -149,14 +142,27 @@ pub async fn main(args: Args) -> ExitCode {
         Err(err) => return report(&err),
     };
     let projects = config.projects.len();
-    let handle = match spawn(config, args.listen).await {
+    let listen = Listen {
+        dss: args.listen,
+        admin: args.admin_addr,
+    };
+    let handle = match spawn_with(config, listen).await {
         Ok(h) => h,
         Err(err) => return report(&err),
     };
     tracing::info!(addr = %handle.local_addr(), projects, "DSS emulator ready");
     let mut stdout = std::io::stdout().lock();
-    // Scripts wait for this exact line to learn the port.
-    if writeln!(stdout, "kube-dss emulator listening on {}", handle.base_url())
+    // Scripts wait for this exact line to learn the port (and for the second one, when the admin
+    // API has its own listener).
+    let mut ready = format!("kube-dss emulator listening on {}\n", handle.base_url());
+    if handle.admin_addr().is_some() {
+        ready.push_str(&format!(
+            "kube-dss emulator admin API on {}\n",
+            handle.admin_url()
+        ));
+    }
+    if stdout
+        .write_all(ready.as_bytes())
         .and_then(|()| stdout.flush())
         .is_err()
     {

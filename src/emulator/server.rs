@@ -1,16 +1,12 @@
-//! The HTTP side: shared state, the fault and statistics layer of the DSS API, the router with
-//! both API prefixes, the scheduler task, and an HTTP/1.1 accept loop.
+//! The HTTP side: the fault and statistics layer of the DSS API, the router with both API prefixes
+//! and the admin API, the scheduler task, an HTTP/1.1 accept loop, and [`spawn`], which compiles the
+//! configuration into its catalog and starts all of it.
 //!
 //! The accept loop is hand-written (rather than `axum::serve`) for one fault: a connection reset.
 //! A handler marks its response with [`ResetConnection`], and the connection's service then
 //! returns an error, on which hyper closes the connection without writing any response.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -21,100 +17,31 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use hyper_util::rt::TokioIo;
-use tokio::{net::TcpListener, sync::Notify, sync::watch, task::JoinSet};
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tower::ServiceExt;
 
 use super::{
-    Error,
-    api::{self, ApiError, ROUTES, dropped, error_type, gateway_page, toggle_slash},
-    catalog::{ApiKey, Catalog},
+    admin_api, api,
+    catalog::Catalog,
     config::Config,
-    faults::{DropMode, FaultState, Verdict},
-    sim::{Clock, Sim},
-    stats::StatsState,
+    error::Error,
+    faults::{DropMode, Verdict},
+    scenario_api,
+    state::{AppState, lock},
+    wire::{ApiError, ResetConnection, dropped, error_type, gateway_page, toggle_slash},
 };
 
 /// The documented API prefix, and the one the official Python client uses.
 pub(crate) const PREFIXES: [&str; 2] = ["/public/api", "/dip/publicapi"];
+
+/// Where the admin API lives, on whichever listener serves it.
+const ADMIN_PREFIX: &str = "/__emulator";
 
 /// How long shutdown waits for open connections to finish their current request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Request bodies above this size are refused (a job definition is a few hundred bytes).
 const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// Marks a response that must not be sent: the connection is closed instead.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ResetConnection;
-
-/// Locks a mutex, ignoring poisoning: every critical section leaves the state consistent, and a
-/// panic in one request must not take the whole emulator down.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Everything the handlers share.
-pub(crate) struct AppState {
-    pub(crate) config: Config,
-    pub(crate) catalog: Arc<Catalog>,
-    pub(crate) sim: Mutex<Sim>,
-    /// API keys by secret; the admin API adds and revokes keys at run time.
-    keys: RwLock<HashMap<String, ApiKey>>,
-    pub(crate) faults: Mutex<FaultState>,
-    pub(crate) stats: Mutex<StatsState>,
-    /// Wakes the scheduler when a job is created or finished early.
-    pub(crate) wake: Notify,
-}
-
-impl AppState {
-    pub(crate) fn new(config: Config) -> Result<AppState, Error> {
-        let catalog = Arc::new(Catalog::build(&config)?);
-        let keys = catalog
-            .keys
-            .iter()
-            .map(|k| (k.config.key.clone(), k.clone()))
-            .collect();
-        Ok(AppState {
-            sim: Mutex::new(Sim::new(catalog.clone(), &config.instance, Clock::new())),
-            faults: Mutex::new(FaultState::new(config.faults.clone())),
-            stats: Mutex::new(StatsState::default()),
-            keys: RwLock::new(keys),
-            catalog,
-            config,
-            wake: Notify::new(),
-        })
-    }
-
-    pub(crate) fn key(&self, secret: &str) -> Option<ApiKey> {
-        self.keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(secret)
-            .cloned()
-    }
-
-    /// Adds or replaces (by id) an API key.
-    pub(crate) fn put_key(&self, key: ApiKey) {
-        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
-        keys.retain(|_, k| k.config.id != key.config.id);
-        keys.insert(key.config.key.clone(), key);
-    }
-
-    /// Revokes the key with this id; returns whether it existed.
-    pub(crate) fn delete_key(&self, id: &str) -> bool {
-        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
-        let before = keys.len();
-        keys.retain(|_, k| k.config.id != id);
-        keys.len() != before
-    }
-
-    pub(crate) fn key_list(&self) -> Vec<ApiKey> {
-        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
-        let mut list: Vec<ApiKey> = keys.values().cloned().collect();
-        list.sort_by(|a, b| a.config.id.cmp(&b.config.id));
-        list
-    }
-}
 
 /// The stats key of a request: method and canonical route template, without the API prefix.
 fn route_key(method: &Method, matched: Option<&MatchedPath>) -> String {
@@ -125,15 +52,12 @@ fn route_key(method: &Method, matched: Option<&MatchedPath>) -> String {
         .iter()
         .find_map(|p| m.as_str().strip_prefix(p))
         .unwrap_or(m.as_str());
-    let canonical = if ROUTES.contains(&path) {
+    let known = |p: &str| api::ROUTES.contains(&p) || scenario_api::ROUTES.contains(&p);
+    let canonical = if known(path) {
         path.to_owned()
     } else {
         let toggled = toggle_slash(path);
-        if ROUTES.contains(&toggled.as_str()) {
-            toggled
-        } else {
-            path.to_owned()
-        }
+        if known(&toggled) { toggled } else { path.to_owned() }
     };
     format!("{method} {canonical}")
 }
@@ -203,17 +127,32 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     .into_response()
 }
 
-/// The whole application: the DSS API under both prefixes, and the admin API.
-pub(crate) fn app(state: Arc<AppState>) -> Router {
+/// The application of the DSS listener: the DSS API (jobs and scenarios) under both prefixes, and
+/// the admin API too unless it has a listener of its own.
+fn dss_app(state: Arc<AppState>, with_admin: bool) -> Router {
     let dss = api::router()
+        .merge(scenario_api::router())
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), dss_layer));
-    Router::new()
+    let router = Router::new()
         .nest(PREFIXES[0], dss.clone())
-        .nest(PREFIXES[1], dss)
-        .nest("/__emulator", super::admin_api::router())
-        .fallback(fallback)
+        .nest(PREFIXES[1], dss);
+    let router = if with_admin {
+        router.nest(ADMIN_PREFIX, admin_api::router())
+    } else {
+        router
+    };
+    router.fallback(fallback).with_state(state)
+}
+
+/// The application of a separate admin listener: the admin API only.
+fn admin_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .nest(ADMIN_PREFIX, admin_api::router())
+        .fallback(|method: Method, uri: Uri| async move {
+            ApiError::not_found(format!("No admin endpoint {method} {}", uri.path())).into_response()
+        })
         .with_state(state)
 }
 
@@ -310,10 +249,8 @@ async fn accept_loop(listener: TcpListener, app: Router, mut shutdown: watch::Re
 async fn scheduler(st: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let next = {
-            let mut sim = lock(&st.sim);
-            let now = sim.now();
-            sim.advance(now);
-            sim.next_event().map(|t| sim.clock.instant(t))
+            let (world, _) = st.world();
+            world.next_event().map(|t| world.clock().instant(t))
         };
         let sleep = async {
             match next {
@@ -329,12 +266,23 @@ async fn scheduler(st: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// Where an emulator listens.
+#[derive(Clone, Copy, Debug)]
+pub struct Listen {
+    /// The DSS API's address (port 0 picks a free port).
+    pub dss: SocketAddr,
+    /// A separate address for the admin API, so that DSS API callers cannot reach it (a sandbox
+    /// shared with others); `None` serves it on the DSS address, under `/__emulator/`.
+    pub admin: Option<SocketAddr>,
+}
+
 /// A running emulator.
 #[derive(Debug)]
 pub struct Handle {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<()>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
     scheduler: tokio::task::JoinHandle<()>,
 }
 
@@ -349,31 +297,78 @@ impl Handle {
         self.addr
     }
 
+    /// The base URL of the admin API, for [`super::admin::AdminClient`]: the admin listener's, or
+    /// [`Handle::base_url`] when the admin API shares the DSS listener.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr.unwrap_or(self.addr))
+    }
+
+    /// The admin listener's address, when it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     /// Stops accepting connections, lets in-flight requests finish (up to 5 s), and stops.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = self.server.await;
+        for server in self.servers {
+            let _ = server.await;
+        }
         let _ = self.scheduler.await;
     }
 }
 
-/// Starts an emulator on `listen` (port 0 picks a free port) in tokio tasks. Dropping the
-/// returned handle also stops it.
-pub async fn spawn(config: Config, listen: SocketAddr) -> Result<Handle, Error> {
-    let state = Arc::new(AppState::new(config)?);
-    let listener = TcpListener::bind(listen)
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| Error::Bind { addr: listen, source })?;
-    let addr = listener
+        .map_err(|source| Error::Bind { addr, source })?;
+    let local = listener
         .local_addr()
-        .map_err(|source| Error::Bind { addr: listen, source })?;
+        .map_err(|source| Error::Bind { addr, source })?;
+    Ok((listener, local))
+}
+
+/// Starts an emulator on `listen` (port 0 picks a free port), with the admin API on the same
+/// listener, in tokio tasks. See [`spawn_with`].
+pub async fn spawn(config: Config, listen: SocketAddr) -> Result<Handle, Error> {
+    spawn_with(
+        config,
+        Listen {
+            dss: listen,
+            admin: None,
+        },
+    )
+    .await
+}
+
+/// Starts an emulator in tokio tasks. Dropping the returned handle also stops it. The
+/// configuration is checked here, as it is compiled into the catalog: unknown recipe inputs,
+/// cycles, duplicate keys and ids, unknown scenario outputs and bad rates are reported before
+/// anything listens.
+pub async fn spawn_with(config: Config, listen: Listen) -> Result<Handle, Error> {
+    let catalog = Catalog::build(&config)?;
+    let state = Arc::new(AppState::new(config, catalog));
+    let (listener, addr) = bind(listen.dss).await?;
+    let admin = match listen.admin {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
     let (stop, stopped) = watch::channel(false);
     let scheduler = tokio::spawn(scheduler(state.clone(), stopped.clone()));
-    let server = tokio::spawn(accept_loop(listener, app(state), stopped));
+    let mut servers = vec![tokio::spawn(accept_loop(
+        listener,
+        dss_app(state.clone(), admin.is_none()),
+        stopped.clone(),
+    ))];
+    let admin_addr = admin.map(|(listener, admin_addr)| {
+        servers.push(tokio::spawn(accept_loop(listener, admin_app(state), stopped)));
+        admin_addr
+    });
     Ok(Handle {
         addr,
+        admin_addr,
         stop,
-        server,
+        servers,
         scheduler,
     })
 }

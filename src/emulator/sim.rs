@@ -11,16 +11,15 @@ use std::{
     cmp::Reverse,
     collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque},
     sync::Arc,
-    time::Instant,
 };
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    catalog::{Catalog, ObjectType},
-    config::{InstanceConfig, Outcome},
+    catalog::{Catalog, ObjectType, Target},
+    clock::{Clock, fmt_ms, log_line, scaled_us},
+    config::{BuildType, InstanceConfig, Outcome},
 };
 
 /// Cap on remembered built partitions per object, so arbitrary partition names sent by clients
@@ -82,34 +81,39 @@ impl ActState {
     }
 }
 
-/// The four build modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BuildType {
-    NonRecursiveForced,
-    Recursive,
-    RecursiveForced,
-    RecursiveMissingOnly,
-}
-
-impl BuildType {
-    pub(crate) fn parse(s: &str) -> Option<BuildType> {
-        Some(match s {
-            "NON_RECURSIVE_FORCED_BUILD" => BuildType::NonRecursiveForced,
-            "RECURSIVE_BUILD" => BuildType::Recursive,
-            "RECURSIVE_FORCED_BUILD" => BuildType::RecursiveForced,
-            "RECURSIVE_MISSING_ONLY_BUILD" => BuildType::RecursiveMissingOnly,
-            _ => return None,
+/// Makes a job-id fragment URL-safe: the client puts ids into paths without encoding them.
+fn id_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
         })
-    }
+        .collect()
 }
 
-/// One requested output, resolved against the catalog.
-#[derive(Clone, Debug)]
-pub(crate) struct Target {
-    pub(crate) project: String,
-    pub(crate) obj: usize,
-    /// The partitions to build (`NP` for a non-partitioned object).
-    pub(crate) partitions: Vec<String>,
+/// The job name suffix of a first output: `<id>_<partition spec|NP>`, URL-safe.
+pub(crate) fn job_label(id: &str, partition_label: &str) -> String {
+    id_safe(&format!("{id}_{partition_label}"))
+}
+
+/// Fills in an output of a job definition as it is stored: the resolved type, id and project, and
+/// the `target*` fields of DSS's own listing shape.
+pub(crate) fn resolve_output(
+    item: &mut Map<String, Value>,
+    ty: ObjectType,
+    id: &str,
+    project: &str,
+    partition_label: &str,
+) {
+    item.insert("type".into(), json!(ty.wire()));
+    item.insert("id".into(), json!(id));
+    item.insert("projectKey".into(), json!(project));
+    item.insert("targetDataset".into(), json!(id));
+    item.insert("targetDatasetProjectKey".into(), json!(project));
+    item.insert("targetPartition".into(), json!(partition_label));
 }
 
 /// One activity of a job: building one partition of one object.
@@ -143,6 +147,8 @@ pub(crate) struct Job {
     pub(crate) id: String,
     pub(crate) def: Map<String, Value>,
     pub(crate) key_id: String,
+    /// `def.initiator`: who started it.
+    initiator: String,
     initiation_us: u64,
     pub(crate) state: JobState,
     start_us: Option<u64>,
@@ -153,50 +159,6 @@ pub(crate) struct Job {
     note: Option<String>,
     /// The failure message of a job failed through the admin API with no activity to blame.
     error: Option<String>,
-}
-
-/// Maps the monotonic emulator time to epoch milliseconds.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Clock {
-    origin: Instant,
-    origin_epoch_ms: i64,
-}
-
-impl Clock {
-    pub(crate) fn new() -> Clock {
-        Clock {
-            origin: Instant::now(),
-            origin_epoch_ms: Utc::now().timestamp_millis(),
-        }
-    }
-
-    /// Microseconds since the emulator started.
-    pub(crate) fn now_us(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
-    }
-
-    /// The instant of an emulator time, for timers.
-    pub(crate) fn instant(&self, t_us: u64) -> Instant {
-        self.origin + std::time::Duration::from_micros(t_us)
-    }
-
-    /// Epoch milliseconds of an emulator time.
-    pub(crate) fn epoch_ms(&self, t_us: u64) -> i64 {
-        self.origin_epoch_ms
-            .saturating_add(i64::try_from(t_us / 1000).unwrap_or(i64::MAX))
-    }
-
-    fn opt_ms(&self, t: Option<u64>) -> i64 {
-        t.map_or(0, |t| self.epoch_ms(t))
-    }
-}
-
-/// Formats epoch milliseconds with a pattern, in UTC.
-fn fmt_ms(ms: i64, pattern: &str) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .format(pattern)
-        .to_string()
 }
 
 /// The jobs of one project, in creation order.
@@ -221,13 +183,40 @@ pub(crate) enum JobError {
     AlreadyFinished(JobState),
 }
 
+/// What started a job, as its definition records it (`initiator`, `triggeredFrom`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Origin<'a> {
+    /// A `POST /projects/{pk}/jobs/`.
+    Api,
+    /// A build step of this scenario (`<projectKey>.<scenarioId>`) and run.
+    Scenario { scenario: &'a str, run_id: &'a str },
+}
+
+impl Origin<'_> {
+    fn initiator(self, key_id: &str) -> String {
+        match self {
+            Origin::Api => format!("API ({key_id})"),
+            Origin::Scenario { scenario, run_id } => format!("scenario {scenario} run {run_id} ({key_id})"),
+        }
+    }
+
+    fn triggered_from(self) -> &'static str {
+        match self {
+            Origin::Api => "API",
+            Origin::Scenario { .. } => "SCENARIO",
+        }
+    }
+}
+
 /// What a job is created from.
 pub(crate) struct NewJob<'a> {
     pub(crate) project: &'a str,
     /// The definition to store, without the server-assigned fields (they are added).
     pub(crate) def: Map<String, Value>,
-    /// The id of the API key starting it.
+    /// The id of the API key starting it (for a scenario: the key that fired its trigger).
     pub(crate) key_id: &'a str,
+    /// What started it.
+    pub(crate) origin: Origin<'a>,
     /// `<firstOutputId>_<partition|NP>`, already URL-safe: the job name after `build_`.
     pub(crate) label: &'a str,
     /// The first output's id, to keep ids unique per output.
@@ -301,6 +290,11 @@ impl Sim {
         self.clock.now_us()
     }
 
+    /// The catalog the jobs build from.
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
     /// The emulator time of the next due event, if any.
     pub(crate) fn next_event(&self) -> Option<u64> {
         self.events.peek().map(|Reverse((t, _))| *t)
@@ -319,12 +313,7 @@ impl Sim {
     }
 
     fn scaled_us(&self, ms: u64) -> u64 {
-        let us = ms as f64 * 1000.0 / self.time_scale;
-        if us.is_finite() && us >= 0.0 {
-            us.min(u64::MAX as f64 / 4.0) as u64
-        } else {
-            0
-        }
+        scaled_us(ms, self.time_scale)
     }
 
     fn is_built(&self, project: &str, obj: usize, partition: &str) -> bool {
@@ -485,6 +474,7 @@ impl Sim {
             project,
             mut def,
             key_id,
+            origin,
             label,
             first_output,
             activities,
@@ -503,8 +493,9 @@ impl Sim {
         def.insert("id".into(), json!(id));
         def.insert("name".into(), json!(name));
         def.insert("projectKey".into(), json!(project));
-        def.insert("initiator".into(), json!(format!("API ({key_id})")));
-        def.insert("triggeredFrom".into(), json!("API"));
+        let initiator = origin.initiator(key_id);
+        def.insert("initiator".into(), json!(initiator));
+        def.insert("triggeredFrom".into(), json!(origin.triggered_from()));
         def.insert("initiationTimestamp".into(), json!(now_ms));
         def.entry("refreshHiveMetastore").or_insert(json!(false));
         def.entry("mailNotification").or_insert(json!(false));
@@ -521,6 +512,7 @@ impl Sim {
             id: id.clone(),
             def,
             key_id: key_id.to_owned(),
+            initiator,
             initiation_us: now,
             state: if empty {
                 JobState::Done
@@ -869,7 +861,7 @@ impl Job {
             id: &self.id,
             state: self.state.as_str(),
             def: &self.def,
-            initiator: format!("API ({})", self.key_id),
+            initiator: self.initiator.clone(),
             api_key_id: &self.key_id,
             initiation_timestamp: clock.epoch_ms(self.initiation_us),
             start_time: clock.opt_ms(self.start_us),
@@ -946,6 +938,20 @@ impl Job {
         })
     }
 
+    /// The failure message of a `FAILED` job: its failed activity's, or the one it was failed with.
+    pub(crate) fn failure(&self) -> Option<&str> {
+        self.activities
+            .iter()
+            .find_map(|a| a.error.as_deref())
+            .or(self.error.as_deref())
+            .filter(|_| self.state == JobState::Failed)
+    }
+
+    /// When the job ended (emulator time), once it has.
+    pub(crate) fn end_us(&self) -> Option<u64> {
+        self.end_us.filter(|_| self.state.terminal())
+    }
+
     pub(crate) fn has_activity(&self, id: &str) -> bool {
         self.activities.iter().any(|a| a.id == id)
     }
@@ -955,10 +961,7 @@ impl Job {
     pub(crate) fn log(&self, activity: Option<&str>, now: u64, clock: &Clock) -> String {
         let mut out = String::new();
         let mut line = |t: u64, thread: &str, level: &str, logger: &str, msg: &str| {
-            out.push_str(&format!(
-                "[{}] [{thread}] [{level}] [{logger}] - {msg}\n",
-                fmt_ms(clock.epoch_ms(t), "%Y/%m/%d-%H:%M:%S%.3f")
-            ));
+            log_line(&mut out, clock.epoch_ms(t), thread, level, logger, msg);
         };
         let whole = activity.is_none();
         if whole {
@@ -973,8 +976,8 @@ impl Job {
                 "INFO",
                 "dku.jobs",
                 &format!(
-                    "Job {} initiated by API ({}) in project {}, type {ty}",
-                    self.id, self.key_id, self.project
+                    "Job {} initiated by {} in project {}, type {ty}",
+                    self.id, self.initiator, self.project
                 ),
             );
             let names: Vec<&str> = self.activities.iter().map(|a| a.id.as_str()).collect();
@@ -1089,12 +1092,7 @@ impl Job {
             }
         }
         if whole && let Some(end) = self.end_us.filter(|_| self.state.terminal()) {
-            let failure = self
-                .activities
-                .iter()
-                .find_map(|a| a.error.as_deref())
-                .or(self.error.as_deref())
-                .filter(|_| self.state == JobState::Failed);
+            let failure = self.failure();
             let msg = match failure {
                 Some(err) => format!("Job {} finished: FAILED: {err}", self.id),
                 None => format!("Job {} finished: {}", self.id, self.state.as_str()),
@@ -1128,6 +1126,7 @@ mod tests {
             project: "P".into(),
             obj: s.catalog.projects["P"].find(name, None).unwrap(),
             partitions: vec!["NP".into()],
+            label: "NP".into(),
         }
     }
 
@@ -1138,6 +1137,7 @@ mod tests {
             project: "P",
             def: Map::new(),
             key_id: "k",
+            origin: Origin::Api,
             label: &label,
             first_output: name,
             activities: acts,

@@ -1,5 +1,6 @@
 //! Request statistics of the DSS API (the admin API is not counted): totals by route template and
-//! status, injected faults, jobs started, and requests per second over the last ten minutes.
+//! status, injected faults, jobs started, trigger fires and scenario runs, and requests per second
+//! over the last ten minutes.
 //! Reliability tests read them through `GET /__emulator/stats` to count calls and jobs.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -24,12 +25,27 @@ pub struct Stats {
     pub responses_by_status: BTreeMap<String, u64>,
     /// Faults injected, by kind.
     pub faults_injected: FaultCounters,
-    /// Jobs created by `POST /projects/{pk}/jobs/` (including those whose response was dropped).
+    /// Jobs created by `POST /projects/{pk}/jobs/` (including those whose response was dropped)
+    /// and by scenario build steps.
     pub jobs_started: u64,
+    /// Trigger fires of `POST .../scenarios/{id}/run` (including those whose response was dropped).
+    #[serde(default)]
+    pub trigger_fires: u64,
+    /// Scenario runs started (fires that were not cancelled).
+    #[serde(default)]
+    pub scenario_runs_started: u64,
     /// The highest number of requests received within one wall-clock second.
     pub peak_requests_per_second: u64,
     /// `[unixSecond, count]` for every second with requests in the last 600 seconds, oldest first.
     pub requests_per_second: Vec<(i64, u64)>,
+}
+
+/// What the simulations started, for the statistics.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Started {
+    pub(crate) jobs: u64,
+    pub(crate) trigger_fires: u64,
+    pub(crate) scenario_runs: u64,
 }
 
 /// The live counters.
@@ -71,14 +87,16 @@ impl StatsState {
         *self.by_status.entry(status.to_string()).or_default() += 1;
     }
 
-    pub(crate) fn snapshot(&mut self, faults: FaultCounters, jobs_started: u64, unix_second: i64) -> Stats {
+    pub(crate) fn snapshot(&mut self, faults: FaultCounters, started: Started, unix_second: i64) -> Stats {
         self.trim(unix_second);
         Stats {
             requests_total: self.requests_total,
             requests_by_route: self.by_route.clone(),
             responses_by_status: self.by_status.clone(),
             faults_injected: faults,
-            jobs_started,
+            jobs_started: started.jobs,
+            trigger_fires: started.trigger_fires,
+            scenario_runs_started: started.scenario_runs,
             peak_requests_per_second: self.peak,
             requests_per_second: self.per_second.iter().copied().collect(),
         }
@@ -97,7 +115,7 @@ mod tests {
         }
         s.request("GET /projects/", 101);
         s.request("GET /projects/", 800);
-        let snap = s.snapshot(FaultCounters::default(), 0, 800);
+        let snap = s.snapshot(FaultCounters::default(), Started::default(), 800);
         assert_eq!(snap.peak_requests_per_second, 3);
         assert_eq!(snap.requests_per_second, vec![(800, 1)]);
         assert_eq!(snap.requests_total, 5);

@@ -120,3 +120,16 @@ def test_stats_count_routes_by_template(emulator_url, admin):
     key = "POST /projects/{pk}/jobs/"
     assert after["requestsByRoute"].get(key, 0) == before["requestsByRoute"].get(key, 0) + 1
     assert after["jobsStarted"] == before["jobsStarted"] + 1
+
+
+def test_the_admin_api_is_not_served_to_dss_callers(emulator_url, admin_url):
+    # The suite runs the emulator as the chart's sandbox does: the admin API on a listener of its own.
+    assert requests.get(admin_url + "/__emulator/healthz", timeout=10).json() == {"ok": True}
+    for path in ("/__emulator/healthz", "/__emulator/jobs", "/__emulator/config"):
+        resp = requests.get(emulator_url + path, auth=AUTH, timeout=10)
+        assert resp.status_code == 404, (path, resp.status_code, resp.text)
+    resp = requests.put(emulator_url + "/__emulator/faults", json={"outage": True}, timeout=10)
+    assert resp.status_code == 404
+    # And the admin listener serves no DSS API.
+    resp = requests.get(admin_url + "/public/api/projects/", auth=AUTH, timeout=10)
+    assert resp.status_code == 404
