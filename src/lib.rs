@@ -1,10 +1,11 @@
 //! kube-dss: drives Dataiku DSS dataset builds from Kubernetes.
 //!
-//! - [`crd`]: the `DatasetBuild` and `DSSConnection` custom resources.
-//! - [`controller`]: the operator that starts, polls and aborts DSS jobs for them.
+//! - [`crd`]: the `DatasetBuild`, `DSSConnection` and `DatasetBuildSchedule` custom resources.
+//! - [`controller`]: the operator that starts, polls and aborts DSS jobs for them, and creates the
+//!   builds of schedules.
 //! - [`dss`]: a typed client of the DSS jobs REST API, shared by the operator and the CLI.
 //! - [`emulator`]: a local DSS (jobs API subset) for demos, tests and sandboxes.
-//! - [`cli`]: the `kube-dss jobs` command line.
+//! - [`cli`]: the `kube-dss jobs` and `kube-dss schedules` command lines.
 
 pub mod cli;
 pub mod controller;

@@ -1,5 +1,5 @@
-//! The `kube-dss` binary: one entry point for the operator, the CRD printer, the DSS emulator and
-//! the jobs CLI.
+//! The `kube-dss` binary: one entry point for the operator, the CRD printer, the DSS emulator, the
+//! jobs CLI and the schedules CLI.
 
 use std::process::ExitCode;
 
@@ -25,7 +25,7 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
-    /// Run the operator (DatasetBuild and DSSConnection controllers).
+    /// Run the operator (DatasetBuild, DSSConnection and DatasetBuildSchedule controllers).
     Controller(controller::Args),
     /// Print every CRD as YAML (the content of `crds/`).
     Crds,
@@ -33,6 +33,8 @@ enum Command {
     Emulator(emulator::Args),
     /// Work with DSS jobs from a shell: list, start, status, abort, log, wait.
     Jobs(cli::JobsArgs),
+    /// Work with DatasetBuildSchedules: run a slot's build now.
+    Schedules(cli::schedules::SchedulesArgs),
 }
 
 /// Exit code of a command-line usage error (EX_USAGE). clap's own default, 2, would collide with
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
             },
             Command::Emulator(args) => emulator::main(args).await,
             Command::Jobs(args) => cli::main(args).await,
+            Command::Schedules(args) => cli::schedules::main(args).await,
         }
     })
 }

@@ -1,4 +1,5 @@
-//! The `kube-dss jobs` command line: the DSS jobs API from a shell.
+//! The `kube-dss jobs` command line: the DSS jobs API from a shell. `kube-dss schedules` ([`schedules`])
+//! works with DatasetBuildSchedules through the Kubernetes API instead.
 //!
 //! Each subcommand is one or a few [`DssClient`] calls; output goes to a writer (stdout in the binary)
 //! so that it can be tested, errors go to stderr as one line, and the exit code says how a job ended
@@ -6,6 +7,7 @@
 
 mod args;
 mod output;
+pub mod schedules;
 
 use std::{io::Write, path::Path, process::ExitCode};
 

@@ -234,6 +234,16 @@ pub mod reason {
     pub const CONNECTED: &str = "Connected";
     /// The connection failed.
     pub const CONNECTION_FAILED: &str = "ConnectionFailed";
+    /// A schedule created the build of a slot.
+    pub const BUILD_CREATED: &str = "BuildCreated";
+    /// A schedule skipped slots past its starting deadline.
+    pub const SLOT_SKIPPED: &str = "SlotSkipped";
+    /// `catchUp: All` had more missed slots than `maxCatchUpRuns`.
+    pub const TOO_MANY_MISSED_SLOTS: &str = "TooManyMissedSlots";
+    /// A due slot waits for an active build (`concurrencyPolicy: Forbid`).
+    pub const CONCURRENCY_FORBIDDEN: &str = "ConcurrencyForbidden";
+    /// A schedule deleted its active build to start a new slot (`concurrencyPolicy: Replace`).
+    pub const BUILD_REPLACED: &str = "BuildReplaced";
 }
 
 /// Publishes one event; failures are logged, never fatal (an event is a report, not a state).

@@ -71,6 +71,9 @@ pub struct Metrics {
     jobs_adopted: Counter,
     finalizer_forced: Family<ReasonLabel, Counter>,
     leader: Gauge,
+    schedule_lag: Histogram,
+    slots_skipped: Counter,
+    slots_missed: Family<ReasonLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -157,6 +160,26 @@ impl Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let schedule_lag = Histogram::new([
+            0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
+        ]);
+        registry.register(
+            "schedule_lag_seconds",
+            "Time from a schedule's slot to the creation of its DatasetBuild (catch-up runs included)",
+            schedule_lag.clone(),
+        );
+        let slots_skipped = Counter::default();
+        registry.register(
+            "schedule_slots_skipped",
+            "Schedule slots skipped because they could not start within startingDeadlineSeconds",
+            slots_skipped.clone(),
+        );
+        let slots_missed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "schedule_slots_missed",
+            "Missed schedule slots the catch-up policy did not run, by reason (CatchUpLatest, MaxCatchUpRuns)",
+            slots_missed.clone(),
+        );
         Self {
             registry,
             builds,
@@ -172,6 +195,9 @@ impl Metrics {
             jobs_adopted,
             finalizer_forced,
             leader,
+            schedule_lag,
+            slots_skipped,
+            slots_missed,
         }
     }
 
@@ -240,6 +266,21 @@ impl Metrics {
     /// A finalizer was released without DSS confirming the abort.
     pub fn finalizer_forced(&self, reason: &'static str) {
         self.finalizer_forced.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// A schedule created the build of a slot `lag` after the slot's time.
+    pub fn schedule_build_created(&self, lag: Duration) {
+        self.schedule_lag.observe(lag.as_secs_f64());
+    }
+
+    /// Schedule slots were skipped (past `startingDeadlineSeconds`).
+    pub fn schedule_slots_skipped(&self, n: u64) {
+        self.slots_skipped.inc_by(n);
+    }
+
+    /// Missed schedule slots were not run; `reason` is `CatchUpLatest` or `MaxCatchUpRuns`.
+    pub fn schedule_slots_missed(&self, reason: &'static str, n: u64) {
+        self.slots_missed.get_or_create(&ReasonLabel { reason }).inc_by(n);
     }
 
     /// This replica gained or lost leadership.

@@ -1,6 +1,7 @@
-//! The operator: the DatasetBuild controller (start, poll, abort DSS jobs) and the DSSConnection
-//! controller (check credentials), an admin server (health, readiness, metrics), optional leader
-//! election, all under one shutdown signal.
+//! The operator: the DatasetBuild controller (start, poll, abort DSS jobs), the DSSConnection
+//! controller (check credentials) and the DatasetBuildSchedule controller ([`schedule`]: a build per
+//! cron slot), an admin server (health, readiness, metrics), optional leader election, all under one
+//! shutdown signal.
 //!
 //! Pipeline of a DatasetBuild reconcile: resolve the connection -> observe the DSS job ([`poller`]) ->
 //! decide ([`plan`], pure) -> act (start / abort / search) -> record the whole status ([`status`]) ->
@@ -17,6 +18,7 @@ pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod poller;
+pub(crate) mod schedule;
 pub mod starts;
 pub mod status;
 
@@ -372,6 +374,13 @@ fn run_scope(
     fence: leader::Fence,
     shutdown: watch::Receiver<bool>,
 ) -> (impl Future<Output = ()>, impl Future<Output = ()>) {
+    let (schedules_fut, schedules_ready) = schedule::controller(
+        client.clone(),
+        namespace.as_deref(),
+        recorder.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
     let (builds, conns): (Api<DatasetBuild>, Api<DSSConnection>) = match &namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
@@ -447,6 +456,7 @@ fn run_scope(
                     }
                 }
             }
+            schedules_ready.await;
         }
     };
 
@@ -461,7 +471,7 @@ fn run_scope(
         .run(connection::reconcile, conn_error_policy, ctx)
         .for_each(move |res| report(res, ctx_c.clone()));
     let fut = async move {
-        futures::join!(builds_fut, conns_fut);
+        futures::join!(builds_fut, conns_fut, schedules_fut);
     };
     (fut, ready)
 }
@@ -549,16 +559,18 @@ fn default_connection(args: &Args) -> Result<Option<connections::DefaultConnecti
 async fn wait_for_crds(client: &Client, shutdown: &watch::Receiver<bool>) {
     let builds: Api<DatasetBuild> = Api::all(client.clone());
     let conns: Api<DSSConnection> = Api::all(client.clone());
+    let schedules: Api<crate::crd::DatasetBuildSchedule> = Api::all(client.clone());
     let mut last_log = None::<tokio::time::Instant>;
     loop {
         let lp = ListParams::default().limit(1);
-        let b = builds.list_metadata(&lp).await;
-        let c = conns.list_metadata(&lp).await;
-        match (b, c) {
-            (Ok(_), Ok(_)) => return,
+        let b = builds.list_metadata(&lp).await.map(|_| ());
+        let c = conns.list_metadata(&lp).await.map(|_| ());
+        let s = schedules.list_metadata(&lp).await.map(|_| ());
+        match b.and(c).and(s) {
+            Ok(()) => return,
             // Namespaced RBAC cannot list cluster-wide: a 403 still proves the CRDs exist.
-            (Err(kube::Error::Api(a)), _) | (_, Err(kube::Error::Api(a))) if a.code == 403 => return,
-            (Err(e), _) | (_, Err(e)) => {
+            Err(kube::Error::Api(a)) if a.code == 403 => return,
+            Err(e) => {
                 if last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                     tracing::warn!(error = %e, "waiting for the kube-dss CRDs (kubectl apply --server-side -f crds/)");
                     last_log = Some(tokio::time::Instant::now());
