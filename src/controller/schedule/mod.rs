@@ -131,16 +131,27 @@ async fn reconcile(schedule: Arc<DatasetBuildSchedule>, ctx: Arc<Ctx>) -> Result
     let uid = schedule.uid().unwrap_or_default();
     let api: Api<DatasetBuildSchedule> =
         Api::namespaced(ctx.kube.clone(), &schedule.namespace().unwrap_or_default());
-    let action = finalizer(&api, SCHEDULE_FINALIZER, schedule, |event| async {
+    let result = finalizer(&api, SCHEDULE_FINALIZER, schedule, |event| async {
         match event {
             Finalizer::Apply(s) => apply(&s, &ctx).await,
             Finalizer::Cleanup(s) => cleanup(&s, &ctx).await,
         }
     })
     .await
-    .map_err(from_finalizer)?;
-    ctx.backoff.reset(&uid);
-    Ok(action)
+    .map_err(from_finalizer);
+    match result {
+        Ok(action) => {
+            ctx.backoff.reset(&uid);
+            Ok(action)
+        }
+        // Another replica changed the finalizers between this copy and the patch (the helper's
+        // JSON patch test failed): the next reconcile sees its change. Not worth a Warning.
+        Err(Error::Kube {
+            operation: "patch finalizer",
+            source: kube::Error::Api(s),
+        }) if s.code == 422 || s.code == 409 => Ok(Action::requeue(Duration::from_secs(1))),
+        Err(e) => Err(e),
+    }
 }
 
 fn error_policy(schedule: Arc<DatasetBuildSchedule>, err: &Error, ctx: Arc<Ctx>) -> Action {
@@ -169,6 +180,8 @@ async fn report(
             )
             .await;
         }
+        // A schedule deleted while its reconcile was queued.
+        Err(err @ controller::Error::ObjectNotFound(_)) => tracing::debug!(error = %err, "schedule gone"),
         Err(err) => tracing::warn!(error = %err, "schedule controller error"),
     }
 }
