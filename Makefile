@@ -1,5 +1,5 @@
 # kube-dss developer commands. The two that matter: `make demo` and `make test`.
-.PHONY: help demo demo-down test bench chaos tools cluster cluster-down crds conformance chart-check gitops-check build
+.PHONY: help demo demo-down test bench chaos tools cluster cluster-down crds conformance chart-check gitops-check rules-check build
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,8 +22,9 @@ chaos: ## the long chaos soak (CHAOS_SECONDS, default 600): faults, kills, resta
 build: ## build the kube-dss binary
 	cargo build --locked --bin kube-dss
 
-tools: ## build etcd, kube-apiserver, kubectl and helm from pinned source (cached)
+tools: ## build etcd, kube-apiserver, kubectl, helm, prometheus and promtool from pinned source (cached)
 	hack/build-tools.sh
+	hack/build-tools.sh prometheus
 
 cluster: ## start (or reuse) the local control plane; kubeconfig at .local/kubeconfig
 	hack/cluster.sh up
@@ -40,5 +41,8 @@ conformance: ## the official Python client against the emulator
 chart-check: ## helm lint/template, apply to the real apiserver, RBAC checks
 	hack/chart-check.sh
 
-gitops-check: ## kstatus and Argo CD health.lua on the fixtures
+gitops-check: ## kstatus, Argo CD health and resource action tests
 	hack/gitops-check.sh
+
+rules-check: ## promtool check rules and test rules on the chart's alerts
+	hack/rules-check.sh

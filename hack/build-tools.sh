@@ -4,6 +4,10 @@
 #   ${KUBE_DSS_CACHE:-~/.cache/kube-dss}/<k8s>-<etcd>-<helm>/bin
 # Only the first run on a machine pays the build; later runs print the directory and exit.
 # Prints the bin directory on its last line of stdout.
+#
+#   hack/build-tools.sh              etcd, kube-apiserver, kubectl, helm
+#   hack/build-tools.sh prometheus   prometheus and promtool, into
+#                                    ${KUBE_DSS_CACHE:-~/.cache/kube-dss}/prometheus-<version>/bin
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -11,6 +15,50 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/versions.env"
 
 cache_root="${KUBE_DSS_CACHE:-$HOME/.cache/kube-dss}"
+export GOFLAGS="${GOFLAGS:--buildvcs=false}" CGO_ENABLED=0
+
+# A throwaway module that requires one upstream module; used to build binaries from modules that
+# cannot be `go install`ed directly.
+new_module() { # dir module version
+  rm -rf "$1" && mkdir -p "$1"
+  (cd "$1" && go mod init kube-dss.local/build >/dev/null 2>&1 && go mod edit -require="$2@$3")
+}
+
+# Prometheus and promtool for the alert rule tests (promtool test rules) and the test that runs every
+# dashboard and alert query against a real server. Built without the web UI's assets (the API is all
+# the tests use) and with only the file and HTTP service discoveries (tag remove_all_sd): the cloud
+# SDKs of the others are most of the build time and none of them is used here.
+build_prometheus() {
+  local v="$PROMETHEUS_MODULE_VERSION"
+  local pdir="$cache_root/prometheus-$v"
+  local pbin="$pdir/bin"
+  if [ -x "$pbin/prometheus" ] && [ -x "$pbin/promtool" ]; then
+    echo "$pbin"
+    return 0
+  fi
+  command -v go >/dev/null || { echo "build-tools: Go is required (https://go.dev/dl)" >&2; exit 1; }
+  local start m release
+  start=$(date +%s)
+  m="$pdir/src"
+  # Module v0.3XX.Y is release 3.XX.Y; the version string is what `prometheus --version` shows.
+  release="$(echo "$v" | sed -n 's/^v0\.3\([0-9][0-9]\)\.\([0-9]*\)$/3.\1.\2/p' | sed 's/^3\.0*\([0-9]\)/3.\1/')"
+  echo "build-tools: building prometheus and promtool ${release:-$v} (module $v)" >&2
+  mkdir -p "$pbin"
+  new_module "$m" github.com/prometheus/prometheus "$v"
+  (cd "$m" && go get "github.com/prometheus/prometheus/cmd/prometheus@$v" "github.com/prometheus/prometheus/cmd/promtool@$v"
+   go build -tags netgo,remove_all_sd -trimpath \
+     -ldflags="-s -w -X github.com/prometheus/common/version.Version=${release:-$v}" \
+     -o "$pbin/" github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool)
+  echo "build-tools: built prometheus and promtool in $(( $(date +%s) - start ))s into $pbin" >&2
+  echo "$pbin"
+}
+
+case "${1:-}" in
+  "") ;;
+  prometheus) build_prometheus; exit 0 ;;
+  *) echo "usage: hack/build-tools.sh [prometheus]" >&2; exit 2 ;;
+esac
+
 dir="$cache_root/k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}"
 bin="$dir/bin"
 tools=(etcd kube-apiserver kubectl helm)
@@ -26,15 +74,7 @@ fi
 
 command -v go >/dev/null || { echo "build-tools: Go is required (https://go.dev/dl)" >&2; exit 1; }
 mkdir -p "$bin" "$dir/src"
-export GOFLAGS="${GOFLAGS:--buildvcs=false}" CGO_ENABLED=0
 start=$(date +%s)
-
-# A throwaway module that requires one upstream module; used to build binaries from modules that
-# cannot be `go install`ed directly.
-new_module() { # dir module version
-  rm -rf "$1" && mkdir -p "$1"
-  (cd "$1" && go mod init kube-dss.local/build >/dev/null 2>&1 && go mod edit -require="$2@$3")
-}
 
 if [ ! -x "$bin/etcd" ]; then
   echo "build-tools: building etcd $ETCD_VERSION" >&2

@@ -28,13 +28,13 @@ ok() { echo "ok   $*"; pass=$((pass + 1)); }
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 
 # Value sets: name -> helm arguments. "lint-only" sets render objects whose CRDs the bare apiserver
-# lacks (ServiceMonitor) and are linted and rendered but not applied.
+# lacks (ServiceMonitor, PrometheusRule) and are linted and rendered but not applied.
 sets=(default namespaced emulator-ha extras)
 declare -A set_args=(
   [default]=""
   [namespaced]="--set watchNamespaces={team-a} --set leaderElection.enabled=false"
-  [emulator-ha]="--set emulator.enabled=true --set replicaCount=2"
-  [extras]="--set serviceMonitor.enabled=true --set networkPolicy.enabled=true --set networkPolicy.apiServerCIDRs={10.0.0.1/32} --set networkPolicy.dssCIDRs={10.20.0.0/16} --set defaultConnection.url=https://dss.example.com:11200 --set defaultConnection.apiKeySecret.name=dss-api-key --set defaultConnection.caSecret.name=dss-ca"
+  [emulator-ha]="--set emulator.enabled=true --set replicaCount=2 --set grafanaDashboard.enabled=true --set grafanaDashboard.folder=Data"
+  [extras]="--set serviceMonitor.enabled=true --set prometheusRule.enabled=true --set prometheusRule.ruleLabels.team=data --set prometheusRule.ruleLabels.severity=page --set networkPolicy.enabled=true --set networkPolicy.apiServerCIDRs={10.0.0.1/32} --set networkPolicy.dssCIDRs={10.20.0.0/16} --set defaultConnection.url=https://dss.example.com:11200 --set defaultConnection.apiKeySecret.name=dss-api-key --set defaultConnection.caSecret.name=dss-ca"
 )
 declare -A applied=([default]=1 [namespaced]=1 [emulator-ha]=1)
 
@@ -93,6 +93,20 @@ for s in default emulator-ha; do
     && ok "$s: leader election on, Lease Role, RollingUpdate" \
     || fail "$s: leader election, Lease Role or RollingUpdate missing"
 done
+# The PrometheusRule carries the rule file's alerts unchanged but for the extra labels, which do not
+# replace an alert's own (severity), and promtool accepts its rules.
+promtool="$(hack/build-tools.sh prometheus | tail -n1)/promtool"
+awk '/^kind: PrometheusRule$/{on=1} on && /^---/{on=0} on' "$tmp/extras.yaml" \
+  | sed -n '/^spec:$/,$p' | sed '1d; s/^  //' >"$tmp/rendered-rules.yaml"
+alerts="$(grep -c '^  - alert:' "$chart/rules/kube-dss.rules.yaml")"
+if "$promtool" check rules "$tmp/rendered-rules.yaml" >"$tmp/promtool.log" 2>&1 \
+  && [ "$(grep -c '^  - alert:' "$tmp/rendered-rules.yaml")" = "$alerts" ] \
+  && [ "$(grep -c '^      team: data$' "$tmp/rendered-rules.yaml")" = "$alerts" ] \
+  && ! grep -q 'severity: page' "$tmp/rendered-rules.yaml"; then
+  ok "extras: the PrometheusRule holds the $alerts alerts, valid for promtool, with ruleLabels added"
+else
+  fail "extras: the rendered PrometheusRule"; cat "$tmp/promtool.log"
+fi
 if "$helm" template x "$chart" --set replicaCount=2 --set leaderElection.enabled=false >"$tmp/refused.log" 2>&1; then
   fail "replicaCount=2 without leader election renders"
 elif grep -q 'needs leader election' "$tmp/refused.log"; then
@@ -163,6 +177,16 @@ for s in default namespaced emulator-ha; do
     fail "server-side apply ($s)"; cat "$tmp/apply-$s.log"
   fi
 done
+
+# The dashboard ConfigMap the Grafana sidecar reads holds the chart's JSON byte for byte.
+dashboard_cm="${rel[emulator-ha]}-dashboard"
+if k get configmap "$dashboard_cm" -n "${ns[emulator-ha]}" -o jsonpath='{.data.kube-dss\.json}' >"$tmp/dashboard.json" \
+  && diff <(cat "$chart/dashboards/kube-dss.json") <(cat "$tmp/dashboard.json"; echo) >/dev/null \
+  && [ "$(k get configmap "$dashboard_cm" -n "${ns[emulator-ha]}" -o jsonpath='{.metadata.labels.grafana_dashboard}/{.metadata.annotations.grafana_folder}')" = 1/Data ]; then
+  ok "emulator-ha: the dashboard ConfigMap holds dashboards/kube-dss.json, with the sidecar label and folder"
+else
+  fail "emulator-ha: the dashboard ConfigMap"
+fi
 
 # What the apiserver stored: again no wildcard, and no cluster-wide grant from the namespaced release.
 rules="$(k get clusterroles,roles -A -l "app.kubernetes.io/part-of=kube-dss" \

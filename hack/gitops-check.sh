@@ -1,36 +1,41 @@
 #!/usr/bin/env bash
-# Checks what GitOps tools make of DatasetBuild and DSSConnection objects against expectations:
-# kstatus (sigs.k8s.io/cli-utils, what Flux health checks and `kpt live status` use) and Argo CD with the
-# shipped deploy/argocd/*.lua, run the way Argo CD runs them (see hack/gitops-health/main.go).
+# Checks what GitOps tools make of kube-dss objects, with the tools' own logic:
+#   - kstatus (sigs.k8s.io/cli-utils, what Flux health checks and `kpt live status` use) and Argo CD
+#     health with the shipped scripts of deploy/argocd/resource_customizations, against expectations;
+#   - the tests of that tree (health_test.yaml, actions/action_test.yaml: discovery and resource
+#     actions), run as argo-cd's util/lua tests run them;
+#   - that deploy/argocd/argocd-cm-patch.yaml carries exactly those scripts, parsed as Argo CD parses it;
+#   - the harness's own tests (hack/gitops-health, `go test`): Argo CD's Lua environment and result
+#     handling, and that a wrong script or expectation fails.
 #
 #   hack/gitops-check.sh [DIR...]     default: tests/gitops
 #
 # Each DIR holds objects (*.yaml, *.yml, *.json: single objects, multi-document YAML or Lists, e.g.
 # `kubectl get dsb NAME -o json > DIR/NAME.json`) and an expected.tsv with one line per object:
 #   name<TAB>kstatus<TAB>argocd
-# Every object needs a line and every line an object. Also checks that argocd-cm-patch.yaml embeds
-# the current scripts and that the harness really lacks Lua's standard libraries, as Argo CD does.
-# Exits non-zero on any mismatch.
+# Every object needs a line and every line an object. Exits non-zero on any mismatch.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 tool="$(hack/build-gitops-health.sh | tail -n1)"
-scripts=(--script "kube-dss.dev/DatasetBuild=deploy/argocd/health.lua"
-         --script "kube-dss.dev/DSSConnection=deploy/argocd/dssconnection-health.lua")
+tree=deploy/argocd/resource_customizations
+scripts=(--customizations "$tree")
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 failures=0
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 
-# The ConfigMap snippet users apply must carry the scripts tested here.
-hack/gen-argocd-cm.sh --check || fail "deploy/argocd/argocd-cm-patch.yaml is not generated from the .lua files"
+# The harness itself: Argo CD's Lua environment, and that its test runner fails what it must.
+(cd hack/gitops-health && CGO_ENABLED=0 GOFLAGS="${GOFLAGS:--buildvcs=false}" go test -mod=readonly -count=1 ./... >"$tmp/gotest" 2>&1) \
+  || { cat "$tmp/gotest"; fail "hack/gitops-health: go test"; }
 
-# The harness must be as strict as Argo CD: without useOpenLibs there is no string library.
-printf 'return {status = string.lower("HEALTHY")}\n' > "$tmp/uses-string.lua"
-if "$tool" argocd --script "$tmp/uses-string.lua" tests/gitops/datasetbuild-new.yaml >/dev/null 2>&1; then
-  fail "harness: a script calling string.lower ran; Argo CD would reject it"
-fi
+# The ConfigMap snippet users apply must carry the scripts tested here, byte for byte.
+hack/gen-argocd-cm.sh --check || fail "deploy/argocd/argocd-cm-patch.yaml is not generated from $tree"
+"$tool" argocd-cm deploy/argocd/argocd-cm-patch.yaml "$tree" || fail "deploy/argocd/argocd-cm-patch.yaml"
+
+# health_test.yaml and actions/action_test.yaml of every kind.
+"$tool" customizations "$tree" || fail "$tree: resource_customizations tests"
 
 checked=0
 for dir in "${@:-tests/gitops}"; do

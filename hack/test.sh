@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make test`: everything, against real parts. Lints, unit tests, integration tests on the local
-# control plane (built from source on first use), the Python conformance suite of the emulator, the
-# Helm chart checks and the GitOps health checks. Stops the control plane at the end if it started it.
+# `make test`: everything, against real parts. Lints, the alert rule tests (promtool), unit tests,
+# integration tests on the local control plane (built from source on first use; a real Prometheus
+# too), the Python conformance suite of the emulator, the Helm chart checks and the GitOps checks.
+# Stops the control plane at the end if it started it.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,6 +13,9 @@ step "cargo fmt --check"
 cargo fmt --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
+
+step "alert rules: promtool check rules and test rules (Prometheus from pinned source)"
+hack/rules-check.sh
 
 step "control plane (etcd + kube-apiserver from pinned source)"
 started=0
@@ -33,6 +37,6 @@ hack/conformance.sh
 step "Helm chart: lint, template, server-side apply, RBAC as the ServiceAccount"
 KEEP_CLUSTER=1 hack/chart-check.sh
 
-step "GitOps health: kstatus and Argo CD health.lua"
+step "GitOps: kstatus, Argo CD health checks and resource actions"
 hack/gitops-check.sh
 step "all checks passed"

@@ -29,7 +29,9 @@ pub async fn reconcile(conn: Arc<DSSConnection>, ctx: Arc<Context>) -> Result<Ac
     ctx.metrics.reconciled("dssconnection");
     let ns = conn.namespace().unwrap_or_default();
     let name = conn.name_any();
+    let uid = conn.uid().unwrap_or_default();
     if conn.metadata.deletion_timestamp.is_some() {
+        ctx.metrics.set_connection(&uid, None);
         ctx.connections.forget(&ConnKey::Named { namespace: ns, name });
         return Ok(Action::await_change());
     }
@@ -60,6 +62,7 @@ pub async fn reconcile(conn: Arc<DSSConnection>, ctx: Arc<Context>) -> Result<Ac
         }
         Err(e) => return Err(e),
     };
+    ctx.metrics.set_connection(&uid, Some((ready == "True", reason_)));
     let was_ready = old
         .conditions
         .iter()

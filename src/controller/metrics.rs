@@ -1,6 +1,10 @@
 //! Prometheus metrics of the operator (prometheus-client, OpenMetrics text on `/metrics`).
 //! Every label value comes from a closed set: phases, DSS operations, status classes, error
-//! categories. Never object names, ids or error text.
+//! categories, condition reasons. Never object names, ids or error text.
+//!
+//! Series whose label values are known in advance are created at zero when the operator starts, so
+//! that `rate()` and `increase()` in the chart's alerts see the first event (a counter series that
+//! appears at 1 has no earlier sample to grow from) and dashboards show zeros rather than gaps.
 
 use std::{
     collections::HashMap,
@@ -55,6 +59,36 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    ready: &'static str,
+    reason: &'static str,
+}
+
+/// Buckets of `job_duration_seconds`: a second to six hours.
+const JOB_DURATION_BUCKETS: [f64; 11] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0,
+];
+
+/// Buckets of `dss_request_duration_seconds`: 5 ms to 30 s.
+const DSS_LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The outcomes of `job_finished`.
+const JOB_OUTCOMES: [&str; 3] = ["done", "failed", "aborted"];
+
+/// Buckets of `schedule_lag_seconds`: 100 ms to a day (a catch-up run can be that late).
+const SCHEDULE_LAG_BUCKETS: [f64; 14] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
+];
+
+/// The reasons of `schedule_slots_missed`.
+const MISSED_SLOT_REASONS: [&str; 2] = ["CatchUpLatest", "MaxCatchUpRuns"];
+
+/// The reasons of `finalizer_forced`.
+const FORCED_RELEASE_REASONS: [&str; 3] = ["AbortUnconfirmed", "CredentialsUnavailable", "DssUnreachable"];
+
 /// The operator's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -71,6 +105,8 @@ pub struct Metrics {
     jobs_adopted: Counter,
     finalizer_forced: Family<ReasonLabel, Counter>,
     leader: Gauge,
+    connections: Family<ConnectionLabels, Gauge>,
+    connection_states: Mutex<HashMap<String, ConnectionLabels>>,
     schedule_lag: Histogram,
     slots_skipped: Counter,
     slots_missed: Family<ReasonLabel, Counter>,
@@ -92,112 +128,122 @@ impl Metrics {
     /// Creates and registers every metric family under the `kube_dss` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("kube_dss");
-        let builds = Family::<PhaseLabel, Gauge>::default();
-        registry.register("builds", "DatasetBuilds by phase", builds.clone());
-        let job_duration = Family::<OutcomeLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0,
-            ])
-        });
-        registry.register(
-            "job_duration_seconds",
-            "Duration of DSS jobs from start request to terminal state, by outcome",
-            job_duration.clone(),
-        );
-        let dss_requests = Family::<DssLabels, Counter>::default();
-        registry.register(
-            "dss_requests",
-            "DSS API requests by operation and status class",
-            dss_requests.clone(),
-        );
-        let dss_latency = Family::<OperationLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ])
-        });
-        registry.register(
-            "dss_request_duration_seconds",
-            "DSS API request latency",
-            dss_latency.clone(),
-        );
-        let dss_throttled = Family::<OperationLabel, Counter>::default();
-        registry.register(
-            "dss_throttled",
-            "DSS API requests that waited for the connection's budget",
-            dss_throttled.clone(),
-        );
-        let reconciles = Family::<ControllerLabel, Counter>::default();
-        registry.register("reconciles", "Reconciles by controller", reconciles.clone());
-        let reconcile_errors = Family::<CategoryLabel, Counter>::default();
-        registry.register(
-            "reconcile_errors",
-            "Reconcile errors by category",
-            reconcile_errors.clone(),
-        );
-        let start_outcome_unknown = Counter::default();
-        registry.register(
-            "start_outcome_unknown",
-            "Start requests whose outcome could not be resolved (several matching DSS jobs)",
-            start_outcome_unknown.clone(),
-        );
-        let jobs_started = Counter::default();
-        registry.register("jobs_started", "DSS jobs started", jobs_started.clone());
-        let jobs_adopted = Counter::default();
-        registry.register(
-            "jobs_adopted",
-            "DSS jobs adopted after a start whose response was lost",
-            jobs_adopted.clone(),
-        );
-        let finalizer_forced = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "finalizer_forced_releases",
-            "Finalizers released without DSS confirming the abort, by reason",
-            finalizer_forced.clone(),
-        );
-        let leader = Gauge::default();
-        registry.register(
-            "leader",
-            "1 while this replica holds the leader lease",
-            leader.clone(),
-        );
-        let schedule_lag = Histogram::new([
-            0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
-        ]);
-        registry.register(
-            "schedule_lag_seconds",
-            "Time from a schedule's slot to the creation of its DatasetBuild (catch-up runs included)",
-            schedule_lag.clone(),
-        );
-        let slots_skipped = Counter::default();
-        registry.register(
-            "schedule_slots_skipped",
-            "Schedule slots skipped because they could not start within startingDeadlineSeconds",
-            slots_skipped.clone(),
-        );
-        let slots_missed = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "schedule_slots_missed",
-            "Missed schedule slots the catch-up policy did not run, by reason (CatchUpLatest, MaxCatchUpRuns)",
-            slots_missed.clone(),
-        );
-        Self {
-            registry,
-            builds,
+        let r = &mut registry;
+        let metrics = Self {
+            builds: register(r, "builds", "DatasetBuilds by phase", Family::default()),
             phases: Mutex::new(HashMap::new()),
-            job_duration,
-            dss_requests,
-            dss_latency,
-            dss_throttled,
-            reconciles,
-            reconcile_errors,
-            start_outcome_unknown,
-            jobs_started,
-            jobs_adopted,
-            finalizer_forced,
-            leader,
-            schedule_lag,
-            slots_skipped,
-            slots_missed,
+            job_duration: register(
+                r,
+                "job_duration_seconds",
+                "Duration of DSS jobs from start request to terminal state, by outcome",
+                Family::new_with_constructor(|| Histogram::new(JOB_DURATION_BUCKETS)),
+            ),
+            dss_requests: register(
+                r,
+                "dss_requests",
+                "DSS API requests by operation and status class",
+                Family::default(),
+            ),
+            dss_latency: register(
+                r,
+                "dss_request_duration_seconds",
+                "DSS API request latency",
+                Family::new_with_constructor(|| Histogram::new(DSS_LATENCY_BUCKETS)),
+            ),
+            dss_throttled: register(
+                r,
+                "dss_throttled",
+                "DSS API requests that waited for the connection's budget",
+                Family::default(),
+            ),
+            reconciles: register(r, "reconciles", "Reconciles by controller", Family::default()),
+            reconcile_errors: register(
+                r,
+                "reconcile_errors",
+                "Reconcile errors by category",
+                Family::default(),
+            ),
+            start_outcome_unknown: register(
+                r,
+                "start_outcome_unknown",
+                "Start requests whose outcome could not be resolved (several matching DSS jobs)",
+                Counter::default(),
+            ),
+            jobs_started: register(r, "jobs_started", "DSS jobs started", Counter::default()),
+            jobs_adopted: register(
+                r,
+                "jobs_adopted",
+                "DSS jobs adopted after a start whose response was lost",
+                Counter::default(),
+            ),
+            finalizer_forced: register(
+                r,
+                "finalizer_forced_releases",
+                "Finalizers released without DSS confirming the abort, by reason",
+                Family::default(),
+            ),
+            leader: register(
+                r,
+                "leader",
+                "1 while this replica holds the leader lease",
+                Gauge::default(),
+            ),
+            connections: register(
+                r,
+                "connections",
+                "DSSConnections by their Ready condition (true, false) and its reason",
+                Family::default(),
+            ),
+            connection_states: Mutex::new(HashMap::new()),
+            schedule_lag: register(
+                r,
+                "schedule_lag_seconds",
+                "Time from a schedule's slot to the creation of its DatasetBuild (catch-up runs included)",
+                Histogram::new(SCHEDULE_LAG_BUCKETS),
+            ),
+            slots_skipped: register(
+                r,
+                "schedule_slots_skipped",
+                "Schedule slots skipped because they could not start within startingDeadlineSeconds",
+                Counter::default(),
+            ),
+            slots_missed: register(
+                r,
+                "schedule_slots_missed",
+                "Missed schedule slots the catch-up policy did not run, by reason (CatchUpLatest, MaxCatchUpRuns)",
+                Family::default(),
+            ),
+            registry,
+        };
+        metrics.create_known_series();
+        metrics
+    }
+
+    /// Creates at zero every series whose labels come from a set known in advance.
+    fn create_known_series(&self) {
+        for phase in Phase::ALL {
+            let _ = self.builds.get_or_create(&PhaseLabel {
+                phase: phase.as_str(),
+            });
+        }
+        for outcome in JOB_OUTCOMES {
+            let _ = self.job_duration.get_or_create(&OutcomeLabel { outcome });
+        }
+        for operation in Operation::ALL {
+            let operation = operation.as_str();
+            for outcome in Outcome::ALL {
+                let _ = self.dss_requests.get_or_create(&DssLabels {
+                    operation,
+                    status_class: outcome.as_str(),
+                });
+            }
+            let _ = self.dss_throttled.get_or_create(&OperationLabel { operation });
+        }
+        for reason in FORCED_RELEASE_REASONS {
+            let _ = self.finalizer_forced.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in MISSED_SLOT_REASONS {
+            let _ = self.slots_missed.get_or_create(&ReasonLabel { reason });
         }
     }
 
@@ -268,6 +314,31 @@ impl Metrics {
         self.finalizer_forced.get_or_create(&ReasonLabel { reason }).inc();
     }
 
+    /// Records the Ready condition of a connection (keyed by uid): `Some((ready, reason))`, or
+    /// `None` to forget a deleted one. A (ready, reason) pair no connection has any more reads 0.
+    pub fn set_connection(&self, uid: &str, state: Option<(bool, &'static str)>) {
+        let Ok(mut states) = self.connection_states.lock() else {
+            return;
+        };
+        let previous = match state {
+            Some((ready, reason)) => {
+                let ready = if ready { "true" } else { "false" };
+                states.insert(uid.to_string(), ConnectionLabels { ready, reason })
+            }
+            None => states.remove(uid),
+        };
+        let mut counts: HashMap<ConnectionLabels, i64> = HashMap::new();
+        for labels in states.values() {
+            *counts.entry(labels.clone()).or_default() += 1;
+        }
+        if let Some(previous) = previous {
+            counts.entry(previous).or_default();
+        }
+        for (labels, n) in counts {
+            self.connections.get_or_create(&labels).set(n);
+        }
+    }
+
     /// A schedule created the build of a slot `lag` after the slot's time.
     pub fn schedule_build_created(&self, lag: Duration) {
         self.schedule_lag.observe(lag.as_secs_f64());
@@ -278,7 +349,7 @@ impl Metrics {
         self.slots_skipped.inc_by(n);
     }
 
-    /// Missed schedule slots were not run; `reason` is `CatchUpLatest` or `MaxCatchUpRuns`.
+    /// Missed schedule slots were not run; `reason` is one of [`MISSED_SLOT_REASONS`].
     pub fn schedule_slots_missed(&self, reason: &'static str, n: u64) {
         self.slots_missed.get_or_create(&ReasonLabel { reason }).inc_by(n);
     }
@@ -287,6 +358,15 @@ impl Metrics {
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
     }
+}
+
+/// Registers a metric under `name` and returns it (metrics are shared handles).
+fn register<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 /// Feeds the DSS client's per-request reports into the metrics.
@@ -334,5 +414,69 @@ mod tests {
         let text = m.encode();
         assert!(text.contains("kube_dss_builds{phase=\"Succeeded\"} 1"), "{text}");
         assert!(text.contains("kube_dss_builds{phase=\"Running\"} 0"), "{text}");
+    }
+
+    #[test]
+    fn connections_are_counted_by_ready_and_reason() {
+        struct Case {
+            name: &'static str,
+            updates: Vec<(&'static str, Option<(bool, &'static str)>)>,
+            want: Vec<&'static str>,
+        }
+        let cases = [
+            Case {
+                name: "one ready, one refused",
+                updates: vec![
+                    ("a", Some((true, "Authenticated"))),
+                    ("b", Some((false, "Unauthorized"))),
+                ],
+                want: vec![
+                    "kube_dss_connections{ready=\"true\",reason=\"Authenticated\"} 1",
+                    "kube_dss_connections{ready=\"false\",reason=\"Unauthorized\"} 1",
+                ],
+            },
+            Case {
+                name: "a fixed key moves the connection, the old pair reads 0",
+                updates: vec![
+                    ("b", Some((false, "Unauthorized"))),
+                    ("b", Some((true, "Authenticated"))),
+                ],
+                want: vec![
+                    "kube_dss_connections{ready=\"true\",reason=\"Authenticated\"} 1",
+                    "kube_dss_connections{ready=\"false\",reason=\"Unauthorized\"} 0",
+                ],
+            },
+            Case {
+                name: "a deleted connection is forgotten",
+                updates: vec![("a", Some((false, "SecretNotFound"))), ("a", None)],
+                want: vec!["kube_dss_connections{ready=\"false\",reason=\"SecretNotFound\"} 0"],
+            },
+        ];
+        for case in cases {
+            let m = Metrics::new();
+            for (uid, state) in case.updates {
+                m.set_connection(uid, state);
+            }
+            let text = m.encode();
+            for line in case.want {
+                assert!(text.contains(line), "{}: no {line} in\n{text}", case.name);
+            }
+        }
+    }
+
+    #[test]
+    fn known_series_exist_at_zero_before_any_event() {
+        let text = Metrics::new().encode();
+        for line in [
+            "kube_dss_builds{phase=\"Failed\"} 0",
+            "kube_dss_dss_requests_total{operation=\"get_status\",status_class=\"429\"} 0",
+            "kube_dss_dss_throttled_total{operation=\"start_job\"} 0",
+            "kube_dss_finalizer_forced_releases_total{reason=\"DssUnreachable\"} 0",
+            "kube_dss_job_duration_seconds_count{outcome=\"failed\"} 0",
+            "kube_dss_start_outcome_unknown_total 0",
+            "kube_dss_leader 0",
+        ] {
+            assert!(text.contains(line), "no {line} in\n{text}");
+        }
     }
 }

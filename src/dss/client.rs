@@ -45,6 +45,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, for metric pre-registration.
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Success,
+        Outcome::ClientError,
+        Outcome::ServerError,
+        Outcome::RateLimited,
+        Outcome::Timeout,
+        Outcome::Transport,
+        Outcome::Decode,
+        Outcome::UnexpectedStatus,
+    ];
+
     /// The label: `2xx`, `4xx`, `5xx`, `429`, `timeout`, `transport`, `decode` or `unexpected_status`.
     pub fn as_str(self) -> &'static str {
         match self {
