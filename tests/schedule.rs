@@ -953,6 +953,46 @@ async fn schedules_run_creates_the_slot_build_once() {
         String::from_utf8_lossy(&now.stderr)
     );
     assert_eq!(f.children("nightly").await.len(), 2);
+    // The Argo CD action's way: an annotation the operator acts on once per value.
+    let annotate = |value: &'static str| {
+        let f = &f;
+        async move {
+            let patch = json!({"metadata": {"annotations": {"kube-dss.dev/create-build": value}}});
+            f.schedules
+                .patch("nightly", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .unwrap();
+            wait_for(
+                &f.schedules,
+                "nightly",
+                Duration::from_secs(30),
+                |s: &DatasetBuildSchedule| {
+                    status(s).last_handled_create_build_annotation.as_deref() == Some(value)
+                },
+            )
+            .await
+        }
+    };
+    annotate("2024-04-01T00:30:20Z").await;
+    let asked = format!(
+        "nightly-{}",
+        "2024-04-01T00:30:00Z".parse::<Timestamp>().unwrap().as_second() / 60
+    );
+    let b = f.builds.get(&asked).await.unwrap();
+    assert_eq!(
+        partition(&b),
+        "2024-03-31",
+        "the day before 02:30 CEST on April 1st"
+    );
+    // Another value in the same minute names the same build: nothing new.
+    annotate("2024-04-01T00:30:50Z").await;
+    annotate("not a time").await;
+    assert_eq!(f.children("nightly").await.len(), 3);
+    let reasons = f.event_reasons().await;
+    assert!(
+        reasons.contains("BuildExists") && reasons.contains("CreateBuildRefused"),
+        "{reasons:?}"
+    );
     let missing = cli(&["run", "nope", "-n", &ns]);
     assert_eq!(missing.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));

@@ -244,6 +244,10 @@ pub mod reason {
     pub const CONCURRENCY_FORBIDDEN: &str = "ConcurrencyForbidden";
     /// A schedule deleted its active build to start a new slot (`concurrencyPolicy: Replace`).
     pub const BUILD_REPLACED: &str = "BuildReplaced";
+    /// A build asked for by hand exists already for its slot: nothing was created.
+    pub const BUILD_EXISTS: &str = "BuildExists";
+    /// A `kube-dss.dev/create-build` request could not be read.
+    pub const CREATE_BUILD_REFUSED: &str = "CreateBuildRefused";
 }
 
 /// Publishes one event; failures are logged, never fatal (an event is a report, not a state).

@@ -19,6 +19,9 @@ pub const SLOT_LABEL: &str = "kube-dss.dev/slot";
 pub const SCHEDULED_TIME_ANNOTATION: &str = "kube-dss.dev/scheduled-time";
 /// The annotation of a build created by `kube-dss schedules run` (value `manual`).
 pub const INSTANTIATE_ANNOTATION: &str = "kube-dss.dev/instantiate";
+/// The annotation that asks the operator for the build of the slot at its time (RFC 3339), once per
+/// distinct value: what the Argo CD action `create-build` stamps.
+pub const CREATE_BUILD_ANNOTATION: &str = "kube-dss.dev/create-build";
 /// The finalizer that deletes a schedule's builds when the schedule is deleted.
 pub const SCHEDULE_FINALIZER: &str = "kube-dss.dev/delete-builds";
 
@@ -252,6 +255,10 @@ pub struct DatasetBuildScheduleStatus {
     /// `spec.timeZone` changes, the new schedule applies from its first slot after the change is seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_schedule: Option<String>,
+
+    /// The last value of the `kube-dss.dev/create-build` annotation that was acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_create_build_annotation: Option<String>,
 
     /// A due slot waiting for an active build: to finish (`Forbid`) or to be gone (`Replace`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,6 +15,7 @@ use kube::{
 use super::{
     Ctx, DEFAULT_FAILED_HISTORY, DEFAULT_SUCCESSFUL_HISTORY, Decision, MAX_WAIT, Valid,
     children::{self, Child, Created, Origin},
+    manual,
     policy::{self, Wait},
     slots::{Due, Window},
     status::{self, Problem, Record},
@@ -49,6 +50,7 @@ pub(super) async fn run(
     let mut record = Record {
         handled: old.last_handled_slot_time.map(|t| t.0),
         handled_schedule: old.last_handled_schedule.clone(),
+        create_build: old.last_handled_create_build_annotation.clone(),
         ..Record::default()
     };
     let mut later = Later::default();
@@ -56,8 +58,11 @@ pub(super) async fn run(
     let mut wake = None;
     match decision {
         Decision::Invalid(problem) => record.problem = Some(problem),
-        Decision::Suspended => {}
+        Decision::Suspended(valid) => {
+            result = manual::requested(schedule, &valid, builds, ctx, &mut children, &mut record).await;
+        }
         Decision::Slots { valid, window, due } => {
+            result = manual::requested(schedule, &valid, builds, ctx, &mut children, &mut record).await;
             record.handled = Some(window.after);
             record.handled_schedule = Some(valid.key.clone());
             record.next = due.next;
@@ -72,7 +77,7 @@ pub(super) async fn run(
                 .await
             {
                 Ok(w) => wake = w,
-                Err(e) => result = Err(e),
+                Err(e) => result = result.and(Err(e)),
             }
         }
     }

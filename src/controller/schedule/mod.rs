@@ -13,6 +13,7 @@
 
 pub(crate) mod children;
 mod execute;
+mod manual;
 mod policy;
 pub(crate) mod slots;
 mod status;
@@ -197,7 +198,7 @@ struct Valid {
 /// What the pure part concluded for one copy of the schedule.
 enum Decision {
     Invalid(Problem),
-    Suspended,
+    Suspended(Box<Valid>),
     Slots {
         valid: Box<Valid>,
         window: Window,
@@ -273,7 +274,7 @@ fn decide(schedule: &DatasetBuildSchedule, now: Timestamp) -> Decision {
         Err(problem) => return Decision::Invalid(problem),
     };
     if schedule.spec.suspend == Some(true) {
-        return Decision::Suspended;
+        return Decision::Suspended(Box::new(valid));
     }
     let window = window(schedule, &valid.key, now);
     match slots::slots_due(&valid.parsed, &window) {

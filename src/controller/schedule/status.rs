@@ -50,6 +50,8 @@ pub(crate) struct Record {
     pub(crate) next: Option<Timestamp>,
     /// Invalid input.
     pub(crate) problem: Option<Problem>,
+    /// The last `kube-dss.dev/create-build` value acted upon.
+    pub(crate) create_build: Option<String>,
 }
 
 /// The whole new status.
@@ -88,6 +90,7 @@ pub(crate) fn desired(
         skipped_slots: add(old.skipped_slots, record.skipped),
         last_handled_slot_time: record.handled.map(Time),
         last_handled_schedule: record.handled_schedule.clone(),
+        last_handled_create_build_annotation: record.create_build.clone(),
         pending_slot: record.pending.map(Time),
         conditions: old.conditions,
     };
