@@ -394,7 +394,7 @@ mod tests {
         // Suspended: nothing is decided (and so the slots wait for the resume).
         assert!(matches!(
             decide(&schedule("  suspend: true\n", None), now),
-            Decision::Suspended
+            Decision::Suspended(_)
         ));
         // Replace runs only the newest missed slot, whatever catchUp says.
         let replace = decide(
