@@ -34,7 +34,7 @@ export KUBECONFIG
 KUBECONFIG="$(hack/cluster.sh up | tail -n1)"
 kubectl="$(cat "$root/.local/cluster/bin")/kubectl"
 "$kubectl" apply --server-side --force-conflicts -f crds/ >/dev/null
-"$kubectl" wait --for=condition=Established --timeout=60s crd/datasetbuilds.kube-dss.dev crd/dssconnections.kube-dss.dev >/dev/null
+"$kubectl" wait --for=condition=Established --timeout=60s crd/datasetbuilds.kube-dss.dev crd/dssconnections.kube-dss.dev crd/datasetbuildschedules.kube-dss.dev >/dev/null
 
 stop
 echo "demo: starting the DSS emulator on http://127.0.0.1:11200 (log: $demo/emulator.log)"
