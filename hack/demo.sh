@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: the local control plane, the DSS emulator (examples/emulator.yaml on 127.0.0.1:11200),
 # the operator watching namespace kube-dss-demo, and the two example builds of examples/demo/.
-# Shows their status changing until one Succeeded and one Failed, then the failure's log tail.
+# Shows their status changing until one Succeeded and one Failed, then the failure's log tail. Then the
+# schedule of examples/demo/schedule.yaml (every 15 s) creating builds, each with its slot's partition,
+# and `kube-dss schedules run` building a slot by hand.
 # `make demo-down` stops the emulator and the operator.
 set -euo pipefail
 
@@ -44,11 +46,12 @@ for _ in $(seq 1 50); do grep -q listening "$demo/emulator.log" 2>/dev/null && b
 grep -q listening "$demo/emulator.log" || { echo "demo: the emulator did not start:"; cat "$demo/emulator.log"; exit 1; }
 
 "$kubectl" create namespace "$ns" --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
-# A fresh demo: earlier builds are removed while the operator still runs their finalizers.
+# A fresh demo: earlier schedules and builds are removed while the operator still runs their finalizers.
 echo "demo: starting the operator for namespace $ns (log: $demo/operator.log)"
 "$bin" controller --namespace "$ns" --admin-addr 127.0.0.1:18080 >"$demo/operator.log" 2>&1 &
 echo $! > "$demo/operator.pid"
 for _ in $(seq 1 100); do curl -fsS -o /dev/null http://127.0.0.1:18080/readyz 2>/dev/null && break; sleep 0.2; done
+"$kubectl" -n "$ns" delete dsbs --all --wait=true --timeout=60s >/dev/null 2>&1 || true
 "$kubectl" -n "$ns" delete dsb --all --wait=true --timeout=60s >/dev/null 2>&1 || true
 
 echo "demo: applying examples/demo/connection.yaml and examples/demo/builds.yaml"
@@ -68,13 +71,28 @@ echo
 echo "demo: why customers-scored failed (status.failure):"
 "$kubectl" -n "$ns" get dsb customers-scored -o jsonpath='{.status.failure.reason}: {.status.failure.message}{"\n"}{.status.failure.logTail}{"\n"}'
 echo
+echo "demo: applying examples/demo/schedule.yaml: a build of orders_by_day every 15 seconds"
+"$kubectl" -n "$ns" apply -f examples/demo/schedule.yaml
+for _ in $(seq 1 12); do
+  sleep 4
+  echo; "$kubectl" -n "$ns" get dsbs orders-every-15s
+  "$kubectl" -n "$ns" get dsb -l kube-dss.dev/schedule=orders-every-15s \
+    -o 'custom-columns=BUILD:.metadata.name,SLOT:.metadata.annotations.kube-dss\.dev/scheduled-time,PARTITION:.spec.outputs[0].partition,PHASE:.status.phase'
+  [ "$("$kubectl" -n "$ns" get dsb -l kube-dss.dev/schedule=orders-every-15s -o name | wc -l)" -ge 3 ] && break
+done
+echo
+echo "demo: kube-dss schedules run: the build of a given slot now (its partition is that slot's day)"
+"$bin" schedules run orders-every-15s -n "$ns" --slot 2026-11-12T02:00:00+01:00 || true
+"$kubectl" -n "$ns" patch dsbs orders-every-15s --type merge -p '{"spec":{"suspend":true}}' >/dev/null
+echo "demo: schedule suspended (kubectl -n $ns patch dsbs orders-every-15s --type merge -p '{\"spec\":{\"suspend\":false}}' resumes it)"
+echo
 echo "demo: events:"
 "$kubectl" -n "$ns" get events --sort-by=.metadata.creationTimestamp -o custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message | cut -c1-160
 cat <<MSG
 
 demo: done. Explore with:
   export KUBECONFIG=$KUBECONFIG
-  $kubectl -n $ns get dsb,dssconn
+  $kubectl -n $ns get dsb,dsbs,dssconn
   $kubectl -n $ns patch dsb orders-clean --type merge -p '{"spec":{"rerunToken":"again"}}'   # build again
   $bin jobs --url http://127.0.0.1:11200 --api-key demo-operator-key list --project ANALYTICS
   curl -s http://127.0.0.1:18080/metrics | grep kube_dss_

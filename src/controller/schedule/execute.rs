@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::{
-    Api, ResourceExt,
+    Api, Resource, ResourceExt,
     runtime::{controller::Action, events::EventType},
 };
 
@@ -147,9 +147,10 @@ impl Slots<'_> {
                     "deleted the active build {name} (its DSS job is aborted per its deletionPolicy) to start the slot {} (concurrencyPolicy: Replace)",
                     self.slot_text(plan.waiting.map_or(window.now, |w| w.0))
                 );
-                events::publish(
+                events::publish_about(
                     &self.ctx.recorder,
                     self.schedule,
+                    &child.reference,
                     EventType::Normal,
                     reason::BUILD_REPLACED,
                     "ReplaceBuild",
@@ -235,9 +236,10 @@ impl Slots<'_> {
                     self.slot_text(slot),
                     lag.as_secs().max(0)
                 );
-                events::publish(
+                events::publish_about(
                     &self.ctx.recorder,
                     self.schedule,
+                    &created.object_ref(&()),
                     EventType::Normal,
                     reason::BUILD_CREATED,
                     "CreateBuild",

@@ -4,7 +4,7 @@
 //! naming rule applies, so a request can never double a slot that already has its build.
 
 use jiff::Timestamp;
-use kube::{Api, ResourceExt, runtime::events::EventType};
+use kube::{Api, Resource, ResourceExt, runtime::events::EventType};
 
 use super::{
     Ctx, Valid,
@@ -38,6 +38,21 @@ pub(super) async fn requested(
     let publish = |type_, reason, note: String| {
         events::publish(&ctx.recorder, schedule, type_, reason, "CreateBuild", note)
     };
+    let publish_about = |build: &DatasetBuild, reason, note: String| {
+        let related = build.object_ref(&());
+        async move {
+            events::publish_about(
+                &ctx.recorder,
+                schedule,
+                &related,
+                EventType::Normal,
+                reason,
+                "CreateBuild",
+                note,
+            )
+            .await;
+        }
+    };
     let Ok(at) = value.parse::<Timestamp>() else {
         let note = format!(
             "{CREATE_BUILD_ANNOTATION}={value:?} is not an RFC 3339 time such as 2024-03-30T02:00:00Z: nothing created"
@@ -66,7 +81,7 @@ pub(super) async fn requested(
                 "created the build {} for the slot {slot_text}, as {CREATE_BUILD_ANNOTATION} asked",
                 created.name_any()
             );
-            publish(EventType::Normal, reason::BUILD_CREATED, note).await;
+            publish_about(&created, reason::BUILD_CREATED, note).await;
             children.extend(children::owned_children(schedule, [created.as_ref()]));
         }
         Created::Existed => {
@@ -74,7 +89,7 @@ pub(super) async fn requested(
                 "the build {} of the slot {slot_text} exists already: nothing created (delete it to build that slot again)",
                 build.name_any()
             );
-            publish(EventType::Normal, reason::BUILD_EXISTS, note).await;
+            publish_about(&build, reason::BUILD_EXISTS, note).await;
         }
         Created::Invalid(message) => {
             record.problem = Some(Problem {
