@@ -253,6 +253,12 @@ fn status(s: &DatasetBuildSchedule) -> kube_dss::crd::DatasetBuildScheduleStatus
     s.status.clone().unwrap_or_default()
 }
 
+/// The operator has seen the suspension: no build is created from now on.
+fn suspended(s: &DatasetBuildSchedule) -> bool {
+    status(s).observed_generation == s.metadata.generation
+        && condition(s, "Ready").is_some_and(|c| c.reason == "Suspended")
+}
+
 fn condition<'a>(
     s: &'a DatasetBuildSchedule,
     type_: &str,
@@ -684,6 +690,11 @@ async fn history_limits_keep_the_newest_builds() {
     tokio::time::sleep(Duration::from_secs(14)).await;
     f.patch_spec("ok", json!({"suspend": true})).await;
     f.patch_spec("ko", json!({"suspend": true})).await;
+    // A slot's build may be created as the suspension arrives; once the status says Suspended, the
+    // reconcile that created it is over (reconciles of one schedule never overlap).
+    for name in ["ok", "ko"] {
+        wait_for(&f.schedules, name, Duration::from_secs(30), suspended).await;
+    }
     let settled = |name: &'static str, keep: usize| {
         let f = &f;
         async move {
@@ -734,14 +745,8 @@ async fn suspend_creates_nothing_and_resume_catches_up_within_the_deadline() {
     f.schedule("s", "daily", json!({"startingDeadlineSeconds": 3, "concurrencyPolicy": "Allow", "successfulBuildsHistoryLimit": 100})).await;
     f.wait_children("s", 1, 60).await;
     f.patch_spec("s", json!({"suspend": true})).await;
-    let suspended = wait_for(
-        &f.schedules,
-        "s",
-        Duration::from_secs(30),
-        |s: &DatasetBuildSchedule| condition(s, "Ready").is_some_and(|c| c.reason == "Suspended"),
-    )
-    .await;
-    assert!(status(&suspended).next_schedule_time.is_none());
+    let seen = wait_for(&f.schedules, "s", Duration::from_secs(30), suspended).await;
+    assert!(status(&seen).next_schedule_time.is_none());
     tokio::time::sleep(Duration::from_secs(1)).await;
     let at_suspend = f.children("s").await;
     let since = Timestamp::now().as_second();

@@ -161,31 +161,7 @@ impl Slots<'_> {
         }
         record.pending = plan.waiting.map(|(slot, _)| slot);
         if let Some((slot, Wait::Forbidden)) = plan.waiting {
-            let old = self
-                .schedule
-                .status
-                .as_ref()
-                .and_then(|s| s.pending_slot.as_ref())
-                .map(|t| t.0);
-            if old != Some(slot) {
-                let active: Vec<&str> = children
-                    .iter()
-                    .filter(|c| c.state == children::State::Active)
-                    .map(|c| c.name.as_str())
-                    .collect();
-                let note = format!(
-                    "the slot {} waits for the active build {} to finish (concurrencyPolicy: Forbid)",
-                    self.slot_text(slot),
-                    if active.is_empty() {
-                        "created now".to_string()
-                    } else {
-                        active.join(", ")
-                    }
-                );
-                later
-                    .events
-                    .push((EventType::Normal, reason::CONCURRENCY_FORBIDDEN, note));
-            }
+            self.announce_forbidden(slot, children, later);
         }
         for &slot in &plan.create {
             if let Err(e) = self.create(slot, children, record).await {
@@ -217,10 +193,7 @@ impl Slots<'_> {
             match children::build_for_slot(self.schedule, &v.parsed, &v.templates, slot, Origin::Schedule) {
                 Ok(b) => b,
                 Err(e) => {
-                    record.problem = Some(Problem {
-                        reason: "InvalidTemplate",
-                        message: e.to_string(),
-                    });
+                    record.problem = Some(Problem::template(e.to_string()));
                     return Ok(());
                 }
             };
@@ -250,13 +223,9 @@ impl Slots<'_> {
             }
             Ok(Created::Existed) => {}
             Ok(Created::Invalid(message)) => {
-                record.problem = Some(Problem {
-                    reason: "InvalidTemplate",
-                    message: format!(
-                        "the build of the slot {} is refused: {message}",
-                        self.slot_text(slot)
-                    ),
-                });
+                let slot = self.slot_text(slot);
+                let message = format!("the build of the slot {slot} is refused: {message}");
+                record.problem = Some(Problem::template(message));
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -264,6 +233,31 @@ impl Slots<'_> {
         record.handled = record.handled.max(Some(slot));
         record.created = record.created.max(Some(slot));
         Ok(())
+    }
+
+    /// Queues `ConcurrencyForbidden` when a slot starts to wait (not again while the same one does).
+    fn announce_forbidden(&self, slot: Timestamp, children: &[Child], later: &mut Later) {
+        let status = self.schedule.status.as_ref();
+        if status.and_then(|s| s.pending_slot.as_ref()).map(|t| t.0) == Some(slot) {
+            return;
+        }
+        let active: Vec<&str> = children
+            .iter()
+            .filter(|c| c.state == children::State::Active)
+            .map(|c| c.name.as_str())
+            .collect();
+        let waits_for = if active.is_empty() {
+            "created now".to_string()
+        } else {
+            active.join(", ")
+        };
+        let note = format!(
+            "the slot {} waits for the active build {waits_for} to finish (concurrencyPolicy: Forbid)",
+            self.slot_text(slot)
+        );
+        later
+            .events
+            .push((EventType::Normal, reason::CONCURRENCY_FORBIDDEN, note));
     }
 
     /// Queues the events and metrics of the skipped and missed slots.

@@ -68,10 +68,7 @@ pub(super) async fn requested(
             Ok(b) => b,
             Err(e) => {
                 // The request waits for the template to be fixed.
-                record.problem = Some(Problem {
-                    reason: "InvalidTemplate",
-                    message: e.to_string(),
-                });
+                record.problem = Some(Problem::template(e.to_string()));
                 return Ok(());
             }
         };
@@ -92,10 +89,8 @@ pub(super) async fn requested(
             publish_about(&build, reason::BUILD_EXISTS, note).await;
         }
         Created::Invalid(message) => {
-            record.problem = Some(Problem {
-                reason: "InvalidTemplate",
-                message: format!("the build of the slot {slot_text} is refused: {message}"),
-            });
+            let message = format!("the build of the slot {slot_text} is refused: {message}");
+            record.problem = Some(Problem::template(message));
             return Ok(());
         }
     }

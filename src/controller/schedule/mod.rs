@@ -223,10 +223,7 @@ fn validate(schedule: &DatasetBuildSchedule, now: Timestamp) -> Result<Valid, Pr
     if parsed.after(now).map_err(invalid)?.is_none() {
         return Err(invalid(slots::InvalidSchedule::NeverDue(spec.schedule.clone())));
     }
-    let templates = Templates::parse(schedule).map_err(|e| Problem {
-        reason: "InvalidTemplate",
-        message: e.to_string(),
-    })?;
+    let templates = Templates::parse(schedule).map_err(|e| Problem::template(e.to_string()))?;
     let key = format!(
         "{} {}",
         spec.schedule.trim(),

@@ -31,6 +31,16 @@ pub(crate) struct Problem {
     pub(crate) message: String,
 }
 
+impl Problem {
+    /// The build template cannot make a valid build.
+    pub(crate) fn template(message: String) -> Problem {
+        Problem {
+            reason: "InvalidTemplate",
+            message,
+        }
+    }
+}
+
 /// What one reconcile decided, to be recorded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Record {
