@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make demo`: the local control plane, the DSS emulator (examples/emulator.yaml on 127.0.0.1:11200),
 # the operator watching namespace kube-dss-demo, and the two example builds of examples/demo/.
-# Shows their status changing until one Succeeded and one Failed, then the failure's log tail. Then the
-# schedule of examples/demo/schedule.yaml (every 15 s) creating builds, each with its slot's partition,
-# and `kube-dss schedules run` building a slot by hand.
+# Shows their status changing until one Succeeded and one Failed, then the kubectl plugin at work:
+# `kubectl dss status` and `logs` of the failed build, `rerun` of the other, and a refused `abort`.
+# Then the schedule of examples/demo/schedule.yaml (every 15 s) creating builds, each with its slot's
+# partition, and `kube-dss schedules run` building a slot by hand.
 # `make demo-down` stops the emulator and the operator.
 set -euo pipefail
 
@@ -68,8 +69,25 @@ for _ in $(seq 1 60); do
 done
 "$kubectl" -n "$ns" wait --for=condition=Succeeded dsb/orders-clean --timeout=60s
 echo
-echo "demo: why customers-scored failed (status.failure):"
-"$kubectl" -n "$ns" get dsb customers-scored -o jsonpath='{.status.failure.reason}: {.status.failure.message}{"\n"}{.status.failure.logTail}{"\n"}'
+# kubectl dss: the same binary on PATH as kubectl-dss, which kubectl runs as its plugin.
+mkdir -p "$demo/bin"
+ln -sf "$bin" "$demo/bin/kubectl-dss"
+export PATH="$demo/bin:$PATH"
+dss() { echo "\$ kubectl dss $*"; "$kubectl" dss "$@"; echo; }
+echo "demo: kubectl dss (the kube-dss binary installed as kubectl-dss on PATH)"
+echo
+dss status customers-scored -n "$ns"
+dss logs customers-scored -n "$ns"
+dss rerun orders-clean -n "$ns"
+stamp="$("$kubectl" -n "$ns" get dsb orders-clean -o jsonpath='{.metadata.annotations.kube-dss\.dev/rerun}')"
+for _ in $(seq 1 60); do
+  handled="$("$kubectl" -n "$ns" get dsb orders-clean -o jsonpath='{.status.lastHandledRerunAnnotation}/{.status.phase}')"
+  [ "$handled" = "$stamp/Succeeded" ] && break
+  sleep 1
+done
+dss status orders-clean -n "$ns"
+echo "\$ kubectl dss abort orders-clean -n $ns    # refused: no job is running"
+"$kubectl" dss abort orders-clean -n "$ns" || echo "(exit $?)"
 echo
 echo "demo: applying examples/demo/schedule.yaml: a build of orders_by_day every 15 seconds"
 "$kubectl" -n "$ns" apply -f examples/demo/schedule.yaml
@@ -86,14 +104,17 @@ echo "demo: kube-dss schedules run: the build of a given slot now (its partition
 "$kubectl" -n "$ns" patch dsbs orders-every-15s --type merge -p '{"spec":{"suspend":true}}' >/dev/null
 echo "demo: schedule suspended (kubectl -n $ns patch dsbs orders-every-15s --type merge -p '{\"spec\":{\"suspend\":false}}' resumes it)"
 echo
-echo "demo: events:"
-"$kubectl" -n "$ns" get events --sort-by=.metadata.creationTimestamp -o custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message | cut -c1-160
+echo "demo: the schedule's events:"
+"$kubectl" -n "$ns" get events --field-selector involvedObject.name=orders-every-15s \
+  --sort-by=.metadata.creationTimestamp -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message | cut -c1-160
 cat <<MSG
 
 demo: done. Explore with:
   export KUBECONFIG=$KUBECONFIG
   $kubectl -n $ns get dsb,dsbs,dssconn
-  $kubectl -n $ns patch dsb orders-clean --type merge -p '{"spec":{"rerunToken":"again"}}'   # build again
+  export PATH=$demo/bin:\$PATH                      # kubectl dss
+  kubectl dss status orders-clean -n $ns
+  kubectl dss rerun orders-clean -n $ns              # or change spec.rerunToken: build again
   $bin jobs --url http://127.0.0.1:11200 --api-key demo-operator-key list --project ANALYTICS
   curl -s http://127.0.0.1:18080/metrics | grep kube_dss_
 Stop with: make demo-down && make cluster-down

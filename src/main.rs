@@ -1,5 +1,5 @@
 //! The `kube-dss` binary: one entry point for the operator, the CRD printer, the DSS emulator, the
-//! jobs CLI and the schedules CLI.
+//! jobs CLI and the schedules CLI; started as `kubectl-dss`, the kubectl plugin (`cli::plugin`).
 
 use std::process::ExitCode;
 
@@ -41,7 +41,26 @@ enum Command {
 /// `kube-dss jobs wait`'s "job ABORTED".
 const EXIT_USAGE: u8 = 64;
 
+/// True when the binary was started as `kubectl-dss` (kubectl runs plugins by that file name): it is
+/// then the kubectl plugin, with its own command line.
+fn started_as_kubectl_plugin() -> bool {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_stem().map(|s| s == "kubectl-dss"))
+        .unwrap_or(false)
+}
+
 fn main() -> ExitCode {
+    if started_as_kubectl_plugin() {
+        return match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(cli::plugin::main()),
+            Err(err) => {
+                eprintln!("kubectl dss: cannot start the async runtime: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {

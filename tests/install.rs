@@ -42,12 +42,7 @@ apiKeys:
 "#;
 
 async fn emulator() -> (emulator::Handle, AdminClient) {
-    let emu = emulator::spawn(
-        emulator::Config::from_yaml(EMULATOR).unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let emu = harness::emulator(EMULATOR).await;
     let admin = AdminClient::new(emu.base_url());
     (emu, admin)
 }
@@ -96,32 +91,6 @@ fn helm_template(release_ns: &str, sets: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// A kubeconfig for a ServiceAccount, with a token from the TokenRequest API.
-fn sa_kubeconfig(ns: &str, sa: &str) -> PathBuf {
-    let out = harness::kubectl(&["create", "token", sa, "-n", ns, "--duration", "2h"]);
-    assert!(
-        out.status.success(),
-        "create token: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let admin: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(harness::control_plane()).unwrap()).unwrap();
-    let cluster = admin["clusters"][0]["cluster"].clone();
-    let kubeconfig = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "local", "cluster": cluster}],
-        "users": [{"name": sa, "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": sa}}],
-        "current-context": "sa",
-    });
-    let dir = harness::repo().join("target/test-logs");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("kubeconfig-{ns}-{sa}"));
-    std::fs::write(&path, serde_json::to_string(&kubeconfig).unwrap()).unwrap();
-    path
 }
 
 async fn client_for(path: &PathBuf) -> Client {
@@ -200,7 +169,7 @@ async fn the_operator_works_with_exactly_the_rbac_the_chart_renders() {
         ],
     );
     apply(&rendered);
-    let kubeconfig = sa_kubeconfig(&release.name, "kd-kube-dss");
+    let kubeconfig = harness::sa_kubeconfig(&release.name, "kd-kube-dss");
     let (emu, dss) = emulator().await;
     connection(&watched, &emu.base_url()).await;
     let op = Operator::start_env(
@@ -347,7 +316,7 @@ async fn run_variant(admin: &Client, index: usize, rules: Vec<serde_json::Value>
         .unwrap(),
         ns = ns.name,
     ));
-    let kubeconfig = sa_kubeconfig(&ns.name, "op");
+    let kubeconfig = harness::sa_kubeconfig(&ns.name, "op");
     let (emu, _) = emulator().await;
     connection(&ns, &emu.base_url()).await;
     let op = Operator::start_env(

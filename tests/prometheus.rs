@@ -22,7 +22,7 @@ use harness::{Operator, TestNs, wait_for};
 use kube::api::PostParams;
 use kube_dss::{
     crd::{DSSConnection, DatasetBuild, Phase},
-    emulator::{self, Faults, admin::AdminClient},
+    emulator::{Faults, admin::AdminClient},
 };
 use serde_json::{Value, json};
 
@@ -231,12 +231,7 @@ fn alert_rules(path: &Path) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_dashboard_query_and_alert_expression_returns_series_from_a_real_prometheus() {
-    let emu = emulator::spawn(
-        emulator::Config::from_yaml(EMULATOR).unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let emu = harness::emulator(EMULATOR).await;
     let client = harness::client().await;
     let ns = TestNs::new(&client, "e2e-prom").await;
     ns.secret("dss-api-key", "apiKey", KEY).await;

@@ -21,7 +21,7 @@ use kube::{
 };
 use kube_dss::{
     crd::{DatasetBuild, DatasetBuildSchedule, Phase},
-    emulator::{self, Config, admin::AdminClient},
+    emulator::{self, admin::AdminClient},
 };
 use serde_json::json;
 
@@ -65,12 +65,7 @@ struct Fixture {
 
 impl Fixture {
     async fn new(prefix: &str) -> Fixture {
-        let emu = emulator::spawn(
-            Config::from_yaml(EMULATOR).unwrap(),
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .await
-        .unwrap();
+        let emu = harness::emulator(EMULATOR).await;
         let admin = AdminClient::new(emu.base_url());
         let client = harness::client().await;
         let ns = TestNs::new(&client, prefix).await;

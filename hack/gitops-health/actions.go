@@ -26,18 +26,9 @@ type resourceAction struct {
 // returns a table of action name -> {disabled = bool, iconClass = ..., displayName = ...} (or {} for
 // an enabled action with no settings); an empty table means no action. Sorted by name.
 func discoverActions(u *unstructured.Unstructured, script string) ([]resourceAction, error) {
-	l, err := runLua(u.Object, script, nil)
+	data, err := tableResult(u, script, nil)
 	if err != nil {
 		return nil, err
-	}
-	defer l.Close()
-	ret := l.Get(-1)
-	if ret.Type() != lua.LTTable {
-		return nil, fmt.Errorf("expect table output from Lua script, not %s", ret.Type().String())
-	}
-	data, err := luajson.Encode(ret)
-	if err != nil {
-		return nil, fmt.Errorf("error in converting to lua table: %w", err)
 	}
 	if string(data) == "[]" {
 		return nil, nil
@@ -62,6 +53,25 @@ func discoverActions(u *unstructured.Unstructured, script string) ([]resourceAct
 	}
 	sort.Slice(actions, func(i, j int) bool { return actions[i].Name < actions[j].Name })
 	return actions, nil
+}
+
+// tableResult runs a discovery or action script and JSON-encodes the table it returns, as Argo CD does
+// (layeh.com/gopher-json: an empty table is [], a sequence an array, other tables objects).
+func tableResult(u *unstructured.Unstructured, script string, params map[string]string) ([]byte, error) {
+	l, err := runLua(u.Object, script, params)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	ret := l.Get(-1)
+	if ret.Type() != lua.LTTable {
+		return nil, fmt.Errorf("expect table output from Lua script, not %s", ret.Type().String())
+	}
+	data, err := luajson.Encode(ret)
+	if err != nil {
+		return nil, fmt.Errorf("error in converting to lua table: %w", err)
+	}
+	return data, nil
 }
 
 // disabledFlag is Argo CD's isActionDisabled: actions are enabled unless `disabled` is the boolean true.
@@ -92,16 +102,7 @@ type impactedResource struct {
 // (kind set). A patched object is cleaned the way Argo CD cleans it (cleanReturnedObj): Lua cannot tell
 // an empty map from an empty list, so an empty table where the input held a map becomes a map again.
 func runAction(u *unstructured.Unstructured, script string, params map[string]string) ([]impactedResource, error) {
-	l, err := runLua(u.Object, script, params)
-	if err != nil {
-		return nil, err
-	}
-	defer l.Close()
-	ret := l.Get(-1)
-	if ret.Type() != lua.LTTable {
-		return nil, fmt.Errorf("expect table output from Lua script, not %s", ret.Type().String())
-	}
-	data, err := luajson.Encode(ret)
+	data, err := tableResult(u, script, params)
 	if err != nil {
 		return nil, err
 	}

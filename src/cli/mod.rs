@@ -1,5 +1,6 @@
-//! The `kube-dss jobs` command line: the DSS jobs API from a shell. `kube-dss schedules` ([`schedules`])
-//! works with DatasetBuildSchedules through the Kubernetes API instead.
+//! The `kube-dss jobs` command line: the DSS jobs API from a shell. [`plugin`] is `kubectl dss`, the
+//! same binary as a kubectl plugin; `kube-dss schedules` ([`schedules`]) works with
+//! DatasetBuildSchedules through the Kubernetes API.
 //!
 //! Each subcommand is one or a few [`DssClient`] calls; output goes to a writer (stdout in the binary)
 //! so that it can be tested, errors go to stderr as one line, and the exit code says how a job ended
@@ -7,6 +8,7 @@
 
 mod args;
 mod output;
+pub mod plugin;
 pub mod schedules;
 
 use std::{io::Write, path::Path, process::ExitCode};

@@ -21,7 +21,7 @@ pub(super) fn json<T: Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> io:
 }
 
 /// Writes rows as left-aligned columns separated by two spaces.
-fn table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+pub(super) fn table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

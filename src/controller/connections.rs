@@ -173,21 +173,11 @@ impl Connections {
             ),
             None => None,
         };
-        let url = url::Url::parse(&spec.url).map_err(|e| Error::Connection {
-            reason: "InvalidURL",
-            message: format!("spec.url of {key} is not a URL: {e}"),
-        })?;
-        let mut config = ClientConfig::new(url, ApiKey::new(api_key.clone()));
-        config.prefix = match spec.api_prefix.unwrap_or_default() {
-            ApiPrefix::PublicApi => dss::ApiPrefix::PublicApi,
-            ApiPrefix::DipPublicApi => dss::ApiPrefix::DipPublicApi,
-        };
-        config.ca_pem = ca_pem;
-        config.insecure_skip_verify = spec
-            .tls
-            .as_ref()
-            .and_then(|t| t.insecure_skip_verify)
-            .unwrap_or(false);
+        let mut config =
+            client_config(spec, ApiKey::new(api_key.clone()), ca_pem).map_err(|e| Error::Connection {
+                reason: "InvalidURL",
+                message: format!("spec.url of {key} is not a URL: {e}"),
+            })?;
         config.request_timeout = self.request_timeout;
         config.limits = limits(spec);
         self.install(key, hash, config, &api_key)
@@ -381,20 +371,7 @@ impl Connections {
             }
             Err(e) => return Err(Error::kube("read secret")(e)),
         };
-        let value = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&r.key))
-            .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(&r.key))
-                    .map(|s| s.trim().to_string())
-            })
-            .filter(|v| !v.is_empty());
-        value.ok_or_else(|| Error::Connection {
+        secret_value(&secret, &r.key).ok_or_else(|| Error::Connection {
             reason: "SecretKeyNotFound",
             message: format!(
                 "Secret {namespace}/{} has no non-empty key {:?} (named by {field})",
@@ -402,6 +379,44 @@ impl Connections {
             ),
         })
     }
+}
+
+/// How a DSSConnection's spec, its API key and CA certificates (read from its Secrets) become a DSS
+/// client configuration: URL, API prefix, TLS. Timeouts and limits are the caller's.
+pub fn client_config(
+    spec: &DSSConnectionSpec,
+    api_key: ApiKey,
+    ca_pem: Option<Vec<u8>>,
+) -> Result<ClientConfig, url::ParseError> {
+    let mut config = ClientConfig::new(url::Url::parse(&spec.url)?, api_key);
+    config.prefix = match spec.api_prefix.unwrap_or_default() {
+        ApiPrefix::PublicApi => dss::ApiPrefix::PublicApi,
+        ApiPrefix::DipPublicApi => dss::ApiPrefix::DipPublicApi,
+    };
+    config.ca_pem = ca_pem;
+    config.insecure_skip_verify = spec
+        .tls
+        .as_ref()
+        .and_then(|t| t.insecure_skip_verify)
+        .unwrap_or(false);
+    Ok(config)
+}
+
+/// The value of one key of a Secret, trimmed; `None` when missing or empty.
+pub fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|s| s.trim().to_string())
+        })
+        .filter(|v| !v.is_empty())
 }
 
 async fn read_key_file(path: &std::path::Path) -> Result<String, Error> {

@@ -15,6 +15,11 @@ use crate::{
 /// to request another run). Argo CD and Flux ignore annotations they do not manage.
 pub const RERUN_ANNOTATION: &str = "kube-dss.dev/rerun";
 
+/// The annotation that aborts the active DSS job without deleting the build (its value is the request:
+/// each distinct value aborts the job active when it is handled, once; `status.lastHandledAbortAnnotation`
+/// records the value handled).
+pub const ABORT_ANNOTATION: &str = "kube-dss.dev/abort";
+
 /// The annotation that resolves `StartOutcomeUnknown`: its value is the id of the DSS job to adopt.
 pub const ADOPT_ANNOTATION: &str = "kube-dss.dev/adopt-job";
 

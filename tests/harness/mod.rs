@@ -4,7 +4,7 @@
 //! - [`control_plane`] starts (or reuses) the control plane once per test binary and installs `crds/`.
 //! - [`TestNs`] gives each test its own namespace, removed by [`TestNs::cleanup`].
 //! - [`Operator`] runs `kube-dss controller` as a real process (so tests can SIGKILL it), logging to
-//!   a file under `target/test-logs/`.
+//!   a file under `target/test-logs/`; [`emulator`] starts the DSS emulator in the test process.
 // Test support: a failed set-up step should stop the test loudly, so unwrap is the right tool here.
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -336,6 +336,16 @@ impl Drop for Operator {
     }
 }
 
+/// The DSS emulator with a YAML configuration, on a free loopback port.
+pub async fn emulator(yaml: &str) -> kube_dss::emulator::Handle {
+    kube_dss::emulator::spawn(
+        kube_dss::emulator::Config::from_yaml(yaml).unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -382,4 +392,31 @@ where
     }
     let obj = api.get_opt(name).await.ok().flatten();
     panic!("{name} still exists: {:?}", obj.map(|o| o.finalizers().to_vec()));
+}
+
+/// A kubeconfig for a ServiceAccount, with a token from the TokenRequest API; its context's namespace
+/// is the ServiceAccount's.
+pub fn sa_kubeconfig(ns: &str, sa: &str) -> PathBuf {
+    let out = kubectl(&["create", "token", sa, "-n", ns, "--duration", "2h"]);
+    assert!(
+        out.status.success(),
+        "create token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let admin: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(control_plane()).unwrap()).unwrap();
+    let cluster = admin["clusters"][0]["cluster"].clone();
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": sa, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": sa, "namespace": ns}}],
+        "current-context": "sa",
+    });
+    let dir = repo().join("target/test-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("kubeconfig-{ns}-{sa}"));
+    std::fs::write(&path, serde_json::to_string(&kubeconfig).unwrap()).unwrap();
+    path
 }
