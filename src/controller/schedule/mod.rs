@@ -106,17 +106,8 @@ pub(crate) fn controller(
         builds: build_store.clone(),
     });
     let ready = async move {
-        // The controller's runner waits on the same stores, and a store wakes only its latest
-        // waiter: re-poll with a timeout instead of parking once.
-        let poll = Duration::from_millis(250);
-        while !matches!(
-            tokio::time::timeout(poll, schedule_store.wait_until_ready()).await,
-            Ok(Ok(()))
-        ) {}
-        while !matches!(
-            tokio::time::timeout(poll, build_store.wait_until_ready()).await,
-            Ok(Ok(()))
-        ) {}
+        synced(&schedule_store).await;
+        synced(&build_store).await;
     };
     let report_ctx = ctx.clone();
     let run = ctl
@@ -124,6 +115,22 @@ pub(crate) fn controller(
         .run(reconcile, error_policy, ctx)
         .for_each(move |res| report(res, report_ctx.clone()));
     (run, ready)
+}
+
+/// Resolves once `store` has its first full list. The controller's runner waits on the same store,
+/// and a store wakes only its latest waiter: re-poll with a timeout instead of parking once.
+async fn synced<K: kube::Resource + Clone>(store: &Store<K>)
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+            Ok(Ok(())) => return,
+            // The store's writer is gone: the controller stopped and will never be ready.
+            Ok(Err(_)) => std::future::pending::<()>().await,
+            Err(_) => {}
+        }
+    }
 }
 
 /// Reconciles one schedule (its finalizer first).
