@@ -882,10 +882,14 @@ async fn deleting_a_schedule_deletes_its_builds_and_aborts_their_jobs() {
 }
 
 fn cli(args: &[&str]) -> std::process::Output {
+    cli_as(&harness::control_plane(), args)
+}
+
+fn cli_as(kubeconfig: &std::path::Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_kube-dss"))
         .arg("schedules")
         .args(args)
-        .env("KUBECONFIG", harness::control_plane())
+        .env("KUBECONFIG", kubeconfig)
         .output()
         .unwrap()
 }
@@ -998,5 +1002,43 @@ async fn schedules_run_creates_the_slot_build_once() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
     let bad = cli(&["run", "nightly", "-n", &ns, "--slot", "yesterday"]);
     assert_eq!(bad.status.code(), Some(64), "clap's usage error");
+    // With the user's own RBAC: reading schedules is not enough to create a build.
+    let role = |verbs: &str| {
+        format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: analyst, namespace: {ns}}}\n---\n\
+             apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: analyst, namespace: {ns}}}\n\
+             rules:\n- {{apiGroups: [kube-dss.dev], resources: [datasetbuildschedules], verbs: [get]}}\n\
+             - {{apiGroups: [kube-dss.dev], resources: [datasetbuilds], verbs: [{verbs}]}}\n---\n\
+             apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: analyst, namespace: {ns}}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: analyst}}\n\
+             subjects: [{{kind: ServiceAccount, name: analyst, namespace: {ns}}}]\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let apply = |yaml: String| {
+        let path = dir.path().join("rbac.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let out = harness::kubectl(&["apply", "-f", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    apply(role("get"));
+    let analyst = harness::sa_kubeconfig(&ns, "analyst");
+    let slot = "2026-11-01T02:00:00+01:00";
+    let refused = cli_as(&analyst, &["run", "nightly", "--slot", slot]);
+    assert_eq!(
+        refused.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("forbidden"));
+    apply(role("get, create"));
+    let allowed = cli_as(&analyst, &["run", "nightly", "--slot", slot]);
+    assert_eq!(
+        allowed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
     f.cleanup().await;
 }
