@@ -160,7 +160,7 @@ cleanup() {
 trap cleanup EXIT
 
 if k apply --server-side -f crds/ >"$tmp/crds.log" 2>&1 \
-  && k wait --for=condition=Established --timeout=60s crd/datasetbuilds.kube-dss.dev crd/dssconnections.kube-dss.dev >/dev/null; then
+  && k wait --for=condition=Established --timeout=60s crd/datasetbuilds.kube-dss.dev crd/dssconnections.kube-dss.dev crd/datasetbuildschedules.kube-dss.dev >/dev/null; then
   ok "CRDs applied server-side and Established"
 else
   fail "CRDs could not be applied"; cat "$tmp/crds.log"
@@ -222,9 +222,18 @@ for s in default namespaced emulator-ha; do
   can "$s" yes patch datasetbuilds.kube-dss.dev -n "$w"
   can "$s" yes patch datasetbuilds.kube-dss.dev --subresource=status -n "$w"
   can "$s" yes patch dssconnections.kube-dss.dev --subresource=status -n "$w"
-  can "$s" no delete datasetbuilds.kube-dss.dev -n "$w"
-  can "$s" no create datasetbuilds.kube-dss.dev -n "$w"
+  # A schedule's builds: created per slot, deleted beyond the history limits. Never rewritten.
+  can "$s" yes create datasetbuilds.kube-dss.dev -n "$w"
+  can "$s" yes delete datasetbuilds.kube-dss.dev -n "$w"
+  can "$s" no deletecollection datasetbuilds.kube-dss.dev -n "$w"
   can "$s" no update datasetbuilds.kube-dss.dev -n "$w"
+  can "$s" yes list datasetbuildschedules.kube-dss.dev -n "$w"
+  can "$s" yes watch datasetbuildschedules.kube-dss.dev -n "$w"
+  can "$s" yes patch datasetbuildschedules.kube-dss.dev -n "$w"
+  can "$s" yes patch datasetbuildschedules.kube-dss.dev --subresource=status -n "$w"
+  can "$s" no create datasetbuildschedules.kube-dss.dev -n "$w"
+  can "$s" no update datasetbuildschedules.kube-dss.dev -n "$w"
+  can "$s" no delete datasetbuildschedules.kube-dss.dev -n "$w"
   can "$s" no patch dssconnections.kube-dss.dev -n "$w"
   can "$s" yes create events.events.k8s.io -n "$w"
   can "$s" no create customresourcedefinitions.apiextensions.k8s.io
@@ -271,11 +280,60 @@ if k apply --server-side -f "$tmp/dsb.yaml" >/dev/null \
 else
   fail "namespaced: finalizer or status write as the ServiceAccount failed"
 fi
-if k delete dsb chart-check -n "$team_a" --as="$as_ns" >/dev/null 2>&1; then
-  fail "namespaced: the ServiceAccount could delete a DatasetBuild"
+if k get dsb chart-check -n "$team_a" -o yaml | k replace --as="$as_ns" -f - >/dev/null 2>&1; then
+  fail "namespaced: the ServiceAccount could update (rewrite) a DatasetBuild"
 else
-  ok "namespaced: the ServiceAccount cannot delete a DatasetBuild"
+  ok "namespaced: the ServiceAccount cannot update (rewrite) a DatasetBuild"
 fi
+
+# A schedule's writes, as the ServiceAccount: its finalizer, its status, the build of a slot, and the
+# deletion of a build (history limits, Replace).
+cat >"$tmp/dsbs.yaml" <<EOF
+apiVersion: kube-dss.dev/v1alpha1
+kind: DatasetBuildSchedule
+metadata: {name: chart-check, namespace: $team_a}
+spec:
+  schedule: "0 2 * * *"
+  suspend: true
+  buildTemplate: {spec: {projectKey: SANDBOX, outputs: [{id: cat_train_hdfs}]}}
+EOF
+cat >"$tmp/dsbs-status.yaml" <<EOF
+apiVersion: kube-dss.dev/v1alpha1
+kind: DatasetBuildSchedule
+metadata: {name: chart-check, namespace: $team_a}
+status: {observedGeneration: 1, activeCount: 0}
+EOF
+cat >"$tmp/dsb-slot.yaml" <<EOF
+apiVersion: kube-dss.dev/v1alpha1
+kind: DatasetBuild
+metadata:
+  name: chart-check-29931900
+  namespace: $team_a
+  labels: {kube-dss.dev/schedule: chart-check, kube-dss.dev/slot: "1795914000"}
+spec:
+  projectKey: SANDBOX
+  outputs: [{id: cat_train_hdfs}]
+EOF
+if k apply --server-side -f "$tmp/dsbs.yaml" >/dev/null \
+  && k patch dsbs chart-check -n "$team_a" --as="$as_ns" --type=json \
+       -p '[{"op":"add","path":"/metadata/finalizers","value":["kube-dss.dev/delete-builds"]}]' >/dev/null \
+  && k apply --server-side --field-manager=kube-dss --subresource=status --as="$as_ns" -f "$tmp/dsbs-status.yaml" >/dev/null \
+  && [ "$(k get dsbs chart-check -n "$team_a" -o jsonpath='{.status.activeCount}')" = 0 ] \
+  && k create --as="$as_ns" -f "$tmp/dsb-slot.yaml" >/dev/null \
+  && k delete dsb chart-check-29931900 -n "$team_a" --as="$as_ns" >/dev/null \
+  && k delete dsb chart-check -n "$team_a" --as="$as_ns" >/dev/null \
+  && k patch dsbs chart-check -n "$team_a" --as="$as_ns" --type=json \
+       -p '[{"op":"test","path":"/metadata/finalizers/0","value":"kube-dss.dev/delete-builds"},{"op":"remove","path":"/metadata/finalizers/0"}]' >/dev/null; then
+  ok "namespaced: the ServiceAccount writes a schedule's finalizer and status, creates a slot's build and deletes builds"
+else
+  fail "namespaced: a schedule's writes as the ServiceAccount failed"
+fi
+if k delete dsbs chart-check -n "$team_a" --as="$as_ns" >/dev/null 2>&1; then
+  fail "namespaced: the ServiceAccount could delete a DatasetBuildSchedule"
+else
+  ok "namespaced: the ServiceAccount cannot delete a DatasetBuildSchedule"
+fi
+k delete dsbs chart-check -n "$team_a" >/dev/null 2>&1 || true
 
 echo
 echo "chart-check: $pass passed, $failures failed"

@@ -3,6 +3,8 @@
 # the operator watching namespace kube-dss-demo, and the two example builds of examples/demo/.
 # Shows their status changing until one Succeeded and one Failed, then the kubectl plugin at work:
 # `kubectl dss status` and `logs` of the failed build, `rerun` of the other, and a refused `abort`.
+# Then the schedule of examples/demo/schedule.yaml (every 15 s) creating builds, each with its slot's
+# partition, and `kube-dss schedules run` building a slot by hand.
 # `make demo-down` stops the emulator and the operator.
 set -euo pipefail
 
@@ -35,7 +37,7 @@ export KUBECONFIG
 KUBECONFIG="$(hack/cluster.sh up | tail -n1)"
 kubectl="$(cat "$root/.local/cluster/bin")/kubectl"
 "$kubectl" apply --server-side --force-conflicts -f crds/ >/dev/null
-"$kubectl" wait --for=condition=Established --timeout=60s crd/datasetbuilds.kube-dss.dev crd/dssconnections.kube-dss.dev >/dev/null
+"$kubectl" wait --for=condition=Established --timeout=60s crd/datasetbuilds.kube-dss.dev crd/dssconnections.kube-dss.dev crd/datasetbuildschedules.kube-dss.dev >/dev/null
 
 stop
 echo "demo: starting the DSS emulator on http://127.0.0.1:11200 (log: $demo/emulator.log)"
@@ -45,11 +47,12 @@ for _ in $(seq 1 50); do grep -q listening "$demo/emulator.log" 2>/dev/null && b
 grep -q listening "$demo/emulator.log" || { echo "demo: the emulator did not start:"; cat "$demo/emulator.log"; exit 1; }
 
 "$kubectl" create namespace "$ns" --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
-# A fresh demo: earlier builds are removed while the operator still runs their finalizers.
+# A fresh demo: earlier schedules and builds are removed while the operator still runs their finalizers.
 echo "demo: starting the operator for namespace $ns (log: $demo/operator.log)"
 "$bin" controller --namespace "$ns" --admin-addr 127.0.0.1:18080 >"$demo/operator.log" 2>&1 &
 echo $! > "$demo/operator.pid"
 for _ in $(seq 1 100); do curl -fsS -o /dev/null http://127.0.0.1:18080/readyz 2>/dev/null && break; sleep 0.2; done
+"$kubectl" -n "$ns" delete dsbs --all --wait=true --timeout=60s >/dev/null 2>&1 || true
 "$kubectl" -n "$ns" delete dsb --all --wait=true --timeout=60s >/dev/null 2>&1 || true
 
 echo "demo: applying examples/demo/connection.yaml and examples/demo/builds.yaml"
@@ -85,11 +88,30 @@ done
 dss status orders-clean -n "$ns"
 echo "\$ kubectl dss abort orders-clean -n $ns    # refused: no job is running"
 "$kubectl" dss abort orders-clean -n "$ns" || echo "(exit $?)"
+echo
+echo "demo: applying examples/demo/schedule.yaml: a build of orders_by_day every 15 seconds"
+"$kubectl" -n "$ns" apply -f examples/demo/schedule.yaml
+for _ in $(seq 1 12); do
+  sleep 4
+  echo; "$kubectl" -n "$ns" get dsbs orders-every-15s
+  "$kubectl" -n "$ns" get dsb -l kube-dss.dev/schedule=orders-every-15s \
+    -o 'custom-columns=BUILD:.metadata.name,SLOT:.metadata.annotations.kube-dss\.dev/scheduled-time,PARTITION:.spec.outputs[0].partition,PHASE:.status.phase'
+  [ "$("$kubectl" -n "$ns" get dsb -l kube-dss.dev/schedule=orders-every-15s -o name | wc -l)" -ge 3 ] && break
+done
+echo
+echo "demo: kube-dss schedules run: the build of a given slot now (its partition is that slot's day)"
+"$bin" schedules run orders-every-15s -n "$ns" --slot 2026-11-12T02:00:00+01:00 || true
+"$kubectl" -n "$ns" patch dsbs orders-every-15s --type merge -p '{"spec":{"suspend":true}}' >/dev/null
+echo "demo: schedule suspended (kubectl -n $ns patch dsbs orders-every-15s --type merge -p '{\"spec\":{\"suspend\":false}}' resumes it)"
+echo
+echo "demo: the schedule's events:"
+"$kubectl" -n "$ns" get events --field-selector involvedObject.name=orders-every-15s \
+  --sort-by=.metadata.creationTimestamp -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message | cut -c1-160
 cat <<MSG
 
 demo: done. Explore with:
   export KUBECONFIG=$KUBECONFIG
-  $kubectl -n $ns get dsb,dssconn
+  $kubectl -n $ns get dsb,dsbs,dssconn
   export PATH=$demo/bin:\$PATH                      # kubectl dss
   kubectl dss status orders-clean -n $ns
   kubectl dss rerun orders-clean -n $ns              # or change spec.rerunToken: build again

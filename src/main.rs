@@ -1,5 +1,5 @@
-//! The `kube-dss` binary: one entry point for the operator, the CRD printer, the DSS emulator and
-//! the jobs and scenarios CLIs; started as `kubectl-dss`, the kubectl plugin (`cli::plugin`).
+//! The `kube-dss` binary: one entry point for the operator, the CRD printer, the DSS emulator, the
+//! jobs, scenarios and schedules CLIs; started as `kubectl-dss`, the kubectl plugin (`cli::plugin`).
 
 use std::process::ExitCode;
 
@@ -25,7 +25,7 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
-    /// Run the operator (DatasetBuild and DSSConnection controllers).
+    /// Run the operator (DatasetBuild, DSSConnection and DatasetBuildSchedule controllers).
     Controller(controller::Args),
     /// Print every CRD as YAML (the content of `crds/`).
     Crds,
@@ -35,6 +35,8 @@ enum Command {
     Jobs(cli::JobsArgs),
     /// Work with DSS scenarios from a shell: list, run, status, abort, log, wait.
     Scenarios(cli::ScenariosArgs),
+    /// Work with DatasetBuildSchedules: run a slot's build now.
+    Schedules(cli::schedules::SchedulesArgs),
 }
 
 /// Exit code of a command-line usage error (EX_USAGE). clap's own default, 2, would collide with
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
             Command::Emulator(args) => emulator::main(args).await,
             Command::Jobs(args) => cli::main(args).await,
             Command::Scenarios(args) => cli::scenarios::main(args).await,
+            Command::Schedules(args) => cli::schedules::main(args).await,
         }
     })
 }

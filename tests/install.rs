@@ -18,7 +18,7 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 use kube_dss::{
-    crd::{DSSConnection, DatasetBuild, Phase},
+    crd::{DSSConnection, DatasetBuild, DatasetBuildSchedule, Phase},
     emulator::{self, admin::AdminClient},
 };
 use serde_json::json;
@@ -122,6 +122,36 @@ async fn build(ns: &TestNs, name: &str, spec: serde_json::Value) {
         .unwrap();
 }
 
+/// A schedule of the `quick` dataset every 2 seconds; `extra` is merged into its spec.
+async fn schedule(ns: &TestNs, name: &str, extra: serde_json::Value) {
+    let mut spec = json!({
+        "schedule": "*/2 * * * * *",
+        "successfulBuildsHistoryLimit": 100,
+        "buildTemplate": {"spec": {"connectionRef": {"name": "dss"}, "projectKey": "PROJ", "outputs": [{"id": "quick"}]}},
+    });
+    if let (Some(spec), serde_json::Value::Object(extra)) = (spec.as_object_mut(), extra) {
+        spec.extend(extra);
+    }
+    let s: DatasetBuildSchedule = serde_json::from_value(json!({
+        "apiVersion": "kube-dss.dev/v1alpha1", "kind": "DatasetBuildSchedule", "metadata": {"name": name}, "spec": spec
+    }))
+    .unwrap();
+    ns.api::<DatasetBuildSchedule>()
+        .create(&PostParams::default(), &s)
+        .await
+        .unwrap();
+}
+
+/// The builds a schedule created.
+async fn scheduled_builds(ns: &TestNs, schedule: &str) -> Vec<DatasetBuild> {
+    let lp = ListParams::default().labels(&format!("kube-dss.dev/schedule={schedule}"));
+    ns.api::<DatasetBuild>()
+        .list(&lp)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
 fn phase(b: &DatasetBuild) -> Option<Phase> {
     b.status.as_ref().and_then(|s| s.phase)
 }
@@ -157,6 +187,7 @@ async fn the_operator_works_with_exactly_the_rbac_the_chart_renders() {
     build(&watched, "ok", json!({"outputs": [{"id": "quick"}]})).await;
     build(&watched, "bad", json!({"outputs": [{"id": "broken"}]})).await;
     build(&watched, "long", json!({"outputs": [{"id": "slow"}]})).await;
+    schedule(&watched, "every-2s", json!({"concurrencyPolicy": "Allow"})).await;
     let builds: Api<DatasetBuild> = watched.api();
     wait_for(&builds, "ok", Duration::from_secs(60), |b| {
         phase(b) == Some(Phase::Succeeded)
@@ -182,6 +213,27 @@ async fn the_operator_works_with_exactly_the_rbac_the_chart_renders() {
     builds.delete("long", &DeleteParams::default()).await.unwrap();
     wait_gone(&builds, "long", Duration::from_secs(60)).await;
     assert!(dss.jobs().await.unwrap().iter().any(|j| j.state == "ABORTED"));
+    // The schedule creates builds, which run, and its status is written.
+    let schedules: Api<DatasetBuildSchedule> = watched.api();
+    wait_for(&schedules, "every-2s", Duration::from_secs(60), |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.last_successful_time.is_some())
+    })
+    .await;
+    schedules
+        .delete("every-2s", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&schedules, "every-2s", Duration::from_secs(60)).await;
+    for b in scheduled_builds(&watched, "every-2s").await {
+        wait_gone(
+            &builds,
+            &b.metadata.name.unwrap_or_default(),
+            Duration::from_secs(60),
+        )
+        .await;
+    }
     let conns: Api<DSSConnection> = watched.api();
     let c = conns.get("dss").await.unwrap();
     assert!(
@@ -242,6 +294,8 @@ struct Outcome {
     succeeded: bool,
     connection_status: bool,
     events: bool,
+    scheduled: bool,
+    schedule_status: bool,
 }
 
 async fn run_variant(admin: &Client, index: usize, rules: Vec<serde_json::Value>) -> Outcome {
@@ -277,6 +331,7 @@ async fn run_variant(admin: &Client, index: usize, rules: Vec<serde_json::Value>
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );
     build(&ns, "ok", json!({"outputs": [{"id": "quick"}]})).await;
+    schedule(&ns, "every-2s", json!({})).await;
     let builds: Api<DatasetBuild> = ns.api();
     let mut outcome = Outcome::default();
     for _ in 0..100 {
@@ -298,7 +353,37 @@ async fn run_variant(admin: &Client, index: usize, rules: Vec<serde_json::Value>
         .list(&ListParams::default())
         .await
         .is_ok_and(|l| !l.items.is_empty());
+    outcome.scheduled = !scheduled_builds(&ns, "every-2s").await.is_empty();
+    let schedules: Api<DatasetBuildSchedule> = ns.api();
+    outcome.schedule_status = schedules.get("every-2s").await.is_ok_and(|s| s.status.is_some());
     drop(op);
+    let _ = schedules.delete("every-2s", &DeleteParams::default()).await;
+    let _ = harness::kubectl(&[
+        "patch",
+        "dsbs",
+        "every-2s",
+        "-n",
+        &ns.name,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    for b in scheduled_builds(&ns, "every-2s").await {
+        let name = b.metadata.name.unwrap_or_default();
+        let _ = builds.delete(&name, &DeleteParams::default()).await;
+        let _ = harness::kubectl(&[
+            "patch",
+            "dsb",
+            &name,
+            "-n",
+            &ns.name,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+    }
     let _ = builds.delete("ok", &DeleteParams::default()).await;
     // Without the finalizer rule the operator cannot release its finalizer: do it as the admin.
     let _ = harness::kubectl(&[
@@ -359,6 +444,11 @@ async fn every_rule_of_the_charts_rbac_is_needed() {
             (!outcome.succeeded, "builds never succeed"),
             (!outcome.connection_status, "DSSConnection status is not written"),
             (!outcome.events, "no events"),
+            (!outcome.scheduled, "schedules create no build"),
+            (
+                !outcome.schedule_status,
+                "DatasetBuildSchedule status is not written",
+            ),
         ]
         .into_iter()
         .filter_map(|(lost, what)| lost.then_some(what))
@@ -484,6 +574,21 @@ async fn kstatus_and_argo_cd_read_the_truth_from_real_builds() {
     ] {
         wait_for(&builds, name, Duration::from_secs(60), |b| phase(b) == Some(p)).await;
     }
+    schedule(&ns, "yearly", json!({"schedule": "@yearly"})).await;
+    schedule(&ns, "paused", json!({"schedule": "@yearly", "suspend": true})).await;
+    schedule(
+        &ns,
+        "bad-zone",
+        json!({"schedule": "@yearly", "timeZone": "Mars/Olympus"}),
+    )
+    .await;
+    let schedules: Api<DatasetBuildSchedule> = ns.api();
+    for name in ["yearly", "paused", "bad-zone"] {
+        wait_for(&schedules, name, Duration::from_secs(30), |s| {
+            s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
+        })
+        .await;
+    }
     let conns: Api<DSSConnection> = ns.api();
     wait_for(&conns, "dss", Duration::from_secs(30), |c| c.status.is_some()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -493,6 +598,9 @@ async fn kstatus_and_argo_cd_read_the_truth_from_real_builds() {
         ("dsb", "running"),
         ("dsb", "suspended"),
         ("dssconn", "dss"),
+        ("dsbs", "yearly"),
+        ("dsbs", "paused"),
+        ("dsbs", "bad-zone"),
     ] {
         let out = harness::kubectl(&["get", kind, name, "-n", &ns.name, "-o", "json"]);
         assert!(out.status.success());
@@ -500,7 +608,8 @@ async fn kstatus_and_argo_cd_read_the_truth_from_real_builds() {
     }
     std::fs::write(
         dir.path().join("expected.tsv"),
-        "ok\tCurrent\tHealthy\nbad\tFailed\tDegraded\nrunning\tInProgress\tProgressing\nsuspended\tInProgress\tSuspended\ndss\tCurrent\tHealthy\n",
+        "ok\tCurrent\tHealthy\nbad\tFailed\tDegraded\nrunning\tInProgress\tProgressing\nsuspended\tInProgress\tSuspended\ndss\tCurrent\tHealthy\n\
+         yearly\tCurrent\tHealthy\npaused\tInProgress\tSuspended\nbad-zone\tFailed\tDegraded\n",
     )
     .unwrap();
     let out = std::process::Command::new(harness::repo().join("hack/gitops-check.sh"))

@@ -1,5 +1,6 @@
 //! The `kube-dss jobs` and `kube-dss scenarios` command lines: the DSS jobs and scenarios APIs from a
-//! shell. [`plugin`] is `kubectl dss`, the same binary as a kubectl plugin.
+//! shell. [`plugin`] is `kubectl dss`, the same binary as a kubectl plugin; `kube-dss schedules`
+//! ([`schedules`]) works with DatasetBuildSchedules through the Kubernetes API.
 //!
 //! Each subcommand is one or a few [`DssClient`] calls; output goes to a writer (stdout in the binary)
 //! so that it can be tested, errors go to stderr as one line, and the exit code says how a job or a
@@ -12,6 +13,7 @@ mod output;
 pub mod plugin;
 mod scenario_args;
 pub mod scenarios;
+pub mod schedules;
 
 use std::{io::Write, path::Path, process::ExitCode};
 

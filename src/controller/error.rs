@@ -46,6 +46,15 @@ pub(crate) enum Error {
         retry_after: Duration,
     },
 
+    /// A DatasetBuildSchedule cannot create a slot's build for a reason the user must resolve.
+    #[error("{message}")]
+    Schedule {
+        /// A PascalCase reason, e.g. `BuildNameTaken`.
+        reason: &'static str,
+        /// What is wrong and what to do.
+        message: String,
+    },
+
     /// The kube-runtime finalizer helper failed outside our code.
     #[error("finalizer handling failed: {0}")]
     Finalizer(String),
@@ -61,7 +70,7 @@ impl Error {
                 _ => "KubeApi",
             },
             Self::Dss { source, .. } => source.category(),
-            Self::Connection { reason, .. } => reason,
+            Self::Connection { reason, .. } | Self::Schedule { reason, .. } => reason,
             Self::AbortPending { .. } => "AbortPending",
             Self::Finalizer(_) => "Finalizer",
         }

@@ -87,25 +87,28 @@ impl Recent {
 }
 
 /// The identity of an event for aggregation: type, reason, action and every field of the object
-/// reference (resourceVersion included). Each field is written as `-` when absent or as
-/// `<byte length>:<text>`, so two different identities never give the same key.
-fn key(type_: EventType, reason: &str, action: &str, r: &ObjectReference) -> Box<str> {
+/// reference (resourceVersion included), and of the related object when there is one. Each field is
+/// written as `-` when absent or as `<byte length>:<text>`, so two different identities never give
+/// the same key.
+fn key(
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    r: &ObjectReference,
+    related: Option<&ObjectReference>,
+) -> Box<str> {
     let mut k = String::with_capacity(128);
     k.push(match type_ {
         EventType::Normal => 'N',
         EventType::Warning => 'W',
     });
-    for field in [
-        Some(reason),
-        Some(action),
-        r.api_version.as_deref(),
-        r.kind.as_deref(),
-        r.namespace.as_deref(),
-        r.name.as_deref(),
-        r.uid.as_deref(),
-        r.resource_version.as_deref(),
-        r.field_path.as_deref(),
-    ] {
+    let mut fields = vec![Some(reason), Some(action)];
+    fields.extend(reference_fields(r));
+    if let Some(related) = related {
+        fields.push(Some("related"));
+        fields.extend(reference_fields(related));
+    }
+    for field in fields {
         match field {
             None => k.push('-'),
             Some(text) => {
@@ -114,6 +117,18 @@ fn key(type_: EventType, reason: &str, action: &str, r: &ObjectReference) -> Box
         }
     }
     k.into_boxed_str()
+}
+
+fn reference_fields(r: &ObjectReference) -> [Option<&str>; 7] {
+    [
+        r.api_version.as_deref(),
+        r.kind.as_deref(),
+        r.namespace.as_deref(),
+        r.name.as_deref(),
+        r.uid.as_deref(),
+        r.resource_version.as_deref(),
+        r.field_path.as_deref(),
+    ]
 }
 
 impl Recorder {
@@ -138,7 +153,22 @@ impl Recorder {
         action: &str,
         note: String,
     ) -> Result<(), kube::Error> {
-        let key = key(type_, reason, action, reference);
+        self.publish_related(reference, None, type_, reason, action, note)
+            .await
+    }
+
+    /// [`Recorder::publish`] with a related object (the Event's `related`: an object the action
+    /// created or deleted). Events about different related objects are never aggregated.
+    pub(crate) async fn publish_related(
+        &self,
+        reference: &ObjectReference,
+        related: Option<&ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) -> Result<(), kube::Error> {
+        let key = key(type_, reason, action, reference, related);
         let repeat = lock(&self.recent).repeat_of(&key, Instant::now());
         let namespace = reference.namespace.as_deref().unwrap_or("default");
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
@@ -169,6 +199,7 @@ impl Recorder {
                     reason: Some(reason.to_string()),
                     event_time: Some(MicroTime(now)),
                     regarding: Some(reference.clone()),
+                    related: related.cloned(),
                     note: Some(note),
                     metadata: ObjectMeta {
                         namespace: reference.namespace.clone(),
@@ -211,6 +242,26 @@ pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
     publish_to(recorder, &obj.object_ref(&()), type_, reason, action, note).await;
 }
 
+/// Publishes one event about `obj` whose action created or deleted `related` (a schedule's build).
+pub(crate) async fn publish_about<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    obj: &K,
+    related: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: impl Into<String>,
+) {
+    let note = truncate(&note.into(), 1024);
+    let reference = obj.object_ref(&());
+    if let Err(err) = recorder
+        .publish_related(&reference, Some(related), type_, reason, action, note)
+        .await
+    {
+        tracing::warn!(error = %err, reason, "could not publish an event");
+    }
+}
+
 /// Publishes one event about the object `reference` points at (for callers that hold no object).
 pub(crate) async fn publish_to(
     recorder: &Recorder,
@@ -229,6 +280,46 @@ pub(crate) async fn publish_to(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key of an event with no related object.
+    fn key(type_: EventType, reason: &str, action: &str, r: &ObjectReference) -> Box<str> {
+        super::key(type_, reason, action, r, None)
+    }
+
+    #[test]
+    fn events_about_different_related_objects_are_not_aggregated() {
+        let r = reference("nightly", "7");
+        let build = |name: &str| ObjectReference {
+            name: Some(name.into()),
+            ..reference(name, "1")
+        };
+        let a = super::key(
+            EventType::Normal,
+            "BuildCreated",
+            "CreateBuild",
+            &r,
+            Some(&build("n-1")),
+        );
+        let b = super::key(
+            EventType::Normal,
+            "BuildCreated",
+            "CreateBuild",
+            &r,
+            Some(&build("n-2")),
+        );
+        assert_ne!(a, b);
+        assert_ne!(a, key(EventType::Normal, "BuildCreated", "CreateBuild", &r));
+        assert_eq!(
+            a,
+            super::key(
+                EventType::Normal,
+                "BuildCreated",
+                "CreateBuild",
+                &r,
+                Some(&build("n-1"))
+            )
+        );
+    }
 
     fn reference(name: &str, rv: &str) -> ObjectReference {
         ObjectReference {

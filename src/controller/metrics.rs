@@ -82,6 +82,14 @@ const DSS_LATENCY_BUCKETS: [f64; 12] = [
 /// The outcomes of `job_finished`.
 const JOB_OUTCOMES: [&str; 3] = ["done", "failed", "aborted"];
 
+/// Buckets of `schedule_lag_seconds`: 100 ms to a day (a catch-up run can be that late).
+const SCHEDULE_LAG_BUCKETS: [f64; 14] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
+];
+
+/// The reasons of `schedule_slots_missed`.
+const MISSED_SLOT_REASONS: [&str; 2] = ["CatchUpLatest", "MaxCatchUpRuns"];
+
 /// The reasons of `finalizer_forced`.
 const FORCED_RELEASE_REASONS: [&str; 3] = ["AbortUnconfirmed", "CredentialsUnavailable", "DssUnreachable"];
 
@@ -107,6 +115,39 @@ pub(crate) struct Metrics {
     connection_stores: Mutex<Vec<Store<DSSConnection>>>,
     /// Every (ready, reason) pair seen: a pair no connection has any more reads 0.
     connection_labels: Mutex<HashSet<ConnectionLabels>>,
+    schedules: ScheduleMetrics,
+}
+
+/// The DatasetBuildSchedule families.
+struct ScheduleMetrics {
+    lag: Histogram,
+    skipped: Counter,
+    missed: Family<ReasonLabel, Counter>,
+}
+
+impl ScheduleMetrics {
+    fn register(r: &mut Registry) -> Self {
+        Self {
+            lag: register(
+                r,
+                "schedule_lag_seconds",
+                "Time from a schedule's slot to the creation of its DatasetBuild (catch-up runs included)",
+                Histogram::new(SCHEDULE_LAG_BUCKETS),
+            ),
+            skipped: register(
+                r,
+                "schedule_slots_skipped",
+                "Schedule slots skipped because they could not start within startingDeadlineSeconds",
+                Counter::default(),
+            ),
+            missed: register(
+                r,
+                "schedule_slots_missed",
+                "Missed schedule slots the catch-up policy did not run, by reason (CatchUpLatest, MaxCatchUpRuns)",
+                Family::default(),
+            ),
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -193,6 +234,7 @@ impl Metrics {
             ),
             connection_stores: Mutex::new(Vec::new()),
             connection_labels: Mutex::new(HashSet::new()),
+            schedules: ScheduleMetrics::register(r),
             registry,
         };
         metrics.create_known_series();
@@ -221,6 +263,9 @@ impl Metrics {
         }
         for reason in FORCED_RELEASE_REASONS {
             let _ = self.finalizer_forced.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in MISSED_SLOT_REASONS {
+            let _ = self.schedules.missed.get_or_create(&ReasonLabel { reason });
         }
     }
 
@@ -329,6 +374,24 @@ impl Metrics {
     /// A finalizer was released without DSS confirming the abort.
     pub(crate) fn finalizer_forced(&self, reason: &'static str) {
         self.finalizer_forced.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// A schedule created the build of a slot `lag` after the slot's time.
+    pub(crate) fn schedule_build_created(&self, lag: Duration) {
+        self.schedules.lag.observe(lag.as_secs_f64());
+    }
+
+    /// Schedule slots were skipped (past `startingDeadlineSeconds`).
+    pub(crate) fn schedule_slots_skipped(&self, n: u64) {
+        self.schedules.skipped.inc_by(n);
+    }
+
+    /// Missed schedule slots were not run; `reason` is one of [`MISSED_SLOT_REASONS`].
+    pub(crate) fn schedule_slots_missed(&self, reason: &'static str, n: u64) {
+        self.schedules
+            .missed
+            .get_or_create(&ReasonLabel { reason })
+            .inc_by(n);
     }
 
     /// This replica gained or lost leadership.

@@ -1,6 +1,7 @@
 //! The operator: the DatasetBuild controller (start, observe and abort DSS jobs), the DSSConnection
-//! controller (check credentials), an admin server (health, readiness, metrics) and optional leader
-//! election, all under one shutdown signal ([`process`], per watch scope [`scope`]).
+//! controller (check credentials) and the DatasetBuildSchedule controller ([`schedule`]: a build per
+//! cron slot), an admin server (health, readiness, metrics) and optional leader election, all under
+//! one shutdown signal ([`process`], per watch scope [`scope`]).
 //!
 //! The way a build travels (docs/architecture.md):
 //!
@@ -10,6 +11,7 @@
 //! - [`run`]: the run core, every decision of run control, generic over the kind of run.
 //! - [`execute`]: the IO executor around it, generic over [`execute::RunKind`].
 //! - [`job`]: the first kind of run, a DatasetBuild's DSS job.
+//! - [`schedule`]: DatasetBuildSchedules, one DatasetBuild per cron slot.
 //! - [`connections`] / [`connection`]: DSS clients per connection, and the DSSConnection reconciler.
 //! - [`events`], [`metrics`], [`admin`], [`leader`]: what the operator reports and how it runs.
 
@@ -27,6 +29,7 @@ pub(crate) mod leader;
 pub(crate) mod metrics;
 mod process;
 pub(crate) mod run;
+pub(crate) mod schedule;
 mod scope;
 
 pub use args::Args;

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::{admin, args::Args, events, leader, metrics::Metrics, scope};
 use crate::{
-    crd::{DSSConnection, DatasetBuild},
+    crd::{DSSConnection, DatasetBuild, DatasetBuildSchedule},
     telemetry,
 };
 
@@ -146,16 +146,18 @@ fn elector(client: &Client, args: &Args, identity: &str) -> leader::Elector {
 async fn wait_for_crds(client: &Client, shutdown: &watch::Receiver<bool>) {
     let builds: Api<DatasetBuild> = Api::all(client.clone());
     let conns: Api<DSSConnection> = Api::all(client.clone());
+    let schedules: Api<DatasetBuildSchedule> = Api::all(client.clone());
     let mut last_log = None::<tokio::time::Instant>;
     loop {
         let lp = ListParams::default().limit(1);
-        let b = builds.list_metadata(&lp).await;
-        let c = conns.list_metadata(&lp).await;
-        match (b, c) {
-            (Ok(_), Ok(_)) => return,
+        let b = builds.list_metadata(&lp).await.map(|_| ());
+        let c = conns.list_metadata(&lp).await.map(|_| ());
+        let s = schedules.list_metadata(&lp).await.map(|_| ());
+        match b.and(c).and(s) {
+            Ok(()) => return,
             // Namespaced RBAC cannot list cluster-wide: a 403 still proves the CRDs exist.
-            (Err(kube::Error::Api(a)), _) | (_, Err(kube::Error::Api(a))) if a.code == 403 => return,
-            (Err(e), _) | (_, Err(e)) => {
+            Err(kube::Error::Api(a)) if a.code == 403 => return,
+            Err(e) => {
                 if last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                     tracing::warn!(error = %e, "waiting for the kube-dss CRDs (kubectl apply --server-side -f crds/)");
                     last_log = Some(tokio::time::Instant::now());

@@ -50,6 +50,13 @@ pub(crate) fn run(
     namespace: Option<&str>,
     shutdown: watch::Receiver<bool>,
 ) -> (impl Future<Output = ()> + use<>, impl Future<Output = ()> + use<>) {
+    let (schedules_fut, schedules_ready) = super::schedule::controller(
+        common.client.clone(),
+        namespace,
+        common.recorder.clone(),
+        common.metrics.clone(),
+        shutdown.clone(),
+    );
     let (builds, conns): (Api<DatasetBuild>, Api<DSSConnection>) = match namespace {
         Some(ns) => (
             Api::namespaced(common.client.clone(), ns),
@@ -75,20 +82,7 @@ pub(crate) fn run(
         })
         .reflect(writer)
         .touched_objects();
-    let shared = Arc::new(Shared {
-        kube: common.client.clone(),
-        connections: Connections::new(
-            common.client.clone(),
-            conn_store.clone(),
-            common.default.clone(),
-            Arc::new(DssObserver(common.metrics.clone())),
-            common.request_timeout,
-        ),
-        recorder: common.recorder.clone(),
-        metrics: common.metrics.clone(),
-        settings: common.settings.clone(),
-        backoff: ErrorBackoff::default(),
-    });
+    let shared = shared(common, conn_store.clone());
     let jobs = Arc::new(RunContext {
         shared: shared.clone(),
         io: JobIo {
@@ -111,9 +105,32 @@ pub(crate) fn run(
         .run(connection::reconcile, conn_error_policy, shared)
         .for_each(move |res| report(res, report_c.clone()));
     let fut = async move {
-        futures::join!(builds_fut, conns_fut);
+        futures::join!(builds_fut, conns_fut, schedules_fut);
     };
-    (fut, synced(build_store, conn_store))
+    let ready = async move {
+        synced(build_store, conn_store).await;
+        schedules_ready.await;
+    };
+    (fut, ready)
+}
+
+/// What the reconcilers of one scope share.
+fn shared(common: &Common, conn_store: Store<DSSConnection>) -> Arc<Shared> {
+    let observer = Arc::new(DssObserver(common.metrics.clone()));
+    Arc::new(Shared {
+        kube: common.client.clone(),
+        connections: Connections::new(
+            common.client.clone(),
+            conn_store,
+            common.default.clone(),
+            observer,
+            common.request_timeout,
+        ),
+        recorder: common.recorder.clone(),
+        metrics: common.metrics.clone(),
+        settings: common.settings.clone(),
+        backoff: ErrorBackoff::default(),
+    })
 }
 
 /// A connection change (or its Ready flip) wakes the builds that use it.

@@ -1,5 +1,6 @@
 //! The custom resources of the `kube-dss.dev` API group: [`DatasetBuild`] (what to build in DSS and how
-//! the run is controlled) and [`DSSConnection`] (where a DSS is and how to authenticate).
+//! the run is controlled), [`DSSConnection`] (where a DSS is and how to authenticate) and
+//! [`DatasetBuildSchedule`] (a `DatasetBuild` per cron slot).
 //!
 //! Doc comments on these types are user documentation: they become the CRD's `description`s, which
 //! `kubectl explain` shows. Validation that the apiserver can do (OpenAPI and CEL) lives here too, so
@@ -12,10 +13,12 @@
 mod build;
 mod connection;
 mod run;
+mod schedule;
 
 pub use build::*;
 pub use connection::*;
 pub use run::*;
+pub use schedule::*;
 
 use kube::CustomResourceExt;
 
@@ -29,7 +32,11 @@ pub const FIELD_MANAGER: &str = "kube-dss";
 /// Every CRD as a multi-document YAML stream (what `kube-dss crds` prints and `crds/` holds).
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     let mut out = String::new();
-    for crd in [DatasetBuild::crd(), DSSConnection::crd()] {
+    for crd in [
+        DatasetBuild::crd(),
+        DSSConnection::crd(),
+        DatasetBuildSchedule::crd(),
+    ] {
         out.push_str("---\n");
         out.push_str(&serde_yaml::to_string(&crd)?);
     }

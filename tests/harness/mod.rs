@@ -69,6 +69,7 @@ pub fn control_plane() -> PathBuf {
                     "--timeout=60s",
                     "crd/datasetbuilds.kube-dss.dev",
                     "crd/dssconnections.kube-dss.dev",
+                    "crd/datasetbuildschedules.kube-dss.dev",
                 ],
             );
             assert!(established.status.success(), "CRDs not established");
@@ -196,7 +197,7 @@ impl TestNs {
         let _ = api.delete(&self.name, &DeleteParams::default()).await;
         let _ = kubectl(&[
             "delete",
-            "datasetbuilds,dssconnections,secrets,events",
+            "datasetbuildschedules,datasetbuilds,dssconnections,secrets,events",
             "--all",
             "-n",
             &self.name,

@@ -182,6 +182,11 @@ async fn apply<K: RunKind>(
     .await
 }
 
+/// The current time in whole seconds, as Kubernetes stores times.
+pub(crate) fn now_seconds() -> Timestamp {
+    whole_seconds(Timestamp::now())
+}
+
 /// One reconcile of one object: what was read, the status being decided, and what happened.
 pub(crate) struct Pass<'a, K: RunKind> {
     /// The object as read.
@@ -222,7 +227,7 @@ impl<'a, K: RunKind> Pass<'a, K> {
             blocker: None,
             events: Vec::new(),
             signals: Vec::new(),
-            now: whole_seconds(Timestamp::now()),
+            now: now_seconds(),
             written: K::written(res).cloned(),
             rv: res.resource_version(),
             started: false,

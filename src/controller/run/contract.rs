@@ -89,7 +89,7 @@ pub(crate) fn derive<K: Kind>(
             Some((status, reason, message)) => {
                 set_condition(&mut conditions, type_, status, reason, &message, g, now)
             }
-            None => conditions.retain(|x| x.type_ != type_),
+            None => remove_condition(&mut conditions, type_),
         }
     }
     // A stable order keeps status writes byte-identical when nothing changed.
@@ -222,6 +222,11 @@ pub(crate) fn set_condition(
             last_transition_time: Time(now),
         });
     }
+}
+
+/// Removes a condition.
+pub(crate) fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
 }
 
 /// Looks up a condition.

@@ -84,6 +84,20 @@ pub(crate) enum EventReason {
     Connected,
     /// The connection failed.
     ConnectionFailed,
+    /// A schedule created the build of a slot.
+    BuildCreated,
+    /// A schedule skipped slots past its starting deadline.
+    SlotSkipped,
+    /// `catchUp: All` had more missed slots than `maxCatchUpRuns`.
+    TooManyMissedSlots,
+    /// A due slot waits for an active build (`concurrencyPolicy: Forbid`).
+    ConcurrencyForbidden,
+    /// A schedule deleted its active build to start a new slot (`concurrencyPolicy: Replace`).
+    BuildReplaced,
+    /// A build asked for by hand exists already for its slot: nothing was created.
+    BuildExists,
+    /// A `kube-dss.dev/create-build` request could not be read.
+    CreateBuildRefused,
 }
 
 impl EventReason {
@@ -103,6 +117,13 @@ impl EventReason {
             Self::AbortRequested => "AbortRequested",
             Self::Connected => "Connected",
             Self::ConnectionFailed => "ConnectionFailed",
+            Self::BuildCreated => "BuildCreated",
+            Self::SlotSkipped => "SlotSkipped",
+            Self::TooManyMissedSlots => "TooManyMissedSlots",
+            Self::ConcurrencyForbidden => "ConcurrencyForbidden",
+            Self::BuildReplaced => "BuildReplaced",
+            Self::BuildExists => "BuildExists",
+            Self::CreateBuildRefused => "CreateBuildRefused",
         }
     }
 }
@@ -124,6 +145,12 @@ pub(crate) enum EventAction {
     CheckConnection,
     /// A reconcile failed.
     Reconcile,
+    /// A schedule created a build.
+    CreateBuild,
+    /// A schedule deleted its active build for a new slot.
+    ReplaceBuild,
+    /// A schedule decided about its slots.
+    ScheduleSlots,
 }
 
 impl EventAction {
@@ -137,6 +164,9 @@ impl EventAction {
             Self::ReleaseFinalizer => "ReleaseFinalizer",
             Self::CheckConnection => "CheckConnection",
             Self::Reconcile => "Reconcile",
+            Self::CreateBuild => "CreateBuild",
+            Self::ReplaceBuild => "ReplaceBuild",
+            Self::ScheduleSlots => "ScheduleSlots",
         }
     }
 }
