@@ -2,8 +2,11 @@
 //!
 //! DSS reports errors as a JSON body `{"errorType","message","detailedMessage"}` with an HTTP status
 //! (`dss-api.md` 1.6); gateways in front of it send HTML. [`Error::Api`] keeps the status, the parsed
-//! fields and a bounded excerpt of the raw body, so callers can classify an error by status *and* by text
-//! (real DSS may answer 500 for an object that does not exist).
+//! fields and a bounded excerpt of the raw body. Classification ([`Error::kind`]) trusts only what DSS
+//! itself said: an answer without DSS's JSON error body (no `errorType`) comes from something in front
+//! of DSS (a reverse proxy reloading, an ingress, an auth proxy) and says nothing about the job or the
+//! key; it is [`Category::DssGatewayError`], transient. Real DSS may answer 500 for an object that does
+//! not exist, so "not found" is read from the `errorType` (and message), not from the status alone.
 
 use std::{fmt, time::Duration};
 
@@ -138,6 +141,104 @@ pub enum Error {
         /// The last state polled, if any poll succeeded.
         last_state: Option<JobState>,
     },
+    /// The connection's request budget (its rate, its in-flight cap or a 429 pause) would have made
+    /// the call wait longer than the handle allows (see
+    /// [`DssClient::with_max_budget_wait`](super::DssClient::with_max_budget_wait)). Nothing was sent.
+    #[error("DSS {operation}: the connection's request budget is exhausted; next slot in {:.1}s", .retry_after.as_secs_f64())]
+    Throttled {
+        /// The call.
+        operation: Operation,
+        /// When the budget is expected to have room again (a lower bound for a busy in-flight cap).
+        retry_after: Duration,
+    },
+    /// DSS's answer is larger than one of the client's caps (body bytes, bytes of one listed item,
+    /// listed items). The same call would fail the same way until the answer shrinks.
+    #[error("DSS {operation}: the answer exceeds the client's cap: {limit}")]
+    TooLarge {
+        /// The call.
+        operation: Operation,
+        /// Which cap, with its value, e.g. `more than 10000 listed jobs`.
+        limit: String,
+    },
+}
+
+/// The class of a DSS error, as a metric label and a condition or event reason. A closed set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Category {
+    /// DSS cannot be reached: DNS, connection refused or reset, TLS.
+    DssUnreachable,
+    /// The call (or a [`JobWaiter`](super::JobWaiter)) ran out of time, or DSS answered 408.
+    DssTimeout,
+    /// DSS (or a gateway) answered 429 Too Many Requests.
+    DssRateLimited,
+    /// The connection's own request budget refused to wait that long ([`Error::Throttled`]).
+    DssThrottled,
+    /// An error status without DSS's JSON error body: a gateway page (HTML, empty, or foreign JSON),
+    /// whatever the status (404, 401/403, 5xx). Transient: it says nothing about the object or the key.
+    DssGatewayError,
+    /// DSS's own JSON error with a 5xx status that is not a "not found".
+    DssServerError,
+    /// DSS's own JSON error with 401 or 403: DSS refused the key or its privileges.
+    DssUnauthorized,
+    /// DSS's own JSON error saying the project or job does not exist ([`Error::is_not_found`]).
+    DssNotFound,
+    /// DSS's own JSON error with another 4xx status, or a request refused before sending.
+    DssRejected,
+    /// A success status with an unusable body, or an answer over a client cap.
+    DssBadResponse,
+}
+
+impl Category {
+    /// Every category.
+    pub const ALL: [Category; 10] = [
+        Category::DssUnreachable,
+        Category::DssTimeout,
+        Category::DssRateLimited,
+        Category::DssThrottled,
+        Category::DssGatewayError,
+        Category::DssServerError,
+        Category::DssUnauthorized,
+        Category::DssNotFound,
+        Category::DssRejected,
+        Category::DssBadResponse,
+    ];
+
+    /// The PascalCase name, e.g. `DssGatewayError`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::DssUnreachable => "DssUnreachable",
+            Category::DssTimeout => "DssTimeout",
+            Category::DssRateLimited => "DssRateLimited",
+            Category::DssThrottled => "DssThrottled",
+            Category::DssGatewayError => "DssGatewayError",
+            Category::DssServerError => "DssServerError",
+            Category::DssUnauthorized => "DssUnauthorized",
+            Category::DssNotFound => "DssNotFound",
+            Category::DssRejected => "DssRejected",
+            Category::DssBadResponse => "DssBadResponse",
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a failed [`DssClient::start_job`](super::DssClient::start_job) says about the job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartFailure {
+    /// Nothing was created: the request was never sent (budget, invalid configuration), or DSS or a
+    /// gateway refused it before DSS could act (429, DSS's own 401/403). Starting again later is safe.
+    NotCreated,
+    /// DSS rejected the request with its own 4xx error (bad definition, unknown project): starting
+    /// the same definition again would fail again.
+    Rejected,
+    /// The job may or may not exist: a timeout, a transport error, a 5xx, any gateway page (it may
+    /// come after DSS accepted the job) or an unusable success answer. Look for the job before
+    /// starting another.
+    Unknown,
 }
 
 fn api_summary(
@@ -186,33 +287,91 @@ impl Error {
             | Error::Timeout { operation }
             | Error::Transport { operation, .. }
             | Error::Decode { operation, .. }
-            | Error::InvalidArgument { operation, .. } => Some(*operation),
+            | Error::InvalidArgument { operation, .. }
+            | Error::Throttled { operation, .. }
+            | Error::TooLarge { operation, .. } => Some(*operation),
             Error::InvalidConfig(_) | Error::WaitTimeout { .. } => None,
         }
     }
 
-    /// Whether the same call may succeed later: 5xx (except 501 and "not found" answers), 429,
-    /// timeouts and transport errors. The client itself never retries; this is advice for callers, who
-    /// must never retry a job start blindly (it may have been accepted).
-    pub fn is_retryable(&self) -> bool {
+    /// Whether the answer carries DSS's own JSON error body (a JSON object with an `errorType`).
+    /// Everything else with an error status (HTML, an empty body, a proxy's own JSON) comes from
+    /// something in front of DSS.
+    pub fn is_dss_error(&self) -> bool {
+        matches!(self, Error::Api { error_type: Some(_), .. })
+    }
+
+    /// Whether this is an error status without DSS's JSON error body (429 aside, which is rate
+    /// limiting whoever sends it): a gateway page, transient DSS trouble. A bare 404 or an HTML 404
+    /// is one: it never means that the job is gone.
+    pub fn is_gateway_error(&self) -> bool {
+        matches!(self, Error::Api { status, .. } if *status != 429 && !self.is_dss_error())
+    }
+
+    /// The class of the error. Only DSS's own JSON error classifies an object or a key; see
+    /// [`Category`] for each class.
+    pub fn kind(&self) -> Category {
         match self {
             Error::Api { status, .. } => {
-                *status == 429 || (*status >= 500 && *status != 501 && !self.is_not_found())
+                if *status == 429 {
+                    Category::DssRateLimited
+                } else if !self.is_dss_error() {
+                    Category::DssGatewayError
+                } else if self.is_unauthorized() {
+                    Category::DssUnauthorized
+                } else if self.is_not_found() {
+                    Category::DssNotFound
+                } else if *status == 408 {
+                    Category::DssTimeout
+                } else if *status >= 500 {
+                    Category::DssServerError
+                } else if *status >= 400 {
+                    Category::DssRejected
+                } else {
+                    Category::DssBadResponse
+                }
             }
-            Error::Timeout { .. } | Error::Transport { .. } => true,
-            Error::Decode { .. }
-            | Error::InvalidConfig(_)
-            | Error::InvalidArgument { .. }
-            | Error::WaitTimeout { .. } => false,
+            Error::Timeout { .. } | Error::WaitTimeout { .. } => Category::DssTimeout,
+            Error::Transport { .. } => Category::DssUnreachable,
+            Error::Throttled { .. } => Category::DssThrottled,
+            Error::Decode { .. } | Error::TooLarge { .. } => Category::DssBadResponse,
+            Error::InvalidConfig(_) | Error::InvalidArgument { .. } => Category::DssRejected,
         }
     }
 
-    /// Whether DSS says the project or job does not exist: HTTP 404, or an `errorType` / message saying
-    /// so with a 4xx or 500 status (real DSS may use 500 for unknown objects).
+    /// Whether the same call may succeed later: 429, budget refusals, gateway pages (any status),
+    /// timeouts, transport errors and DSS's own 5xx errors (except 501 and "not found"). The client
+    /// itself never retries; this is advice for callers, who must never retry a job start blindly (see
+    /// [`Error::start_failure`]).
+    pub fn is_retryable(&self) -> bool {
+        match self.kind() {
+            Category::DssRateLimited
+            | Category::DssThrottled
+            | Category::DssGatewayError
+            | Category::DssUnreachable => true,
+            // A waiter that gave up is final for that wait; a timed-out call is not.
+            Category::DssTimeout => !matches!(self, Error::WaitTimeout { .. }),
+            Category::DssServerError => self.status() != Some(501),
+            Category::DssUnauthorized
+            | Category::DssNotFound
+            | Category::DssRejected
+            | Category::DssBadResponse => false,
+        }
+    }
+
+    /// Whether DSS itself says that the project or job does not exist: its JSON error (an
+    /// `errorType` is present) with status 404, or the 500 real DSS may use, whose `errorType` names
+    /// a missing object (`...NotFoundException`, `...UnknownObjectException`, `...NoSuch...`) or, for a
+    /// generic `errorType`, whose message says so ("does not exist", "not found", ...). A missing
+    /// *file* inside DSS (`java.io.FileNotFoundException`, `NoSuchFileException`) is DSS trouble, not
+    /// a missing object. A bare 404, an HTML 404 or any other gateway page is never "not found".
+    ///
+    /// Even this is an answer about one call: callers that act on it irreversibly (failing a build,
+    /// releasing a finalizer) should confirm it once more after a delay.
     pub fn is_not_found(&self) -> bool {
         let Error::Api {
-            status,
-            error_type,
+            status: 404 | 500,
+            error_type: Some(error_type),
             message,
             detailed_message,
             ..
@@ -220,66 +379,93 @@ impl Error {
         else {
             return false;
         };
-        match *status {
-            404 => true,
-            401 | 403 | 429 => false,
-            400..=500 => {
-                error_type.as_deref().is_some_and(|t| {
-                    let t = t.to_ascii_lowercase();
-                    t.contains("notfound") || t.contains("unknownobject") || t.contains("nosuch")
-                }) || [message, detailed_message]
-                    .into_iter()
-                    .flatten()
-                    .any(|m| says_not_found(m))
-            }
-            _ => false,
+        match object_error(error_type) {
+            ObjectError::Missing => true,
+            ObjectError::File => false,
+            ObjectError::Other => [message, detailed_message]
+                .into_iter()
+                .flatten()
+                .any(|m| says_not_found(m)),
         }
     }
 
-    /// Whether DSS refused the credentials or their privileges (401 / 403).
+    /// Whether DSS itself refused the credentials or their privileges: its JSON error with 401 or
+    /// 403. A 401/403 page without DSS's JSON error body (an auth proxy, a WAF, an ingress in
+    /// maintenance) is a [`Category::DssGatewayError`] instead: re-reading the API key cannot fix it,
+    /// and blaming the key would send the user to the wrong place.
     pub fn is_unauthorized(&self) -> bool {
         matches!(
             self,
             Error::Api {
                 status: 401 | 403,
+                error_type: Some(_),
                 ..
             }
         )
     }
 
-    /// How long the server asked to wait before the next call (`Retry-After`).
+    /// How long to wait before the next call: the server's `Retry-After` (at most
+    /// [`MAX_RETRY_AFTER`]), or the budget's estimate for [`Error::Throttled`].
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Api { retry_after, .. } => *retry_after,
+            Error::Throttled { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
 
-    /// A PascalCase class for metric labels, event and condition reasons. A closed set:
-    /// `DssUnreachable`, `DssTimeout`, `DssRateLimited`, `DssServerError`, `DssUnauthorized`,
-    /// `DssNotFound`, `DssRejected` (4xx and requests refused before sending), `DssBadResponse`.
-    pub fn category(&self) -> &'static str {
-        match self {
-            Error::Api { status, .. } => {
-                if *status == 429 {
-                    "DssRateLimited"
-                } else if self.is_unauthorized() {
-                    "DssUnauthorized"
-                } else if self.is_not_found() {
-                    "DssNotFound"
-                } else if *status >= 500 {
-                    "DssServerError"
-                } else if *status >= 400 {
-                    "DssRejected"
-                } else {
-                    "DssBadResponse"
-                }
+    /// What this error, returned by a job start, says about the job (see [`StartFailure`]).
+    pub fn start_failure(&self) -> StartFailure {
+        match self.kind() {
+            Category::DssRateLimited | Category::DssThrottled | Category::DssUnauthorized => {
+                StartFailure::NotCreated
             }
-            Error::Timeout { .. } | Error::WaitTimeout { .. } => "DssTimeout",
-            Error::Transport { .. } => "DssUnreachable",
-            Error::Decode { .. } => "DssBadResponse",
-            Error::InvalidConfig(_) | Error::InvalidArgument { .. } => "DssRejected",
+            Category::DssRejected | Category::DssNotFound => match self {
+                // Refused before sending: nothing reached DSS, but resending the same fails the same.
+                Error::InvalidConfig(_) => StartFailure::NotCreated,
+                _ => StartFailure::Rejected,
+            },
+            Category::DssUnreachable
+            | Category::DssTimeout
+            | Category::DssGatewayError
+            | Category::DssServerError
+            | Category::DssBadResponse => StartFailure::Unknown,
         }
+    }
+
+    /// The PascalCase name of [`Error::kind`], for metric labels, event and condition reasons. A
+    /// closed set: the names of [`Category::ALL`].
+    pub fn category(&self) -> &'static str {
+        self.kind().as_str()
+    }
+}
+
+/// What an `errorType` says about the object of the call.
+enum ObjectError {
+    /// Names a missing object: a project, a job, an endpoint.
+    Missing,
+    /// About a file inside DSS: DSS trouble, never a missing object.
+    File,
+    /// Anything else: the message tells.
+    Other,
+}
+
+fn object_error(error_type: &str) -> ObjectError {
+    // The simple class name: `com.dataiku.dip.server.controllers.NotFoundException` -> `notfoundexception`.
+    let name = error_type
+        .rsplit(['.', '$'])
+        .next()
+        .unwrap_or(error_type)
+        .to_ascii_lowercase();
+    if name.contains("file") {
+        ObjectError::File
+    } else if ["notfound", "unknownobject", "nosuch", "doesnotexist"]
+        .iter()
+        .any(|m| name.contains(m))
+    {
+        ObjectError::Missing
+    } else {
+        ObjectError::Other
     }
 }
 
@@ -406,67 +592,180 @@ mod tests {
     fn dss_json_error_is_parsed_and_displayed_like_the_python_client() {
         let err = api(404, r#"{"errorType":"X","message":"m","detailedMessage":"d"}"#);
         assert_eq!(err.to_string(), "DSS get_status: HTTP 404: X: d");
-        assert!(err.is_not_found());
-        assert!(!err.is_retryable());
-        assert_eq!(err.category(), "DssNotFound");
         assert_eq!(err.status(), Some(404));
+        assert!(err.is_dss_error());
     }
 
     #[test]
-    fn unauthorized_and_forbidden() {
-        for status in [401, 403] {
-            let err = api(
-                status,
+    fn display_prefers_detailed_message_then_message_then_the_raw_body() {
+        let cases = [
+            (500, r#"{"message":"boom without errorType"}"#, "DSS get_status: HTTP 500: boom without errorType"),
+            (500, "", "DSS get_status: HTTP 500"),
+            (
+                403,
                 r#"{"errorType":"com.dataiku.dip.exceptions.ForbiddenException","message":"Invalid API key"}"#,
-            );
-            assert!(err.is_unauthorized());
-            assert!(!err.is_not_found());
-            assert!(!err.is_retryable());
-            assert_eq!(err.category(), "DssUnauthorized");
-            assert!(err.to_string().contains("ForbiddenException: Invalid API key"));
+                "DSS get_status: HTTP 403: com.dataiku.dip.exceptions.ForbiddenException: Invalid API key",
+            ),
+            (
+                502,
+                "<html><body><h1>502 Bad Gateway</h1></body></html>\n",
+                "DSS get_status: HTTP 502: <html><body><h1>502 Bad Gateway</h1></body></html>",
+            ),
+        ];
+        for (status, body, shown) in cases {
+            let err = api(status, body);
+            assert_eq!(err.to_string(), shown);
+        }
+        assert!(matches!(api(502, "<html>\n x </html>"), Error::Api { error_type: None, message: None, body_excerpt, .. }
+            if body_excerpt == "<html> x </html>"));
+    }
+
+    const NOT_FOUND_TYPE: &str = "com.dataiku.dip.server.controllers.NotFoundException";
+    const UNKNOWN_OBJECT: &str = "com.dataiku.dip.exceptions.UnknownObjectException";
+
+    fn dss(error_type: &str, message: &str) -> String {
+        serde_json::json!({"errorType": error_type, "message": message}).to_string()
+    }
+
+    /// (case, status, body, category, retryable)
+    fn classification_cases() -> Vec<(&'static str, u16, String, Category, bool)> {
+        use Category::*;
+        let html404 = "<html><head><title>404 Not Found</title></head><body><center><h1>404 Not Found</h1></center><hr><center>nginx</center></body></html>";
+        vec![
+            ("DSS 404 naming a missing job", 404, dss(NOT_FOUND_TYPE, "Job j does not exist"), DssNotFound, false),
+            ("DSS 500 UnknownObject, as real DSS answers", 500, dss(UNKNOWN_OBJECT, "Job j does not exist"), DssNotFound, false),
+            ("DSS 500 generic errorType, message says missing", 500, dss("com.dataiku.dip.exceptions.DKUException", "Project FOO doesn't exist"), DssNotFound, false),
+            ("DSS 404 generic errorType and message", 404, dss("X", "m"), DssRejected, false),
+            ("DSS 500 missing file inside DSS", 500, dss("java.io.FileNotFoundException", "/data/jobs/j/log (No such file or directory)"), DssServerError, true),
+            ("DSS 500 NoSuchFile", 500, dss("java.nio.file.NoSuchFileException", "no such file"), DssServerError, true),
+            ("DSS 500 without not-found words", 500, dss("com.dataiku.dip.exceptions.DKUException", "boom"), DssServerError, true),
+            ("DSS 501", 501, dss("NotImplemented", "nope"), DssServerError, false),
+            ("DSS 503", 503, dss("com.dataiku.dip.exceptions.DKUException", "starting"), DssServerError, true),
+            ("DSS 408", 408, dss("Timeout", "too slow"), DssTimeout, true),
+            ("DSS 400 bad definition", 400, dss("com.dataiku.dip.exceptions.BadRequestException", "no outputs"), DssRejected, false),
+            ("DSS 409 (not found words at 4xx other than 404)", 409, dss("Conflict", "job does not exist yet"), DssRejected, false),
+            ("DSS 401", 401, dss("com.dataiku.dip.exceptions.UnauthorizedException", "Invalid API key"), DssUnauthorized, false),
+            ("DSS 403 whose message mentions a missing project", 403, dss("com.dataiku.dip.exceptions.ForbiddenException", "project does not exist"), DssUnauthorized, false),
+            ("bare 404", 404, String::new(), DssGatewayError, true),
+            ("nginx HTML 404 while reloading", 404, html404.to_owned(), DssGatewayError, true),
+            ("HTML 404 mentioning a missing job", 404, "<html>Job j does not exist</html>".to_owned(), DssGatewayError, true),
+            ("foreign JSON 404 (no errorType)", 404, r#"{"message":"no Route matched with those values"}"#.to_owned(), DssGatewayError, true),
+            ("JSON 500 without errorType", 500, r#"{"message":"boom without errorType"}"#.to_owned(), DssGatewayError, true),
+            ("empty 500", 500, String::new(), DssGatewayError, true),
+            ("HTML 502", 502, "<html><body><h1>502 Bad Gateway</h1></body></html>\n".to_owned(), DssGatewayError, true),
+            ("HTML 504", 504, "<html>504 Gateway Time-out</html>".to_owned(), DssGatewayError, true),
+            ("auth proxy HTML 401", 401, "<html><h1>401 Authorization Required</h1></html>".to_owned(), DssGatewayError, true),
+            ("WAF HTML 403", 403, "<html><h1>403 Forbidden</h1></html>".to_owned(), DssGatewayError, true),
+            ("bare 501", 501, String::new(), DssGatewayError, true),
+            ("DSS 429", 429, dss("com.dataiku.dip.exceptions.TooManyRequestsException", "slow down"), DssRateLimited, true),
+            ("gateway 429", 429, "<html>429 Too Many Requests</html>".to_owned(), DssRateLimited, true),
+        ]
+    }
+
+    #[test]
+    fn only_dss_own_json_error_classifies_the_object_or_the_key() {
+        for (case, status, body, category, retryable) in classification_cases() {
+            let err = api(status, &body);
+            assert_eq!(err.kind(), category, "{case}");
+            assert_eq!(err.category(), category.as_str(), "{case}");
+            assert_eq!(err.is_retryable(), retryable, "{case}");
+            assert_eq!(err.is_not_found(), category == Category::DssNotFound, "{case}");
+            assert_eq!(err.is_unauthorized(), category == Category::DssUnauthorized, "{case}");
+            assert_eq!(err.is_gateway_error(), category == Category::DssGatewayError, "{case}");
         }
     }
 
     #[test]
-    fn server_errors() {
-        let err = api(500, r#"{"message":"boom without errorType"}"#);
-        assert!(err.is_retryable());
-        assert_eq!(err.category(), "DssServerError");
-        assert_eq!(
-            err.to_string(),
-            "DSS get_status: HTTP 500: boom without errorType"
-        );
-
-        let err = api(502, "<html><body><h1>502 Bad Gateway</h1></body></html>\n");
-        assert!(err.is_retryable());
-        assert_eq!(err.category(), "DssServerError");
-        assert!(
-            matches!(&err, Error::Api { error_type: None, message: None, body_excerpt, .. }
-            if body_excerpt == "<html><body><h1>502 Bad Gateway</h1></body></html>")
-        );
-        assert!(err.to_string().contains("502 Bad Gateway"));
-
-        let err = api(500, "");
-        assert!(err.is_retryable());
-        assert_eq!(err.to_string(), "DSS get_status: HTTP 500");
-
-        assert!(!api(501, "").is_retryable());
-        assert!(api(503, "").is_retryable());
-        assert_eq!(api(400, "{}").category(), "DssRejected");
+    fn category_names_are_distinct_pascal_case() {
+        let names: std::collections::HashSet<_> = Category::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), Category::ALL.len());
+        assert!(names.iter().all(|n| n.starts_with("Dss") && !n.contains('_')));
+        assert_eq!(Category::DssGatewayError.to_string(), "DssGatewayError");
     }
 
     #[test]
-    fn not_found_sent_as_500_is_recognised_and_not_retried() {
-        let err = api(
-            500,
-            r#"{"errorType":"com.dataiku.dip.exceptions.UnknownObjectException","message":"Job build_x does not exist"}"#,
+    fn errors_without_a_response_are_classified() {
+        let op = Operation::GetStatus;
+        let cases: [(&str, Error, Category, bool); 6] = [
+            ("timeout", Error::Timeout { operation: op }, Category::DssTimeout, true),
+            (
+                "waiter gave up",
+                Error::WaitTimeout { job_id: "j".into(), last_state: None },
+                Category::DssTimeout,
+                false,
+            ),
+            (
+                "budget refused",
+                Error::Throttled { operation: op, retry_after: Duration::from_secs(2) },
+                Category::DssThrottled,
+                true,
+            ),
+            (
+                "too large",
+                Error::TooLarge { operation: op, limit: "more than 1 listed jobs".into() },
+                Category::DssBadResponse,
+                false,
+            ),
+            (
+                "decode",
+                Error::Decode { operation: op, detail: "x".into() },
+                Category::DssBadResponse,
+                false,
+            ),
+            (
+                "invalid argument",
+                Error::InvalidArgument { operation: op, detail: "x".into() },
+                Category::DssRejected,
+                false,
+            ),
+        ];
+        for (case, err, category, retryable) in cases {
+            assert_eq!(err.kind(), category, "{case}");
+            assert_eq!(err.is_retryable(), retryable, "{case}");
+            assert!(!err.is_not_found() && !err.is_gateway_error(), "{case}");
+        }
+        let throttled = Error::Throttled { operation: op, retry_after: Duration::from_millis(1500) };
+        assert_eq!(throttled.retry_after(), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            throttled.to_string(),
+            "DSS get_status: the connection's request budget is exhausted; next slot in 1.5s"
         );
-        assert!(err.is_not_found());
-        assert!(!err.is_retryable());
-        assert_eq!(err.category(), "DssNotFound");
-        assert!(api(500, r#"{"message":"Project FOO doesn't exist"}"#).is_not_found());
-        assert!(!api(502, r#"{"message":"not found"}"#).is_not_found());
-        assert!(!api(403, r#"{"message":"project does not exist"}"#).is_not_found());
+    }
+
+    #[test]
+    fn what_a_failed_start_says_about_the_job() {
+        use StartFailure::*;
+        let cases: Vec<(&str, Error, StartFailure)> = vec![
+            ("DSS 429", api(429, ""), NotCreated),
+            ("DSS refused the key", api(401, &dss("UnauthorizedException", "bad key")), NotCreated),
+            ("DSS refused the privilege", api(403, &dss("ForbiddenException", "no RUN_JOBS")), NotCreated),
+            (
+                "budget refused",
+                Error::Throttled { operation: Operation::StartJob, retry_after: Duration::from_secs(1) },
+                NotCreated,
+            ),
+            ("never sent: bad config", Error::InvalidConfig("x".into()), NotCreated),
+            ("DSS 400 bad definition", api(400, &dss("BadRequestException", "no outputs")), Rejected),
+            ("DSS unknown project", api(404, &dss(NOT_FOUND_TYPE, "Project P does not exist")), Rejected),
+            (
+                "never sent: no outputs",
+                Error::InvalidArgument { operation: Operation::StartJob, detail: "x".into() },
+                Rejected,
+            ),
+            ("gateway 404 page", api(404, "<html>404</html>"), Unknown),
+            ("gateway 403 page", api(403, "<html>403</html>"), Unknown),
+            ("gateway 504 after forwarding", api(504, "<html>504</html>"), Unknown),
+            ("DSS 500", api(500, &dss("DKUException", "boom")), Unknown),
+            ("timeout", Error::Timeout { operation: Operation::StartJob }, Unknown),
+            (
+                "unusable 2xx answer",
+                Error::Decode { operation: Operation::StartJob, detail: "no id".into() },
+                Unknown,
+            ),
+        ];
+        for (case, err, expected) in cases {
+            assert_eq!(err.start_failure(), expected, "{case}");
+        }
     }
 
     #[test]

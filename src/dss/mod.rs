@@ -45,7 +45,7 @@ pub mod waiter;
 
 pub use client::{DssClient, Outcome, RequestObserver};
 pub use config::{ApiKey, ApiPrefix, ClientConfig, Limits};
-pub use error::{Error, Operation};
+pub use error::{Category, Error, Operation, StartFailure};
 pub use model::{
     ActivityStatus, AuthInfo, BuildType, GlobalState, JobDefinition, JobDefinitionBuilder,
     JobDefinitionSummary, JobListItem, JobOutput, JobState, JobStatus, ObjectType, StartedJob,
