@@ -12,7 +12,7 @@ use std::{fmt, time::Duration};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use super::model::JobState;
+use super::{model::JobState, redact::redact};
 
 /// The DSS calls the client makes. A closed set: used as a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -298,7 +298,13 @@ impl Error {
     /// Everything else with an error status (HTML, an empty body, a proxy's own JSON) comes from
     /// something in front of DSS.
     pub fn is_dss_error(&self) -> bool {
-        matches!(self, Error::Api { error_type: Some(_), .. })
+        matches!(
+            self,
+            Error::Api {
+                error_type: Some(_),
+                ..
+            }
+        )
     }
 
     /// Whether this is an error status without DSS's JSON error body (429 aside, which is rate
@@ -504,7 +510,8 @@ impl ErrorBody {
     pub(crate) fn parse(body: &[u8], secret: &str) -> Self {
         let text = String::from_utf8_lossy(body);
         let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        let body_excerpt = redact(&truncate_chars(&collapsed, BODY_EXCERPT_MAX_CHARS), secret);
+        // Redact before cutting, so a cut never leaves part of a key behind.
+        let body_excerpt = truncate_chars(&redact(&collapsed, secret), BODY_EXCERPT_MAX_CHARS);
         let json = serde_json::from_slice::<serde_json::Value>(body).ok();
         let field = |name: &str| -> Option<String> {
             let value = json.as_ref()?.get(name)?;
@@ -513,7 +520,7 @@ impl ErrorBody {
                 serde_json::Value::Null => return None,
                 other => other.to_string(),
             };
-            Some(redact(&truncate_chars(text.trim(), FIELD_MAX_CHARS), secret))
+            Some(truncate_chars(&redact(text.trim(), secret), FIELD_MAX_CHARS))
         };
         Self {
             error_type: field("errorType"),
@@ -522,17 +529,6 @@ impl ErrorBody {
             body_excerpt,
         }
     }
-}
-
-/// Replaces every occurrence of the API key `secret`, and of its Basic credentials (`base64("key:")`),
-/// in `text` by `***`: a server or proxy echoing the request must not make the key visible.
-pub(crate) fn redact(text: &str, secret: &str) -> String {
-    use base64::Engine as _;
-    if secret.is_empty() {
-        return text.to_owned();
-    }
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{secret}:"));
-    text.replace(secret, "***").replace(&basic, "***")
 }
 
 /// The longest pause a `Retry-After` may impose, so a hostile or broken server cannot stop a client for
@@ -599,7 +595,11 @@ mod tests {
     #[test]
     fn display_prefers_detailed_message_then_message_then_the_raw_body() {
         let cases = [
-            (500, r#"{"message":"boom without errorType"}"#, "DSS get_status: HTTP 500: boom without errorType"),
+            (
+                500,
+                r#"{"message":"boom without errorType"}"#,
+                "DSS get_status: HTTP 500: boom without errorType",
+            ),
             (500, "", "DSS get_status: HTTP 500"),
             (
                 403,
@@ -616,8 +616,10 @@ mod tests {
             let err = api(status, body);
             assert_eq!(err.to_string(), shown);
         }
-        assert!(matches!(api(502, "<html>\n x </html>"), Error::Api { error_type: None, message: None, body_excerpt, .. }
-            if body_excerpt == "<html> x </html>"));
+        assert!(
+            matches!(api(502, "<html>\n x </html>"), Error::Api { error_type: None, message: None, body_excerpt, .. }
+            if body_excerpt == "<html> x </html>")
+        );
     }
 
     const NOT_FOUND_TYPE: &str = "com.dataiku.dip.server.controllers.NotFoundException";
@@ -632,33 +634,183 @@ mod tests {
         use Category::*;
         let html404 = "<html><head><title>404 Not Found</title></head><body><center><h1>404 Not Found</h1></center><hr><center>nginx</center></body></html>";
         vec![
-            ("DSS 404 naming a missing job", 404, dss(NOT_FOUND_TYPE, "Job j does not exist"), DssNotFound, false),
-            ("DSS 500 UnknownObject, as real DSS answers", 500, dss(UNKNOWN_OBJECT, "Job j does not exist"), DssNotFound, false),
-            ("DSS 500 generic errorType, message says missing", 500, dss("com.dataiku.dip.exceptions.DKUException", "Project FOO doesn't exist"), DssNotFound, false),
-            ("DSS 404 generic errorType and message", 404, dss("X", "m"), DssRejected, false),
-            ("DSS 500 missing file inside DSS", 500, dss("java.io.FileNotFoundException", "/data/jobs/j/log (No such file or directory)"), DssServerError, true),
-            ("DSS 500 NoSuchFile", 500, dss("java.nio.file.NoSuchFileException", "no such file"), DssServerError, true),
-            ("DSS 500 without not-found words", 500, dss("com.dataiku.dip.exceptions.DKUException", "boom"), DssServerError, true),
-            ("DSS 501", 501, dss("NotImplemented", "nope"), DssServerError, false),
-            ("DSS 503", 503, dss("com.dataiku.dip.exceptions.DKUException", "starting"), DssServerError, true),
+            (
+                "DSS 404 naming a missing job",
+                404,
+                dss(NOT_FOUND_TYPE, "Job j does not exist"),
+                DssNotFound,
+                false,
+            ),
+            (
+                "DSS 500 UnknownObject, as real DSS answers",
+                500,
+                dss(UNKNOWN_OBJECT, "Job j does not exist"),
+                DssNotFound,
+                false,
+            ),
+            (
+                "DSS 500 generic errorType, message says missing",
+                500,
+                dss(
+                    "com.dataiku.dip.exceptions.DKUException",
+                    "Project FOO doesn't exist",
+                ),
+                DssNotFound,
+                false,
+            ),
+            (
+                "DSS 404 generic errorType and message",
+                404,
+                dss("X", "m"),
+                DssRejected,
+                false,
+            ),
+            (
+                "DSS 500 missing file inside DSS",
+                500,
+                dss(
+                    "java.io.FileNotFoundException",
+                    "/data/jobs/j/log (No such file or directory)",
+                ),
+                DssServerError,
+                true,
+            ),
+            (
+                "DSS 500 NoSuchFile",
+                500,
+                dss("java.nio.file.NoSuchFileException", "no such file"),
+                DssServerError,
+                true,
+            ),
+            (
+                "DSS 500 without not-found words",
+                500,
+                dss("com.dataiku.dip.exceptions.DKUException", "boom"),
+                DssServerError,
+                true,
+            ),
+            (
+                "DSS 501",
+                501,
+                dss("NotImplemented", "nope"),
+                DssServerError,
+                false,
+            ),
+            (
+                "DSS 503",
+                503,
+                dss("com.dataiku.dip.exceptions.DKUException", "starting"),
+                DssServerError,
+                true,
+            ),
             ("DSS 408", 408, dss("Timeout", "too slow"), DssTimeout, true),
-            ("DSS 400 bad definition", 400, dss("com.dataiku.dip.exceptions.BadRequestException", "no outputs"), DssRejected, false),
-            ("DSS 409 (not found words at 4xx other than 404)", 409, dss("Conflict", "job does not exist yet"), DssRejected, false),
-            ("DSS 401", 401, dss("com.dataiku.dip.exceptions.UnauthorizedException", "Invalid API key"), DssUnauthorized, false),
-            ("DSS 403 whose message mentions a missing project", 403, dss("com.dataiku.dip.exceptions.ForbiddenException", "project does not exist"), DssUnauthorized, false),
+            (
+                "DSS 400 bad definition",
+                400,
+                dss("com.dataiku.dip.exceptions.BadRequestException", "no outputs"),
+                DssRejected,
+                false,
+            ),
+            (
+                "DSS 409 (not found words at 4xx other than 404)",
+                409,
+                dss("Conflict", "job does not exist yet"),
+                DssRejected,
+                false,
+            ),
+            (
+                "DSS 401",
+                401,
+                dss(
+                    "com.dataiku.dip.exceptions.UnauthorizedException",
+                    "Invalid API key",
+                ),
+                DssUnauthorized,
+                false,
+            ),
+            (
+                "DSS 403 whose message mentions a missing project",
+                403,
+                dss(
+                    "com.dataiku.dip.exceptions.ForbiddenException",
+                    "project does not exist",
+                ),
+                DssUnauthorized,
+                false,
+            ),
             ("bare 404", 404, String::new(), DssGatewayError, true),
-            ("nginx HTML 404 while reloading", 404, html404.to_owned(), DssGatewayError, true),
-            ("HTML 404 mentioning a missing job", 404, "<html>Job j does not exist</html>".to_owned(), DssGatewayError, true),
-            ("foreign JSON 404 (no errorType)", 404, r#"{"message":"no Route matched with those values"}"#.to_owned(), DssGatewayError, true),
-            ("JSON 500 without errorType", 500, r#"{"message":"boom without errorType"}"#.to_owned(), DssGatewayError, true),
+            (
+                "nginx HTML 404 while reloading",
+                404,
+                html404.to_owned(),
+                DssGatewayError,
+                true,
+            ),
+            (
+                "HTML 404 mentioning a missing job",
+                404,
+                "<html>Job j does not exist</html>".to_owned(),
+                DssGatewayError,
+                true,
+            ),
+            (
+                "foreign JSON 404 (no errorType)",
+                404,
+                r#"{"message":"no Route matched with those values"}"#.to_owned(),
+                DssGatewayError,
+                true,
+            ),
+            (
+                "JSON 500 without errorType",
+                500,
+                r#"{"message":"boom without errorType"}"#.to_owned(),
+                DssGatewayError,
+                true,
+            ),
             ("empty 500", 500, String::new(), DssGatewayError, true),
-            ("HTML 502", 502, "<html><body><h1>502 Bad Gateway</h1></body></html>\n".to_owned(), DssGatewayError, true),
-            ("HTML 504", 504, "<html>504 Gateway Time-out</html>".to_owned(), DssGatewayError, true),
-            ("auth proxy HTML 401", 401, "<html><h1>401 Authorization Required</h1></html>".to_owned(), DssGatewayError, true),
-            ("WAF HTML 403", 403, "<html><h1>403 Forbidden</h1></html>".to_owned(), DssGatewayError, true),
+            (
+                "HTML 502",
+                502,
+                "<html><body><h1>502 Bad Gateway</h1></body></html>\n".to_owned(),
+                DssGatewayError,
+                true,
+            ),
+            (
+                "HTML 504",
+                504,
+                "<html>504 Gateway Time-out</html>".to_owned(),
+                DssGatewayError,
+                true,
+            ),
+            (
+                "auth proxy HTML 401",
+                401,
+                "<html><h1>401 Authorization Required</h1></html>".to_owned(),
+                DssGatewayError,
+                true,
+            ),
+            (
+                "WAF HTML 403",
+                403,
+                "<html><h1>403 Forbidden</h1></html>".to_owned(),
+                DssGatewayError,
+                true,
+            ),
             ("bare 501", 501, String::new(), DssGatewayError, true),
-            ("DSS 429", 429, dss("com.dataiku.dip.exceptions.TooManyRequestsException", "slow down"), DssRateLimited, true),
-            ("gateway 429", 429, "<html>429 Too Many Requests</html>".to_owned(), DssRateLimited, true),
+            (
+                "DSS 429",
+                429,
+                dss("com.dataiku.dip.exceptions.TooManyRequestsException", "slow down"),
+                DssRateLimited,
+                true,
+            ),
+            (
+                "gateway 429",
+                429,
+                "<html>429 Too Many Requests</html>".to_owned(),
+                DssRateLimited,
+                true,
+            ),
         ]
     }
 
@@ -670,8 +822,16 @@ mod tests {
             assert_eq!(err.category(), category.as_str(), "{case}");
             assert_eq!(err.is_retryable(), retryable, "{case}");
             assert_eq!(err.is_not_found(), category == Category::DssNotFound, "{case}");
-            assert_eq!(err.is_unauthorized(), category == Category::DssUnauthorized, "{case}");
-            assert_eq!(err.is_gateway_error(), category == Category::DssGatewayError, "{case}");
+            assert_eq!(
+                err.is_unauthorized(),
+                category == Category::DssUnauthorized,
+                "{case}"
+            );
+            assert_eq!(
+                err.is_gateway_error(),
+                category == Category::DssGatewayError,
+                "{case}"
+            );
         }
     }
 
@@ -687,34 +847,54 @@ mod tests {
     fn errors_without_a_response_are_classified() {
         let op = Operation::GetStatus;
         let cases: [(&str, Error, Category, bool); 6] = [
-            ("timeout", Error::Timeout { operation: op }, Category::DssTimeout, true),
+            (
+                "timeout",
+                Error::Timeout { operation: op },
+                Category::DssTimeout,
+                true,
+            ),
             (
                 "waiter gave up",
-                Error::WaitTimeout { job_id: "j".into(), last_state: None },
+                Error::WaitTimeout {
+                    job_id: "j".into(),
+                    last_state: None,
+                },
                 Category::DssTimeout,
                 false,
             ),
             (
                 "budget refused",
-                Error::Throttled { operation: op, retry_after: Duration::from_secs(2) },
+                Error::Throttled {
+                    operation: op,
+                    retry_after: Duration::from_secs(2),
+                },
                 Category::DssThrottled,
                 true,
             ),
             (
                 "too large",
-                Error::TooLarge { operation: op, limit: "more than 1 listed jobs".into() },
+                Error::TooLarge {
+                    operation: op,
+                    limit: "more than 1 listed jobs".into(),
+                },
                 Category::DssBadResponse,
                 false,
             ),
             (
                 "decode",
-                Error::Decode { operation: op, detail: "x".into() },
+                Error::Decode {
+                    operation: op,
+                    detail: "x".into(),
+                },
                 Category::DssBadResponse,
                 false,
             ),
             (
                 "invalid argument",
-                Error::InvalidArgument { operation: op, detail: "x".into() },
+                Error::InvalidArgument {
+                    operation: op,
+                    detail: "x".into(),
+                },
                 Category::DssRejected,
                 false,
             ),
@@ -724,7 +904,10 @@ mod tests {
             assert_eq!(err.is_retryable(), retryable, "{case}");
             assert!(!err.is_not_found() && !err.is_gateway_error(), "{case}");
         }
-        let throttled = Error::Throttled { operation: op, retry_after: Duration::from_millis(1500) };
+        let throttled = Error::Throttled {
+            operation: op,
+            retry_after: Duration::from_millis(1500),
+        };
         assert_eq!(throttled.retry_after(), Some(Duration::from_millis(1500)));
         assert_eq!(
             throttled.to_string(),
@@ -737,29 +920,68 @@ mod tests {
         use StartFailure::*;
         let cases: Vec<(&str, Error, StartFailure)> = vec![
             ("DSS 429", api(429, ""), NotCreated),
-            ("DSS refused the key", api(401, &dss("UnauthorizedException", "bad key")), NotCreated),
-            ("DSS refused the privilege", api(403, &dss("ForbiddenException", "no RUN_JOBS")), NotCreated),
             (
-                "budget refused",
-                Error::Throttled { operation: Operation::StartJob, retry_after: Duration::from_secs(1) },
+                "DSS refused the key",
+                api(401, &dss("UnauthorizedException", "bad key")),
                 NotCreated,
             ),
-            ("never sent: bad config", Error::InvalidConfig("x".into()), NotCreated),
-            ("DSS 400 bad definition", api(400, &dss("BadRequestException", "no outputs")), Rejected),
-            ("DSS unknown project", api(404, &dss(NOT_FOUND_TYPE, "Project P does not exist")), Rejected),
+            (
+                "DSS refused the privilege",
+                api(403, &dss("ForbiddenException", "no RUN_JOBS")),
+                NotCreated,
+            ),
+            (
+                "budget refused",
+                Error::Throttled {
+                    operation: Operation::StartJob,
+                    retry_after: Duration::from_secs(1),
+                },
+                NotCreated,
+            ),
+            (
+                "never sent: bad config",
+                Error::InvalidConfig("x".into()),
+                NotCreated,
+            ),
+            (
+                "DSS 400 bad definition",
+                api(400, &dss("BadRequestException", "no outputs")),
+                Rejected,
+            ),
+            (
+                "DSS unknown project",
+                api(404, &dss(NOT_FOUND_TYPE, "Project P does not exist")),
+                Rejected,
+            ),
             (
                 "never sent: no outputs",
-                Error::InvalidArgument { operation: Operation::StartJob, detail: "x".into() },
+                Error::InvalidArgument {
+                    operation: Operation::StartJob,
+                    detail: "x".into(),
+                },
                 Rejected,
             ),
             ("gateway 404 page", api(404, "<html>404</html>"), Unknown),
             ("gateway 403 page", api(403, "<html>403</html>"), Unknown),
-            ("gateway 504 after forwarding", api(504, "<html>504</html>"), Unknown),
+            (
+                "gateway 504 after forwarding",
+                api(504, "<html>504</html>"),
+                Unknown,
+            ),
             ("DSS 500", api(500, &dss("DKUException", "boom")), Unknown),
-            ("timeout", Error::Timeout { operation: Operation::StartJob }, Unknown),
+            (
+                "timeout",
+                Error::Timeout {
+                    operation: Operation::StartJob,
+                },
+                Unknown,
+            ),
             (
                 "unusable 2xx answer",
-                Error::Decode { operation: Operation::StartJob, detail: "no id".into() },
+                Error::Decode {
+                    operation: Operation::StartJob,
+                    detail: "no id".into(),
+                },
                 Unknown,
             ),
         ];
@@ -789,6 +1011,10 @@ mod tests {
         assert!(!format!("{err:?}").contains("the-key"));
         let err = api(502, "echo: Basic the-key");
         assert!(!format!("{err:?}").contains("the-key"));
+        // A key straddling the excerpt's end is removed before the cut, so no piece of it is left.
+        let body = format!("{}the-key", "x".repeat(BODY_EXCERPT_MAX_CHARS - 3));
+        let parsed = ErrorBody::parse(body.as_bytes(), "the-key");
+        assert!(parsed.body_excerpt.ends_with("xxx***"), "{}", parsed.body_excerpt);
     }
 
     #[test]

@@ -40,14 +40,20 @@ pub mod client;
 pub mod config;
 pub mod error;
 mod limiter;
+mod listing;
+pub mod log_tail;
 pub mod model;
+mod redact;
 pub mod waiter;
 
-pub use client::{DssClient, Outcome, RequestObserver};
+pub use client::{
+    DssClient, MAX_LISTED_JOBS, MAX_LISTED_PROJECTS, MAX_RATE_LIMIT_PAUSE, Outcome, RequestObserver,
+};
 pub use config::{ApiKey, ApiPrefix, ClientConfig, Limits};
 pub use error::{Category, Error, Operation, StartFailure};
+pub use log_tail::{LogTail, LogTailLimits, failure_message};
 pub use model::{
     ActivityStatus, AuthInfo, BuildType, GlobalState, JobDefinition, JobDefinitionBuilder,
-    JobDefinitionSummary, JobListItem, JobOutput, JobState, JobStatus, ObjectType, StartedJob,
+    JobDefinitionSummary, JobListItem, JobOutput, JobSearch, JobState, JobStatus, ObjectType, StartedJob,
 };
 pub use waiter::JobWaiter;
