@@ -10,6 +10,7 @@
 //! it is small.
 
 use std::{
+    collections::VecDeque,
     fmt,
     sync::{Arc, PoisonError, RwLock},
     time::Duration,
@@ -529,26 +530,38 @@ impl DssClient {
             let query: Vec<(&str, &str)> = activity.map(|a| ("activity", a)).into_iter().collect();
             let url = self.url(op, &["projects", project_key, "jobs", job_id, "log"], &query)?;
             let mut exchange = self.exchange(op, Method::GET, url, None).await?;
-            let mut buf: Vec<u8> = Vec::new();
+            // The chunks that may hold the last MAX_LOG_BODY bytes: older ones are dropped as newer
+            // ones arrive, so at most the cap plus one chunk is held, without copying.
+            let mut chunks: VecDeque<bytes::Bytes> = VecDeque::new();
+            let mut held = 0usize;
             let mut truncated = false;
             while let Some(chunk) = exchange.chunk().await? {
-                buf.extend_from_slice(&chunk);
-                // Drop the oldest bytes in large steps to keep this linear.
-                if buf.len() > MAX_LOG_BODY * 2 {
-                    buf.drain(..buf.len() - MAX_LOG_BODY);
+                held += chunk.len();
+                chunks.push_back(chunk);
+                while let Some(front) = chunks.front() {
+                    if held - front.len() < MAX_LOG_BODY {
+                        break;
+                    }
+                    held -= front.len();
+                    chunks.pop_front();
                     truncated = true;
                 }
             }
-            if buf.len() > MAX_LOG_BODY {
-                buf.drain(..buf.len() - MAX_LOG_BODY);
-                truncated = true;
-            }
-            let text = String::from_utf8_lossy(&buf);
-            Ok(if truncated {
-                format!("[kube-dss: log truncated, only its last {MAX_LOG_BODY} bytes are shown]\n{text}")
+            let skip = held.saturating_sub(MAX_LOG_BODY);
+            let note = if truncated || skip > 0 {
+                format!("[kube-dss: log truncated, only its last {MAX_LOG_BODY} bytes are shown]\n")
             } else {
-                text.into_owned()
-            })
+                String::new()
+            };
+            let mut body = Vec::with_capacity(note.len() + held - skip);
+            body.extend_from_slice(note.as_bytes());
+            for (i, chunk) in chunks.drain(..).enumerate() {
+                body.extend_from_slice(if i == 0 { &chunk[skip..] } else { &chunk });
+            }
+            Ok(
+                String::from_utf8(body)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            )
         })
         .await
     }
