@@ -678,6 +678,52 @@ async fn a_search_keeps_only_the_jobs_it_accepts() {
 }
 
 #[tokio::test]
+async fn answers_over_a_cap_are_clear_errors_naming_the_cap() {
+    let (server, client) = client().await;
+    let cases = [
+        (
+            "a listed item over 1 MiB",
+            format!(
+                r#"[{{"jobId":"j","projectKey":"P","pad":"{}"}}]"#,
+                "x".repeat(1024 * 1024)
+            ),
+            "listed item 0 is larger than 1048576 bytes",
+        ),
+        (
+            "more jobs than a whole listing may hold",
+            format!(
+                "[{}]",
+                vec![r#"{"jobId":"j","projectKey":"P","state":"DONE"}"#; 10_001].join(",")
+            ),
+            "more than 10000 listed jobs",
+        ),
+    ];
+    for (case, body, cap) in cases {
+        server.push_fault(Fault::status(200, &body));
+        let err = client.list_jobs("TEST_PROJECT").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::TooLarge { limit, .. } if limit == cap),
+            "{case}: {err:?}"
+        );
+        assert_eq!(err.category(), "DssBadResponse", "{case}");
+        assert!(!err.is_retryable(), "{case}");
+    }
+    server.push_fault(Fault::status(200, &" ".repeat(16 * 1024 * 1024 + 1)));
+    let err = client.get_status("TEST_PROJECT", "j").await.unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("the answer exceeds the client's cap: a body over 16777216 bytes"),
+        "{err}"
+    );
+    // The same listing under the cap is fine.
+    server.push_fault(Fault::status(
+        200,
+        r#"[{"jobId":"j","projectKey":"P","state":"DONE"}]"#,
+    ));
+    assert_eq!(client.list_jobs("TEST_PROJECT").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn the_waiter_tolerates_a_few_transient_errors_and_gives_up_after_more() {
     let (server, client) = client().await;
     let def = JobDefinitionBuilder::default()
