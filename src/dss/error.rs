@@ -410,8 +410,8 @@ impl Error {
         )
     }
 
-    /// How long to wait before the next call: the server's `Retry-After` (at most
-    /// [`MAX_RETRY_AFTER`]), or the budget's estimate for [`Error::Throttled`].
+    /// How long to wait before the next call: the server's `Retry-After` (at most 600 s), or the
+    /// budget's estimate for [`Error::Throttled`].
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Api { retry_after, .. } => *retry_after,

@@ -10,11 +10,20 @@
 //! - [`config`]: [`ClientConfig`], [`ApiKey`], [`ApiPrefix`], [`Limits`].
 //! - [`client`]: [`DssClient`] and the [`RequestObserver`] hook for metrics.
 //! - [`model`]: wire types: job list items, status documents, job definitions and their builder.
-//! - [`error`]: [`Error`], its classification (`is_retryable`, `category`, ...) and [`Operation`].
+//! - [`error`]: [`Error`], its classification ([`Category`], `is_not_found`, `is_retryable`,
+//!   [`StartFailure`], ...) and [`Operation`]. Only DSS's own JSON error classifies a job or a key;
+//!   a gateway's page is [`Category::DssGatewayError`], transient.
+//! - [`log_tail`]: [`LogTail`], the end of a job log read as a stream, secrets removed, and
+//!   [`failure_message`].
 //! - [`waiter`]: [`JobWaiter`], polling a job until it reaches a terminal state.
+//! - `listing` (streaming decode of job and project listings), `redact` (removing the key from
+//!   texts DSS sends back) and `limiter` (the budget) are internal.
 //!
 //! The client never retries a call by itself; in particular a job start is sent at most once per
 //! [`DssClient::start_job`] call, whatever happens, so that callers can reason about duplicate jobs.
+//! Each call is bounded in time (one deadline for request and body) and in memory (capped bodies,
+//! streamed listings and logs); with [`DssClient::with_max_budget_wait`] its wait for the budget is
+//! bounded too.
 //!
 //! ```no_run
 //! use std::time::Duration;
