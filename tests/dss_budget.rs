@@ -203,7 +203,7 @@ async fn the_timeout_bounds_headers_and_body_together() {
     let err = dss.list_project_keys().await.unwrap_err();
     let took = began.elapsed();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
-    assert_eq!(err.kind(), Category::DssTimeout);
+    assert_eq!(err.class(), Category::Timeout);
     assert!(took >= timeout, "{took:?}");
     // Separate timeouts for headers and body would allow 1.5 s + 2 s.
     assert!(took < Duration::from_millis(3000), "{took:?}");
@@ -244,7 +244,7 @@ async fn a_429_pauses_its_own_connection_only_and_bounded_callers_are_refused_at
     let other = client(addr, Duration::from_secs(5), 4).with_max_budget_wait(Duration::from_secs(1));
 
     let err = paused.list_project_keys().await.unwrap_err();
-    assert_eq!(err.kind(), Category::DssRateLimited);
+    assert_eq!(err.class(), Category::RateLimited);
     assert_eq!(err.retry_after(), Some(Duration::from_secs(30)));
     // The pause is 30 s, beyond the handle's 1 s: refused now, with the time left, never sent.
     let began = Instant::now();

@@ -367,7 +367,7 @@ async fn http_errors_keep_status_error_type_and_message() {
         assert_eq!(err.status(), Some(404));
         assert!(!err.is_not_found(), "{err}");
         assert!(err.is_retryable());
-        assert_eq!(err.kind(), Category::DssGatewayError);
+        assert_eq!(err.class(), Category::GatewayError);
     }
     // DSS's own answer about the same job, once it is really unknown, does.
     let err = client.get_status("TEST_PROJECT", "purged").await.unwrap_err();

@@ -2,10 +2,10 @@
 //!
 //! DSS reports errors as a JSON body `{"errorType","message","detailedMessage"}` with an HTTP status
 //! (`dss-api.md` 1.6); gateways in front of it send HTML. [`Error::Api`] keeps the status, the parsed
-//! fields and a bounded excerpt of the raw body. Classification ([`Error::kind`]) trusts only what DSS
+//! fields and a bounded excerpt of the raw body. Classification ([`Error::class`]) trusts only what DSS
 //! itself said: an answer without DSS's JSON error body (no `errorType`) comes from something in front
 //! of DSS (a reverse proxy reloading, an ingress, an auth proxy) and says nothing about the job or the
-//! key; it is [`Category::DssGatewayError`], transient. Real DSS may answer 500 for an object that does
+//! key; it is [`Category::GatewayError`], transient. Real DSS may answer 500 for an object that does
 //! not exist, so "not found" is read from the `errorType` (and message), not from the status alone.
 
 use std::{fmt, time::Duration};
@@ -166,56 +166,56 @@ pub enum Error {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Category {
     /// DSS cannot be reached: DNS, connection refused or reset, TLS.
-    DssUnreachable,
+    Unreachable,
     /// The call (or a [`JobWaiter`](super::JobWaiter)) ran out of time, or DSS answered 408.
-    DssTimeout,
+    Timeout,
     /// DSS (or a gateway) answered 429 Too Many Requests.
-    DssRateLimited,
+    RateLimited,
     /// The connection's own request budget refused to wait that long ([`Error::Throttled`]).
-    DssThrottled,
+    Throttled,
     /// An error status without DSS's JSON error body: a gateway page (HTML, empty, or foreign JSON),
     /// whatever the status (404, 401/403, 5xx). Transient: it says nothing about the object or the key.
-    DssGatewayError,
+    GatewayError,
     /// DSS's own JSON error with a 5xx status that is not a "not found".
-    DssServerError,
+    ServerError,
     /// DSS's own JSON error with 401 or 403: DSS refused the key or its privileges.
-    DssUnauthorized,
+    Unauthorized,
     /// DSS's own JSON error saying the project or job does not exist ([`Error::is_not_found`]).
-    DssNotFound,
+    NotFound,
     /// DSS's own JSON error with another 4xx status, or a request refused before sending.
-    DssRejected,
+    Rejected,
     /// A success status with an unusable body, or an answer over a client cap.
-    DssBadResponse,
+    BadResponse,
 }
 
 impl Category {
     /// Every category.
     pub const ALL: [Category; 10] = [
-        Category::DssUnreachable,
-        Category::DssTimeout,
-        Category::DssRateLimited,
-        Category::DssThrottled,
-        Category::DssGatewayError,
-        Category::DssServerError,
-        Category::DssUnauthorized,
-        Category::DssNotFound,
-        Category::DssRejected,
-        Category::DssBadResponse,
+        Category::Unreachable,
+        Category::Timeout,
+        Category::RateLimited,
+        Category::Throttled,
+        Category::GatewayError,
+        Category::ServerError,
+        Category::Unauthorized,
+        Category::NotFound,
+        Category::Rejected,
+        Category::BadResponse,
     ];
 
     /// The PascalCase name, e.g. `DssGatewayError`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Category::DssUnreachable => "DssUnreachable",
-            Category::DssTimeout => "DssTimeout",
-            Category::DssRateLimited => "DssRateLimited",
-            Category::DssThrottled => "DssThrottled",
-            Category::DssGatewayError => "DssGatewayError",
-            Category::DssServerError => "DssServerError",
-            Category::DssUnauthorized => "DssUnauthorized",
-            Category::DssNotFound => "DssNotFound",
-            Category::DssRejected => "DssRejected",
-            Category::DssBadResponse => "DssBadResponse",
+            Category::Unreachable => "DssUnreachable",
+            Category::Timeout => "DssTimeout",
+            Category::RateLimited => "DssRateLimited",
+            Category::Throttled => "DssThrottled",
+            Category::GatewayError => "DssGatewayError",
+            Category::ServerError => "DssServerError",
+            Category::Unauthorized => "DssUnauthorized",
+            Category::NotFound => "DssNotFound",
+            Category::Rejected => "DssRejected",
+            Category::BadResponse => "DssBadResponse",
         }
     }
 }
@@ -224,21 +224,6 @@ impl fmt::Display for Category {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// What a failed [`DssClient::start_job`](super::DssClient::start_job) says about the job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StartFailure {
-    /// Nothing was created: the request was never sent (budget, invalid configuration), or DSS or a
-    /// gateway refused it before DSS could act (429, DSS's own 401/403). Starting again later is safe.
-    NotCreated,
-    /// DSS rejected the request with its own 4xx error (bad definition, unknown project): starting
-    /// the same definition again would fail again.
-    Rejected,
-    /// The job may or may not exist: a timeout, a transport error, a 5xx, any gateway page (it may
-    /// come after DSS accepted the job) or an unusable success answer. Look for the job before
-    /// starting another.
-    Unknown,
 }
 
 fn api_summary(
@@ -316,52 +301,48 @@ impl Error {
 
     /// The class of the error. Only DSS's own JSON error classifies an object or a key; see
     /// [`Category`] for each class.
-    pub fn kind(&self) -> Category {
+    pub fn class(&self) -> Category {
         match self {
             Error::Api { status, .. } => {
                 if *status == 429 {
-                    Category::DssRateLimited
+                    Category::RateLimited
                 } else if !self.is_dss_error() {
-                    Category::DssGatewayError
+                    Category::GatewayError
                 } else if self.is_unauthorized() {
-                    Category::DssUnauthorized
+                    Category::Unauthorized
                 } else if self.is_not_found() {
-                    Category::DssNotFound
+                    Category::NotFound
                 } else if *status == 408 {
-                    Category::DssTimeout
+                    Category::Timeout
                 } else if *status >= 500 {
-                    Category::DssServerError
+                    Category::ServerError
                 } else if *status >= 400 {
-                    Category::DssRejected
+                    Category::Rejected
                 } else {
-                    Category::DssBadResponse
+                    Category::BadResponse
                 }
             }
-            Error::Timeout { .. } | Error::WaitTimeout { .. } => Category::DssTimeout,
-            Error::Transport { .. } => Category::DssUnreachable,
-            Error::Throttled { .. } => Category::DssThrottled,
-            Error::Decode { .. } | Error::TooLarge { .. } => Category::DssBadResponse,
-            Error::InvalidConfig(_) | Error::InvalidArgument { .. } => Category::DssRejected,
+            Error::Timeout { .. } | Error::WaitTimeout { .. } => Category::Timeout,
+            Error::Transport { .. } => Category::Unreachable,
+            Error::Throttled { .. } => Category::Throttled,
+            Error::Decode { .. } | Error::TooLarge { .. } => Category::BadResponse,
+            Error::InvalidConfig(_) | Error::InvalidArgument { .. } => Category::Rejected,
         }
     }
 
     /// Whether the same call may succeed later: 429, budget refusals, gateway pages (any status),
     /// timeouts, transport errors and DSS's own 5xx errors (except 501 and "not found"). The client
     /// itself never retries; this is advice for callers, who must never retry a job start blindly (see
-    /// [`Error::start_failure`]).
+    /// [`Error::is_rejection`]).
     pub fn is_retryable(&self) -> bool {
-        match self.kind() {
-            Category::DssRateLimited
-            | Category::DssThrottled
-            | Category::DssGatewayError
-            | Category::DssUnreachable => true,
+        match self.class() {
+            Category::RateLimited | Category::Throttled | Category::GatewayError | Category::Unreachable => {
+                true
+            }
             // A waiter that gave up is final for that wait; a timed-out call is not.
-            Category::DssTimeout => !matches!(self, Error::WaitTimeout { .. }),
-            Category::DssServerError => self.status() != Some(501),
-            Category::DssUnauthorized
-            | Category::DssNotFound
-            | Category::DssRejected
-            | Category::DssBadResponse => false,
+            Category::Timeout => !matches!(self, Error::WaitTimeout { .. }),
+            Category::ServerError => self.status() != Some(501),
+            Category::Unauthorized | Category::NotFound | Category::Rejected | Category::BadResponse => false,
         }
     }
 
@@ -397,7 +378,7 @@ impl Error {
 
     /// Whether DSS itself refused the credentials or their privileges: its JSON error with 401 or
     /// 403. A 401/403 page without DSS's JSON error body (an auth proxy, a WAF, an ingress in
-    /// maintenance) is a [`Category::DssGatewayError`] instead: re-reading the API key cannot fix it,
+    /// maintenance) is a [`Category::GatewayError`] instead: re-reading the API key cannot fix it,
     /// and blaming the key would send the user to the wrong place.
     pub fn is_unauthorized(&self) -> bool {
         matches!(
@@ -410,6 +391,27 @@ impl Error {
         )
     }
 
+    /// Whether the call was refused so that the caller slows down, before anything was done: a 429
+    /// (from DSS or a gateway), or the connection's own budget ([`Error::Throttled`], never sent).
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, Error::Api { status: 429, .. } | Error::Throttled { .. })
+    }
+
+    /// Whether DSS itself said the request is wrong, so sending it again cannot help: its own JSON
+    /// error with a 4xx other than 401/403 (credentials), 408 (too late) and 429 (slow down), or a
+    /// "not found" (an unknown project, at 404 or 500), or an argument refused before anything was
+    /// sent. A gateway's page never is: for a job start it leaves open whether the job exists.
+    pub fn is_rejection(&self) -> bool {
+        match self {
+            Error::Api { status, .. } if self.is_dss_error() => {
+                self.is_not_found()
+                    || ((400..500).contains(status) && !matches!(status, 401 | 403 | 408 | 429))
+            }
+            Error::InvalidArgument { .. } => true,
+            _ => false,
+        }
+    }
+
     /// How long to wait before the next call: the server's `Retry-After` (at most 600 s), or the
     /// budget's estimate for [`Error::Throttled`].
     pub fn retry_after(&self) -> Option<Duration> {
@@ -420,29 +422,10 @@ impl Error {
         }
     }
 
-    /// What this error, returned by a job start, says about the job (see [`StartFailure`]).
-    pub fn start_failure(&self) -> StartFailure {
-        match self.kind() {
-            Category::DssRateLimited | Category::DssThrottled | Category::DssUnauthorized => {
-                StartFailure::NotCreated
-            }
-            Category::DssRejected | Category::DssNotFound => match self {
-                // Refused before sending: nothing reached DSS, but resending the same fails the same.
-                Error::InvalidConfig(_) => StartFailure::NotCreated,
-                _ => StartFailure::Rejected,
-            },
-            Category::DssUnreachable
-            | Category::DssTimeout
-            | Category::DssGatewayError
-            | Category::DssServerError
-            | Category::DssBadResponse => StartFailure::Unknown,
-        }
-    }
-
-    /// The PascalCase name of [`Error::kind`], for metric labels, event and condition reasons. A
+    /// The PascalCase name of [`Error::class`], for metric labels, event and condition reasons. A
     /// closed set: the names of [`Category::ALL`].
     pub fn category(&self) -> &'static str {
-        self.kind().as_str()
+        self.class().as_str()
     }
 }
 
@@ -638,14 +621,14 @@ mod tests {
                 "DSS 404 naming a missing job",
                 404,
                 dss(NOT_FOUND_TYPE, "Job j does not exist"),
-                DssNotFound,
+                NotFound,
                 false,
             ),
             (
                 "DSS 500 UnknownObject, as real DSS answers",
                 500,
                 dss(UNKNOWN_OBJECT, "Job j does not exist"),
-                DssNotFound,
+                NotFound,
                 false,
             ),
             (
@@ -655,14 +638,14 @@ mod tests {
                     "com.dataiku.dip.exceptions.DKUException",
                     "Project FOO doesn't exist",
                 ),
-                DssNotFound,
+                NotFound,
                 false,
             ),
             (
                 "DSS 404 generic errorType and message",
                 404,
                 dss("X", "m"),
-                DssRejected,
+                Rejected,
                 false,
             ),
             (
@@ -672,50 +655,44 @@ mod tests {
                     "java.io.FileNotFoundException",
                     "/data/jobs/j/log (No such file or directory)",
                 ),
-                DssServerError,
+                ServerError,
                 true,
             ),
             (
                 "DSS 500 NoSuchFile",
                 500,
                 dss("java.nio.file.NoSuchFileException", "no such file"),
-                DssServerError,
+                ServerError,
                 true,
             ),
             (
                 "DSS 500 without not-found words",
                 500,
                 dss("com.dataiku.dip.exceptions.DKUException", "boom"),
-                DssServerError,
+                ServerError,
                 true,
             ),
-            (
-                "DSS 501",
-                501,
-                dss("NotImplemented", "nope"),
-                DssServerError,
-                false,
-            ),
+            ("DSS 501", 501, dss("NotImplemented", "nope"), ServerError, false),
             (
                 "DSS 503",
                 503,
                 dss("com.dataiku.dip.exceptions.DKUException", "starting"),
-                DssServerError,
+                ServerError,
                 true,
             ),
-            ("DSS 408", 408, dss("Timeout", "too slow"), DssTimeout, true),
+            ("DSS 408", 408, dss("Timeout", "too slow"), Timeout, true),
             (
                 "DSS 400 bad definition",
                 400,
                 dss("com.dataiku.dip.exceptions.BadRequestException", "no outputs"),
-                DssRejected,
+                Rejected,
                 false,
             ),
             (
                 "DSS 409 (not found words at 4xx other than 404)",
                 409,
                 dss("Conflict", "job does not exist yet"),
-                DssRejected,
+                Rejected,
                 false,
             ),
             (
@@ -725,7 +702,7 @@ mod tests {
                     "com.dataiku.dip.exceptions.UnauthorizedException",
                     "Invalid API key",
                 ),
-                DssUnauthorized,
+                Unauthorized,
                 false,
             ),
             (
@@ -735,80 +712,80 @@ mod tests {
                     "com.dataiku.dip.exceptions.ForbiddenException",
                     "project does not exist",
                 ),
-                DssUnauthorized,
+                Unauthorized,
                 false,
             ),
-            ("bare 404", 404, String::new(), DssGatewayError, true),
+            ("bare 404", 404, String::new(), GatewayError, true),
             (
                 "nginx HTML 404 while reloading",
                 404,
                 html404.to_owned(),
-                DssGatewayError,
+                GatewayError,
                 true,
             ),
             (
                 "HTML 404 mentioning a missing job",
                 404,
                 "<html>Job j does not exist</html>".to_owned(),
-                DssGatewayError,
+                GatewayError,
                 true,
             ),
             (
                 "foreign JSON 404 (no errorType)",
                 404,
                 r#"{"message":"no Route matched with those values"}"#.to_owned(),
-                DssGatewayError,
+                GatewayError,
                 true,
             ),
             (
                 "JSON 500 without errorType",
                 500,
                 r#"{"message":"boom without errorType"}"#.to_owned(),
-                DssGatewayError,
+                GatewayError,
                 true,
             ),
-            ("empty 500", 500, String::new(), DssGatewayError, true),
+            ("empty 500", 500, String::new(), GatewayError, true),
             (
                 "HTML 502",
                 502,
                 "<html><body><h1>502 Bad Gateway</h1></body></html>\n".to_owned(),
-                DssGatewayError,
+                GatewayError,
                 true,
             ),
             (
                 "HTML 504",
                 504,
                 "<html>504 Gateway Time-out</html>".to_owned(),
-                DssGatewayError,
+                GatewayError,
                 true,
             ),
             (
                 "auth proxy HTML 401",
                 401,
                 "<html><h1>401 Authorization Required</h1></html>".to_owned(),
-                DssGatewayError,
+                GatewayError,
                 true,
             ),
             (
                 "WAF HTML 403",
                 403,
                 "<html><h1>403 Forbidden</h1></html>".to_owned(),
-                DssGatewayError,
+                GatewayError,
                 true,
             ),
-            ("bare 501", 501, String::new(), DssGatewayError, true),
+            ("bare 501", 501, String::new(), GatewayError, true),
             (
                 "DSS 429",
                 429,
                 dss("com.dataiku.dip.exceptions.TooManyRequestsException", "slow down"),
-                DssRateLimited,
+                RateLimited,
                 true,
             ),
             (
                 "gateway 429",
                 429,
                 "<html>429 Too Many Requests</html>".to_owned(),
-                DssRateLimited,
+                RateLimited,
                 true,
             ),
         ]
@@ -818,18 +795,18 @@ mod tests {
     fn only_dss_own_json_error_classifies_the_object_or_the_key() {
         for (case, status, body, category, retryable) in classification_cases() {
             let err = api(status, &body);
-            assert_eq!(err.kind(), category, "{case}");
+            assert_eq!(err.class(), category, "{case}");
             assert_eq!(err.category(), category.as_str(), "{case}");
             assert_eq!(err.is_retryable(), retryable, "{case}");
-            assert_eq!(err.is_not_found(), category == Category::DssNotFound, "{case}");
+            assert_eq!(err.is_not_found(), category == Category::NotFound, "{case}");
             assert_eq!(
                 err.is_unauthorized(),
-                category == Category::DssUnauthorized,
+                category == Category::Unauthorized,
                 "{case}"
             );
             assert_eq!(
                 err.is_gateway_error(),
-                category == Category::DssGatewayError,
+                category == Category::GatewayError,
                 "{case}"
             );
         }
@@ -840,7 +817,7 @@ mod tests {
         let names: std::collections::HashSet<_> = Category::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(names.len(), Category::ALL.len());
         assert!(names.iter().all(|n| n.starts_with("Dss") && !n.contains('_')));
-        assert_eq!(Category::DssGatewayError.to_string(), "DssGatewayError");
+        assert_eq!(Category::GatewayError.to_string(), "DssGatewayError");
     }
 
     #[test]
@@ -850,7 +827,7 @@ mod tests {
             (
                 "timeout",
                 Error::Timeout { operation: op },
-                Category::DssTimeout,
+                Category::Timeout,
                 true,
             ),
             (
@@ -859,7 +836,7 @@ mod tests {
                     job_id: "j".into(),
                     last_state: None,
                 },
-                Category::DssTimeout,
+                Category::Timeout,
                 false,
             ),
             (
@@ -868,7 +845,7 @@ mod tests {
                     operation: op,
                     retry_after: Duration::from_secs(2),
                 },
-                Category::DssThrottled,
+                Category::Throttled,
                 true,
             ),
             (
@@ -877,7 +854,7 @@ mod tests {
                     operation: op,
                     limit: "more than 1 listed jobs".into(),
                 },
-                Category::DssBadResponse,
+                Category::BadResponse,
                 false,
             ),
             (
@@ -886,7 +863,7 @@ mod tests {
                     operation: op,
                     detail: "x".into(),
                 },
-                Category::DssBadResponse,
+                Category::BadResponse,
                 false,
             ),
             (
@@ -895,12 +872,12 @@ mod tests {
                     operation: op,
                     detail: "x".into(),
                 },
-                Category::DssRejected,
+                Category::Rejected,
                 false,
             ),
         ];
         for (case, err, category, retryable) in cases {
-            assert_eq!(err.kind(), category, "{case}");
+            assert_eq!(err.class(), category, "{case}");
             assert_eq!(err.is_retryable(), retryable, "{case}");
             assert!(!err.is_not_found() && !err.is_gateway_error(), "{case}");
         }
@@ -917,41 +894,36 @@ mod tests {
 
     #[test]
     fn what_a_failed_start_says_about_the_job() {
-        use StartFailure::*;
-        let cases: Vec<(&str, Error, StartFailure)> = vec![
-            ("DSS 429", api(429, ""), NotCreated),
+        // (case, error, nothing created so starting later is safe, DSS rejected the request itself)
+        let cases: Vec<(&str, Error, bool, bool)> = vec![
+            ("DSS 429", api(429, ""), true, false),
+            ("gateway 429", api(429, "<html>429</html>"), true, false),
             (
-                "DSS refused the key",
-                api(401, &dss("UnauthorizedException", "bad key")),
-                NotCreated,
-            ),
-            (
-                "DSS refused the privilege",
-                api(403, &dss("ForbiddenException", "no RUN_JOBS")),
-                NotCreated,
-            ),
-            (
-                "budget refused",
+                "budget refused: never sent",
                 Error::Throttled {
                     operation: Operation::StartJob,
                     retry_after: Duration::from_secs(1),
                 },
-                NotCreated,
-            ),
-            (
-                "never sent: bad config",
-                Error::InvalidConfig("x".into()),
-                NotCreated,
+                true,
+                false,
             ),
             (
                 "DSS 400 bad definition",
                 api(400, &dss("BadRequestException", "no outputs")),
-                Rejected,
+                false,
+                true,
             ),
             (
                 "DSS unknown project",
                 api(404, &dss(NOT_FOUND_TYPE, "Project P does not exist")),
-                Rejected,
+                false,
+                true,
+            ),
+            (
+                "DSS unknown project, as a 500",
+                api(500, &dss(UNKNOWN_OBJECT, "Project P does not exist")),
+                false,
+                true,
             ),
             (
                 "never sent: no outputs",
@@ -959,22 +931,27 @@ mod tests {
                     operation: Operation::StartJob,
                     detail: "x".into(),
                 },
-                Rejected,
+                false,
+                true,
             ),
-            ("gateway 404 page", api(404, "<html>404</html>"), Unknown),
-            ("gateway 403 page", api(403, "<html>403</html>"), Unknown),
+            // Whether the job exists is unknown: the caller must look before starting another.
+            ("gateway 404 page", api(404, "<html>404</html>"), false, false),
+            ("gateway 403 page", api(403, "<html>403</html>"), false, false),
             (
                 "gateway 504 after forwarding",
                 api(504, "<html>504</html>"),
-                Unknown,
+                false,
+                false,
             ),
-            ("DSS 500", api(500, &dss("DKUException", "boom")), Unknown),
+            ("DSS 500", api(500, &dss("DKUException", "boom")), false, false),
+            ("DSS 408", api(408, &dss("Timeout", "late")), false, false),
             (
                 "timeout",
                 Error::Timeout {
                     operation: Operation::StartJob,
                 },
-                Unknown,
+                false,
+                false,
             ),
             (
                 "unusable 2xx answer",
@@ -982,12 +959,16 @@ mod tests {
                     operation: Operation::StartJob,
                     detail: "no id".into(),
                 },
-                Unknown,
+                false,
+                false,
             ),
         ];
-        for (case, err, expected) in cases {
-            assert_eq!(err.start_failure(), expected, "{case}");
+        for (case, err, rate_limited, rejection) in cases {
+            assert_eq!(err.is_rate_limited(), rate_limited, "{case}");
+            assert_eq!(err.is_rejection(), rejection, "{case}");
         }
+        // DSS's own refusal of the key is the third "nothing was created" answer.
+        assert!(api(401, &dss("UnauthorizedException", "bad key")).is_unauthorized());
     }
 
     #[test]

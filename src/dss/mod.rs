@@ -11,8 +11,8 @@
 //! - [`client`]: [`DssClient`] and the [`RequestObserver`] hook for metrics.
 //! - [`model`]: wire types: job list items, status documents, job definitions and their builder.
 //! - [`error`]: [`Error`], its classification ([`Category`], `is_not_found`, `is_retryable`,
-//!   [`StartFailure`], ...) and [`Operation`]. Only DSS's own JSON error classifies a job or a key;
-//!   a gateway's page is [`Category::DssGatewayError`], transient.
+//!   `is_rejection`, ...) and [`Operation`]. Only DSS's own JSON error classifies a job or a key;
+//!   a gateway's page is [`Category::GatewayError`], transient.
 //! - [`log_tail`]: [`LogTail`], the end of a job log read as a stream, secrets removed, and
 //!   [`failure_message`].
 //! - [`waiter`]: [`JobWaiter`], polling a job until it reaches a terminal state.
@@ -59,7 +59,7 @@ pub use client::{
     DssClient, MAX_LISTED_JOBS, MAX_LISTED_PROJECTS, MAX_RATE_LIMIT_PAUSE, Outcome, RequestObserver,
 };
 pub use config::{ApiKey, ApiPrefix, ClientConfig, Limits};
-pub use error::{Category, Error, Operation, StartFailure};
+pub use error::{Category, Error, Operation};
 pub use log_tail::{LogTail, LogTailLimits, failure_message};
 pub use model::{
     ActivityStatus, AuthInfo, BuildType, GlobalState, JobDefinition, JobDefinitionBuilder,
