@@ -26,7 +26,7 @@ use super::{
     ApiKey, ClientConfig, Error, JobDefinition, Limits, Operation,
     error::{ErrorBody, parse_retry_after},
     limiter::{Limiter, Permit},
-    listing::{JobListing, ListingError, ProjectListing},
+    listing::{JobListing, Listing, ListingError, ProjectListing, keep_all},
     log_tail::{LogTail, LogTailLimits, TailCollector},
     model::{
         AuthInfo, JobListItem, JobSearch, JobStatus, StartedJob, decode_auth_info, decode_started,
@@ -289,23 +289,14 @@ impl DssClient {
         let op = Operation::ListProjects;
         self.observed(op, async {
             let url = self.url(op, &["projects", ""], &[])?;
-            let mut exchange = self.exchange(op, Method::GET, url, None).await?;
-            let mut listing = ProjectListing::new();
+            let exchange = self.exchange(op, Method::GET, url, None).await?;
             let mut keys = Vec::new();
-            while let Some(chunk) = exchange.chunk().await? {
-                listing
-                    .push(&chunk, &mut |key| {
-                        if keys.len() >= MAX_LISTED_PROJECTS {
-                            return Err(ListingError::TooLarge(format!(
-                                "more than {MAX_LISTED_PROJECTS} listed projects"
-                            )));
-                        }
-                        keys.push(key);
-                        Ok(())
-                    })
-                    .map_err(|e| listing_error(op, e))?;
-            }
-            listing.finish().map_err(|e| listing_error(op, e))?;
+            stream_listing(
+                exchange,
+                ProjectListing::new(),
+                &mut keep_all(&mut keys, MAX_LISTED_PROJECTS, "projects"),
+            )
+            .await?;
             Ok(keys)
         })
         .instrument(tracing::debug_span!("dss.list_project_keys"))
@@ -388,24 +379,23 @@ impl DssClient {
         let path = ["projects", project_key, "jobs", ""];
         self.observed(op, async {
             let url = self.url(op, &path, &[])?;
-            let mut exchange = self.exchange(op, Method::GET, url, None).await?;
-            let mut listing = JobListing::new(Some(project_key));
-            let mut search = JobSearch::default();
-            while let Some(chunk) = exchange.chunk().await? {
-                listing
-                    .push(&chunk, &mut |job| {
-                        if keep(&job) {
-                            search.total_matches += 1;
-                            if search.matches.len() < max_matches {
-                                search.matches.push(job);
-                            }
-                        }
-                        Ok(())
-                    })
-                    .map_err(|e| listing_error(op, e))?;
-            }
-            search.listed = listing.finish().map_err(|e| listing_error(op, e))?;
-            Ok(search)
+            let exchange = self.exchange(op, Method::GET, url, None).await?;
+            let (mut matches, mut total_matches) = (Vec::new(), 0);
+            let listed = stream_listing(exchange, JobListing::new(Some(project_key)), &mut |job| {
+                if keep(&job) {
+                    total_matches += 1;
+                    if matches.len() < max_matches {
+                        matches.push(job);
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+            Ok(JobSearch {
+                matches,
+                total_matches,
+                listed,
+            })
         })
         .await
     }
@@ -419,23 +409,14 @@ impl DssClient {
     ) -> Result<Vec<JobListItem>, Error> {
         self.observed(op, async {
             let url = self.url(op, path, query)?;
-            let mut exchange = self.exchange(op, Method::GET, url, None).await?;
-            let mut listing = JobListing::new(default_project);
+            let exchange = self.exchange(op, Method::GET, url, None).await?;
             let mut jobs = Vec::new();
-            while let Some(chunk) = exchange.chunk().await? {
-                listing
-                    .push(&chunk, &mut |job| {
-                        if jobs.len() >= MAX_LISTED_JOBS {
-                            return Err(ListingError::TooLarge(format!(
-                                "more than {MAX_LISTED_JOBS} listed jobs"
-                            )));
-                        }
-                        jobs.push(job);
-                        Ok(())
-                    })
-                    .map_err(|e| listing_error(op, e))?;
-            }
-            listing.finish().map_err(|e| listing_error(op, e))?;
+            stream_listing(
+                exchange,
+                JobListing::new(default_project),
+                &mut keep_all(&mut jobs, MAX_LISTED_JOBS, "jobs"),
+            )
+            .await?;
             Ok(jobs)
         })
         .await
@@ -763,6 +744,20 @@ impl DssClient {
             }
         }
     }
+}
+
+/// Reads a listing's body to its end, handing each decoded item to `sink`; returns how many items the
+/// array had.
+async fn stream_listing<L: Listing>(
+    mut exchange: Exchange,
+    mut listing: L,
+    sink: &mut (dyn FnMut(L::Item) -> Result<(), ListingError> + Send),
+) -> Result<usize, Error> {
+    let op = exchange.op;
+    while let Some(chunk) = exchange.chunk().await? {
+        listing.push(&chunk, sink).map_err(|e| listing_error(op, e))?;
+    }
+    listing.finish().map_err(|e| listing_error(op, e))
 }
 
 fn listing_error(op: Operation, err: ListingError) -> Error {

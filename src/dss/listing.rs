@@ -209,6 +209,35 @@ fn unexpected(b: u8, index: usize) -> ListingError {
     ))
 }
 
+/// A listing decoded as its body streams in: items go to a sink as they complete.
+pub(crate) trait Listing {
+    /// What one item decodes to.
+    type Item;
+    /// Feeds the next bytes of the body.
+    fn push(
+        &mut self,
+        chunk: &[u8],
+        sink: &mut dyn FnMut(Self::Item) -> Result<(), ListingError>,
+    ) -> Result<(), ListingError>;
+    /// Checks the end of the body; returns how many items the array had.
+    fn finish(&self) -> Result<usize, ListingError>;
+}
+
+/// A sink keeping every item, refusing more than `cap` of them (`what` names them in the error).
+pub(crate) fn keep_all<'a, T>(
+    items: &'a mut Vec<T>,
+    cap: usize,
+    what: &'static str,
+) -> impl FnMut(T) -> Result<(), ListingError> + 'a {
+    move |item| {
+        if items.len() >= cap {
+            return Err(ListingError::TooLarge(format!("more than {cap} listed {what}")));
+        }
+        items.push(item);
+        Ok(())
+    }
+}
+
 /// Decodes a job listing item by item: items that are objects naming a job and a project go to
 /// `sink`; others (not objects, no job id, no project) are skipped and counted, as the whole-body
 /// decoder did.
@@ -227,9 +256,12 @@ impl<'a> JobListing<'a> {
             skipped: 0,
         }
     }
+}
 
-    /// Feeds the next bytes of the body.
-    pub(crate) fn push(
+impl Listing for JobListing<'_> {
+    type Item = JobListItem;
+
+    fn push(
         &mut self,
         chunk: &[u8],
         sink: &mut dyn FnMut(JobListItem) -> Result<(), ListingError>,
@@ -248,8 +280,7 @@ impl<'a> JobListing<'a> {
         })
     }
 
-    /// Checks the end of the body; returns how many items were listed.
-    pub(crate) fn finish(&self) -> Result<usize, ListingError> {
+    fn finish(&self) -> Result<usize, ListingError> {
         self.splitter.finish()?;
         if self.skipped > 0 {
             tracing::warn!(
@@ -274,9 +305,12 @@ impl ProjectListing {
             splitter: ArraySplitter::new(MAX_ITEM_BYTES),
         }
     }
+}
 
-    /// Feeds the next bytes of the body.
-    pub(crate) fn push(
+impl Listing for ProjectListing {
+    type Item = String;
+
+    fn push(
         &mut self,
         chunk: &[u8],
         sink: &mut dyn FnMut(String) -> Result<(), ListingError>,
@@ -290,9 +324,9 @@ impl ProjectListing {
         })
     }
 
-    /// Checks the end of the body.
-    pub(crate) fn finish(&self) -> Result<(), ListingError> {
-        self.splitter.finish()
+    fn finish(&self) -> Result<usize, ListingError> {
+        self.splitter.finish()?;
+        Ok(self.splitter.index)
     }
 }
 
@@ -301,37 +335,33 @@ fn parse_item(index: usize, bytes: &[u8]) -> Result<Value, ListingError> {
         .map_err(|e| ListingError::Invalid(format!("invalid JSON in listed item {index}: {e}")))
 }
 
+/// Decodes a whole listing held in memory.
+#[cfg(test)]
+fn decode_all<L: Listing>(mut listing: L, body: &[u8]) -> Result<Vec<L::Item>, String> {
+    let mut items = Vec::new();
+    listing
+        .push(body, &mut |item| {
+            items.push(item);
+            Ok(())
+        })
+        .and_then(|()| listing.finish())
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(items)
+}
+
 /// Decodes a whole job listing held in memory.
 #[cfg(test)]
 pub(crate) fn decode_job_list(
     body: &[u8],
     default_project: Option<&str>,
 ) -> Result<Vec<JobListItem>, String> {
-    let mut jobs = Vec::new();
-    let mut listing = JobListing::new(default_project);
-    listing
-        .push(body, &mut |job| {
-            jobs.push(job);
-            Ok(())
-        })
-        .and_then(|()| listing.finish())
-        .map_err(|e| format!("{e:?}"))?;
-    Ok(jobs)
+    decode_all(JobListing::new(default_project), body)
 }
 
 /// Decodes a whole `GET /projects/` answer held in memory.
 #[cfg(test)]
 pub(crate) fn decode_project_keys(body: &[u8]) -> Result<Vec<String>, String> {
-    let mut keys = Vec::new();
-    let mut listing = ProjectListing::new();
-    listing
-        .push(body, &mut |key| {
-            keys.push(key);
-            Ok(())
-        })
-        .and_then(|()| listing.finish())
-        .map_err(|e| format!("{e:?}"))?;
-    Ok(keys)
+    decode_all(ProjectListing::new(), body)
 }
 
 #[cfg(test)]
@@ -441,6 +471,19 @@ mod tests {
         }
         assert_eq!(listing.finish().unwrap(), 4);
         assert_eq!(ids, [("j1".into(), "P".into()), ("j2".into(), "D".into())]);
+    }
+
+    #[test]
+    fn keep_all_refuses_items_beyond_its_cap() {
+        let mut items = Vec::new();
+        let mut sink = keep_all(&mut items, 2, "jobs");
+        assert!(sink(1).is_ok() && sink(2).is_ok());
+        assert_eq!(
+            sink(3),
+            Err(ListingError::TooLarge("more than 2 listed jobs".into()))
+        );
+        drop(sink);
+        assert_eq!(items, [1, 2]);
     }
 
     #[test]
