@@ -561,6 +561,19 @@ async fn an_unreachable_dss_is_a_transport_error_without_the_key() {
 }
 
 #[tokio::test]
+async fn a_tls_failure_is_its_own_category() {
+    // HTTPS to a server that speaks plain HTTP: the handshake fails inside rustls.
+    let server = support::spawn().await;
+    let url = url::Url::parse(&format!("https://{}", server.addr)).unwrap();
+    let client = DssClient::new(ClientConfig::new(url, ApiKey::from(KEY))).unwrap();
+    let err = client.list_project_keys().await.unwrap_err();
+    assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+    assert_eq!(err.class(), Category::Tls);
+    assert_eq!(err.category(), "DssTlsError");
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
 async fn an_invalid_ca_bundle_is_a_config_error() {
     let server = support::spawn().await;
     let mut cfg = config(&server);

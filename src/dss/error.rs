@@ -165,8 +165,10 @@ pub enum Error {
 /// The class of a DSS error, as a metric label and a condition or event reason. A closed set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Category {
-    /// DSS cannot be reached: DNS, connection refused or reset, TLS.
+    /// DSS cannot be reached: DNS, connection refused or reset.
     Unreachable,
+    /// The TLS handshake failed (unknown issuer, bad certificate, protocol).
+    Tls,
     /// The call (or a [`JobWaiter`](super::JobWaiter)) ran out of time, or DSS answered 408.
     Timeout,
     /// DSS (or a gateway) answered 429 Too Many Requests.
@@ -190,8 +192,9 @@ pub enum Category {
 
 impl Category {
     /// Every category.
-    pub const ALL: [Category; 10] = [
+    pub const ALL: [Category; 11] = [
         Category::Unreachable,
+        Category::Tls,
         Category::Timeout,
         Category::RateLimited,
         Category::Throttled,
@@ -207,6 +210,7 @@ impl Category {
     pub fn as_str(self) -> &'static str {
         match self {
             Category::Unreachable => "DssUnreachable",
+            Category::Tls => "DssTlsError",
             Category::Timeout => "DssTimeout",
             Category::RateLimited => "DssRateLimited",
             Category::Throttled => "DssThrottled",
@@ -323,6 +327,7 @@ impl Error {
                 }
             }
             Error::Timeout { .. } | Error::WaitTimeout { .. } => Category::Timeout,
+            Error::Transport { source, .. } if is_tls(source) => Category::Tls,
             Error::Transport { .. } => Category::Unreachable,
             Error::Throttled { .. } => Category::Throttled,
             Error::Decode { .. } | Error::TooLarge { .. } => Category::BadResponse,
@@ -336,9 +341,13 @@ impl Error {
     /// [`Error::is_rejection`]).
     pub fn is_retryable(&self) -> bool {
         match self.class() {
-            Category::RateLimited | Category::Throttled | Category::GatewayError | Category::Unreachable => {
-                true
-            }
+            // A TLS failure counts as transport trouble, as it always did: a fixed CA or certificate
+            // is picked up by the next call.
+            Category::RateLimited
+            | Category::Throttled
+            | Category::GatewayError
+            | Category::Unreachable
+            | Category::Tls => true,
             // A waiter that gave up is final for that wait; a timed-out call is not.
             Category::Timeout => !matches!(self, Error::WaitTimeout { .. }),
             Category::ServerError => self.status() != Some(501),
@@ -426,6 +435,34 @@ impl Error {
     /// closed set: the names of [`Category::ALL`].
     pub fn category(&self) -> &'static str {
         self.class().as_str()
+    }
+}
+
+/// Whether a transport error is a TLS failure: its cause chain holds a rustls error (the TLS stack
+/// reports handshake failures as I/O errors that wrap one, sometimes twice).
+fn is_tls(err: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = source {
+        if holds_rustls(e) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Whether `e` is a rustls error or an I/O error wrapping one. `io::Error::source` skips the error
+/// it wraps, so the wrapped one is looked at explicitly.
+fn holds_rustls(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.downcast_ref::<rustls::Error>().is_some() {
+        return true;
+    }
+    match e
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+    {
+        Some(inner) => holds_rustls(inner),
+        None => false,
     }
 }
 
