@@ -12,8 +12,8 @@ use std::{
 
 use base64::Engine as _;
 use kube_dss::dss::{
-    ApiKey, ApiPrefix, BuildType, ClientConfig, DssClient, Error, JobDefinitionBuilder, JobState, JobWaiter,
-    Limits, ObjectType, Operation, Outcome, RequestObserver,
+    ApiKey, ApiPrefix, BuildType, Category, ClientConfig, DssClient, Error, JobDefinitionBuilder, JobState,
+    JobWaiter, Limits, LogTailLimits, ObjectType, Operation, Outcome, RequestObserver,
 };
 use support::{Fault, KEY, TestDss};
 
@@ -351,10 +351,32 @@ async fn http_errors_keep_status_error_type_and_message() {
     );
     let err = client.list_jobs("TEST_PROJECT").await.unwrap_err();
     assert!(err.is_retryable());
-    assert_eq!(err.category(), "DssServerError");
+    assert_eq!(err.category(), "DssGatewayError");
     assert!(
         matches!(&err, Error::Api { body_excerpt, message: None, .. } if body_excerpt.contains("502 Bad Gateway"))
     );
+
+    // A gateway's 404 (bare, or its HTML page while it reloads) never says that the job is gone.
+    let job = "build_busy_NP_2015-09-27T10-00-00.000";
+    for body in [
+        "",
+        "<html><head><title>404 Not Found</title></head><body>nginx</body></html>",
+    ] {
+        server.push_fault(Fault::status(404, body).header("content-type", "text/html"));
+        let err = client.get_status("TEST_PROJECT", job).await.unwrap_err();
+        assert_eq!(err.status(), Some(404));
+        assert!(!err.is_not_found(), "{err}");
+        assert!(err.is_retryable());
+        assert_eq!(err.class(), Category::GatewayError);
+    }
+    // DSS's own answer about the same job, once it is really unknown, does.
+    let err = client.get_status("TEST_PROJECT", "purged").await.unwrap_err();
+    assert!(err.is_not_found() && !err.is_retryable(), "{err}");
+    // A 403 page from something in front of DSS is not DSS refusing the key.
+    server.push_fault(Fault::status(403, "<html><h1>403 Forbidden</h1></html>"));
+    let err = client.get_status("TEST_PROJECT", job).await.unwrap_err();
+    assert!(!err.is_unauthorized());
+    assert_eq!(err.category(), "DssGatewayError");
 
     server.push_fault(Fault::status(500, ""));
     let err = client.get_status("TEST_PROJECT", "x").await.unwrap_err();
@@ -539,6 +561,19 @@ async fn an_unreachable_dss_is_a_transport_error_without_the_key() {
 }
 
 #[tokio::test]
+async fn a_tls_failure_is_its_own_category() {
+    // HTTPS to a server that speaks plain HTTP: the handshake fails inside rustls.
+    let server = support::spawn().await;
+    let url = url::Url::parse(&format!("https://{}", server.addr)).unwrap();
+    let client = DssClient::new(ClientConfig::new(url, ApiKey::from(KEY))).unwrap();
+    let err = client.list_project_keys().await.unwrap_err();
+    assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+    assert_eq!(err.class(), Category::Tls);
+    assert_eq!(err.category(), "DssTlsError");
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
 async fn an_invalid_ca_bundle_is_a_config_error() {
     let server = support::spawn().await;
     let mut cfg = config(&server);
@@ -568,6 +603,137 @@ async fn a_huge_log_keeps_its_tail() {
     assert!(log.ends_with("TAIL-MARKER é\n"));
     assert!(!log.contains("HEAD-MARKER"));
     assert!(log.len() <= 16 * 1024 * 1024 + 100);
+}
+
+#[tokio::test]
+async fn the_log_tail_keeps_the_final_error_and_never_the_key() {
+    let (server, client) = client().await;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:"));
+    let mut job = support::seeded_job(
+        "TEST_PROJECT",
+        "tailed",
+        "FAILED",
+        "2015-09-26T10:00:00.000Z",
+        1,
+        2,
+    );
+    job.id = "tailed".into();
+    let long_line = "L".repeat(8000);
+    job.log = format!(
+        "[t] [main] [INFO] [dku.jobs] - Job tailed initiated with key {KEY}\n\
+         [t] [act-1] [INFO] [dku.flow.recipe] - {long_line} echoed Basic {basic} and {KEY}\n\
+         [t] [act-1] [ERROR] [dku.flow.activity] - Activity compute_tailed_NP FAILED\n\
+         [t] [act-1] [ERROR] [dku.flow.activity] - Job failed: table cat_train is missing\n\
+         [t] [main] [INFO] [dku.flow.jobrunner] - Job tailed finished\n"
+    );
+    server.add_job(job);
+    let tail = client
+        .get_log_tail("TEST_PROJECT", "tailed", None, LogTailLimits::new(4, 600))
+        .await
+        .unwrap();
+    assert_no_key(&tail.text);
+    assert!(tail.text.len() <= 600, "{} bytes", tail.text.len());
+    assert!(tail.truncated);
+    assert!(tail.text.starts_with('…'), "cut from the front: {}", tail.text);
+    assert!(
+        tail.text.contains("L echoed Basic *** and ***\n"),
+        "{}",
+        tail.text
+    );
+    assert!(
+        tail.text
+            .ends_with("[INFO] [dku.flow.jobrunner] - Job tailed finished"),
+        "{}",
+        tail.text
+    );
+    assert_eq!(
+        tail.failure_message().as_deref(),
+        Some("Job failed: table cat_train is missing")
+    );
+    assert_eq!(
+        server.requests().last().unwrap().path,
+        "/public/api/projects/TEST_PROJECT/jobs/tailed/log"
+    );
+
+    // A 17 MiB log: only its end is kept.
+    let mut big = support::seeded_job("TEST_PROJECT", "biglog", "DONE", "2015-09-26T10:00:00.000Z", 1, 2);
+    big.id = "biglog".into();
+    server.add_job(big);
+    let tail = client
+        .get_log_tail("TEST_PROJECT", "biglog", None, LogTailLimits::default())
+        .await
+        .unwrap();
+    assert!(
+        tail.text.ends_with("TAIL-MARKER é"),
+        "{}",
+        &tail.text[tail.text.len() - 20..]
+    );
+    assert!(tail.text.len() <= 4096);
+    assert!(tail.bytes_read > support::BIG_LOG_BYTES as u64);
+}
+
+#[tokio::test]
+async fn a_search_keeps_only_the_jobs_it_accepts() {
+    let (_server, client) = client().await;
+    let search = client
+        .search_jobs("TEST_PROJECT", 1, |job| job.state == JobState::Failed)
+        .await
+        .unwrap();
+    assert_eq!(search.listed, 5);
+    assert_eq!(search.total_matches, 2);
+    assert_eq!(search.matches.len(), 1);
+    assert_eq!(
+        search.matches[0].job_id,
+        "build_old_failure_NP_2015-09-20T10-00-00.000"
+    );
+    let err = client.search_jobs("NOPE", 5, |_| true).await.unwrap_err();
+    assert!(err.is_not_found());
+}
+
+#[tokio::test]
+async fn answers_over_a_cap_are_clear_errors_naming_the_cap() {
+    let (server, client) = client().await;
+    let cases = [
+        (
+            "a listed item over 1 MiB",
+            format!(
+                r#"[{{"jobId":"j","projectKey":"P","pad":"{}"}}]"#,
+                "x".repeat(1024 * 1024)
+            ),
+            "listed item 0 is larger than 1048576 bytes",
+        ),
+        (
+            "more jobs than a whole listing may hold",
+            format!(
+                "[{}]",
+                vec![r#"{"jobId":"j","projectKey":"P","state":"DONE"}"#; 10_001].join(",")
+            ),
+            "more than 10000 listed jobs",
+        ),
+    ];
+    for (case, body, cap) in cases {
+        server.push_fault(Fault::status(200, &body));
+        let err = client.list_jobs("TEST_PROJECT").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::TooLarge { limit, .. } if limit == cap),
+            "{case}: {err:?}"
+        );
+        assert_eq!(err.category(), "DssBadResponse", "{case}");
+        assert!(!err.is_retryable(), "{case}");
+    }
+    server.push_fault(Fault::status(200, &" ".repeat(16 * 1024 * 1024 + 1)));
+    let err = client.get_status("TEST_PROJECT", "j").await.unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("the answer exceeds the client's cap: a body over 16777216 bytes"),
+        "{err}"
+    );
+    // The same listing under the cap is fine.
+    server.push_fault(Fault::status(
+        200,
+        r#"[{"jobId":"j","projectKey":"P","state":"DONE"}]"#,
+    ));
+    assert_eq!(client.list_jobs("TEST_PROJECT").await.unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -581,7 +581,7 @@ async fn hostile_answers_are_errors_not_panics_and_never_show_the_key() {
         (Fault::status(200, ""), |e| matches!(e, Error::Decode { .. })),
         (
             Fault::status(200, &huge),
-            |e| matches!(e, Error::Decode { detail, .. } if detail.contains("larger than")),
+            |e| matches!(e, Error::TooLarge { limit, .. } if limit.contains("33554432")),
         ),
         (
             Fault::status(502, "<html><body><h1>502 Bad Gateway</h1></body></html>"),

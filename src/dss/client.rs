@@ -1,7 +1,16 @@
-//! [`DssClient`]: the DSS jobs calls, each through the client's budget, with a timeout, a bounded body
-//! read, and a report to the [`RequestObserver`].
+//! [`DssClient`]: the DSS jobs calls, each through the client's budget, with one deadline for the
+//! whole call (request and body), a bounded or streamed body read, and a report to the
+//! [`RequestObserver`].
+//!
+//! A call takes an in-flight slot and a token from the connection's budget (waiting at most what the
+//! handle allows, see [`DssClient::with_max_budget_wait`]), sends the request and reads the answer
+//! before giving the slot back: a DSS that answers slowly, or trickles its body, occupies its own
+//! connection's slots only. Listings are decoded item by item as they arrive (`listing.rs`) and
+//! logs are reduced to their tail as they arrive (`log_tail.rs`), so no answer is held whole unless
+//! it is small.
 
 use std::{
+    collections::VecDeque,
     fmt,
     sync::{Arc, PoisonError, RwLock},
     time::Duration,
@@ -16,10 +25,12 @@ use url::Url;
 use super::{
     ApiKey, ClientConfig, Error, JobDefinition, Limits, Operation,
     error::{ErrorBody, parse_retry_after},
-    limiter::Limiter,
+    limiter::{Limiter, Permit},
+    listing::{JobListing, Listing, ListingError, ProjectListing, keep_all},
+    log_tail::{LogTail, LogTailLimits, TailCollector},
     model::{
-        AuthInfo, JobListItem, JobStatus, StartedJob, decode_auth_info, decode_job_list, decode_project_keys,
-        decode_started, decode_status,
+        AuthInfo, JobListItem, JobSearch, JobStatus, StartedJob, decode_auth_info, decode_started,
+        decode_status,
     },
 };
 
@@ -84,8 +95,8 @@ impl Outcome {
             Err(Error::Api { .. }) => Outcome::UnexpectedStatus,
             Err(Error::Timeout { .. }) => Outcome::Timeout,
             Err(Error::Transport { .. }) => Outcome::Transport,
-            Err(Error::Decode { .. }) => Outcome::Decode,
-            // No request was made.
+            Err(Error::Decode { .. } | Error::TooLarge { .. }) => Outcome::Decode,
+            // No request was made (a budget refusal included).
             Err(_) => return None,
         })
     }
@@ -102,17 +113,27 @@ pub trait RequestObserver: Send + Sync {
     /// A call finished: its outcome and duration (from sending to the decoded answer; budget waits
     /// excluded).
     fn observe(&self, operation: Operation, outcome: Outcome, elapsed: Duration);
-    /// A call waited `wait` for the budget (rate, in-flight cap or a 429 pause) before being sent.
+    /// A call waited `wait` for the budget (rate, in-flight cap or a 429 pause) before being sent, or
+    /// was refused by it after `wait` ([`Error::Throttled`]).
     fn throttled(&self, _operation: Operation, _wait: Duration) {}
 }
 
-/// Body size caps: a hostile server cannot make the client buffer more than this.
+/// Body size caps: a hostile server cannot make the client buffer more than this. Listings and logs
+/// are streamed instead (their caps are on items and on the tail).
 pub(super) const MAX_JSON_BODY: usize = 32 * 1024 * 1024;
 const MAX_STATUS_BODY: usize = 16 * 1024 * 1024;
 pub(super) const MAX_LOG_BODY: usize = 16 * 1024 * 1024;
 pub(super) const MAX_ERROR_BODY: usize = 64 * 1024;
+/// The most jobs a listing returned whole ([`DssClient::list_jobs`] and the running-jobs listings)
+/// may hold. [`DssClient::search_jobs`] has no such cap: it keeps only what it is asked to.
+pub const MAX_LISTED_JOBS: usize = 10_000;
+/// The most projects [`DssClient::list_project_keys`] returns.
+pub const MAX_LISTED_PROJECTS: usize = 10_000;
 /// The pause after a 429 that carries no usable `Retry-After`.
 const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause a 429 imposes on the connection's calls, whatever its `Retry-After` (which the
+/// error still reports, up to 600 s, for callers that requeue instead of waiting).
+pub const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(60);
 
 /// Characters left as they are in a path segment: RFC 3986 unreserved. Everything else, including `/`,
 /// `%`, `?`, `#`, space and non-ASCII, is percent-encoded.
@@ -123,11 +144,13 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// A client of one DSS. Cheap to clone: clones share the HTTP connection pool, the API key and the
-/// request budget. The observer belongs to the handle (see [`DssClient::with_observer`]).
+/// request budget. The observer and the budget wait limit belong to the handle (see
+/// [`DssClient::with_observer`], [`DssClient::with_max_budget_wait`]).
 #[derive(Clone)]
 pub struct DssClient {
     shared: Arc<Shared>,
     observer: Option<Arc<dyn RequestObserver>>,
+    max_budget_wait: Option<Duration>,
 }
 
 struct Shared {
@@ -146,6 +169,7 @@ impl fmt::Debug for DssClient {
             .field("prefix", &self.shared.prefix)
             .field("api_key", &"ApiKey(***)")
             .field("observer", &self.observer.is_some())
+            .field("max_budget_wait", &self.max_budget_wait)
             .finish_non_exhaustive()
     }
 }
@@ -153,6 +177,44 @@ impl fmt::Debug for DssClient {
 /// A raw successful answer.
 pub(super) struct Answer {
     pub(super) body: Vec<u8>,
+}
+
+/// A successful answer whose body is still to be read, with everything the call holds until it is.
+struct Exchange {
+    op: Operation,
+    response: reqwest::Response,
+    /// The in-flight slot, given back when the body has been read.
+    _permit: Permit,
+    /// The end of the call's time: request and body together.
+    deadline: tokio::time::Instant,
+    /// The key the request was sent with (to remove it from the log).
+    key: ApiKey,
+}
+
+impl Exchange {
+    /// The next piece of the body, before the deadline.
+    async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, Error> {
+        let op = self.op;
+        match tokio::time::timeout_at(self.deadline, self.response.chunk()).await {
+            Ok(chunk) => chunk.map_err(|e| transport(op, e)),
+            Err(_) => Err(Error::Timeout { operation: op }),
+        }
+    }
+
+    /// The whole body, refused over `cap` bytes.
+    async fn bytes(mut self, cap: usize) -> Result<Vec<u8>, Error> {
+        let mut body = Vec::new();
+        while let Some(chunk) = self.chunk().await? {
+            if body.len() + chunk.len() > cap {
+                return Err(Error::TooLarge {
+                    operation: self.op,
+                    limit: format!("a body over {cap} bytes"),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
 }
 
 impl DssClient {
@@ -192,7 +254,19 @@ impl DssClient {
                 request_timeout: config.request_timeout,
             }),
             observer: None,
+            max_budget_wait: None,
         })
+    }
+
+    /// This handle, waiting at most `wait` for the connection's budget before each call (an in-flight
+    /// slot, a token, the end of a 429 pause); beyond that a call fails at once with
+    /// [`Error::Throttled`] and its `retry_after`, without being sent, so that a caller such as a
+    /// reconciler can requeue instead of holding its slot. Without it a call waits as long as the
+    /// budget needs (a 429 pause lasts at most [`MAX_RATE_LIMIT_PAUSE`]), which suits the CLI.
+    /// Clones made from the returned handle share the limit; other handles are unaffected.
+    pub fn with_max_budget_wait(mut self, wait: Duration) -> Self {
+        self.max_budget_wait = Some(wait);
+        self
     }
 
     /// This handle, reporting every call to `observer`. Clones made from the returned handle report too;
@@ -227,16 +301,20 @@ impl DssClient {
     }
 
     /// `GET /projects/`: the keys of the projects the API key can read. The cheapest "does my key work"
-    /// call.
+    /// call. More than [`MAX_LISTED_PROJECTS`] projects is an [`Error::TooLarge`].
     pub async fn list_project_keys(&self) -> Result<Vec<String>, Error> {
         let op = Operation::ListProjects;
         self.observed(op, async {
             let url = self.url(op, &["projects", ""], &[])?;
-            let answer = self.send(op, Method::GET, url, None, MAX_JSON_BODY).await?;
-            decode_project_keys(&answer.body).map_err(|detail| Error::Decode {
-                operation: op,
-                detail,
-            })
+            let exchange = self.exchange(op, Method::GET, url, None).await?;
+            let mut keys = Vec::new();
+            stream_listing(
+                exchange,
+                ProjectListing::new(),
+                &mut keep_all(&mut keys, MAX_LISTED_PROJECTS, "projects"),
+            )
+            .await?;
+            Ok(keys)
         })
         .instrument(tracing::debug_span!("dss.list_project_keys"))
         .await
@@ -247,8 +325,12 @@ impl DssClient {
         let op = Operation::AuthInfo;
         self.observed(op, async {
             let url = self.url(op, &["auth", "info"], &[])?;
-            let answer = self.send(op, Method::GET, url, None, MAX_JSON_BODY).await?;
-            decode_auth_info(&answer.body).map_err(|detail| Error::Decode {
+            let body = self
+                .exchange(op, Method::GET, url, None)
+                .await?
+                .bytes(MAX_JSON_BODY)
+                .await?;
+            decode_auth_info(&body).map_err(|detail| Error::Decode {
                 operation: op,
                 detail,
             })
@@ -257,7 +339,9 @@ impl DssClient {
         .await
     }
 
-    /// `GET /projects/{pk}/jobs/`: every job DSS retains for the project, finished or not.
+    /// `GET /projects/{pk}/jobs/`: every job DSS retains for the project, finished or not. More than
+    /// [`MAX_LISTED_JOBS`] jobs is an [`Error::TooLarge`]: use [`DssClient::search_jobs`] to look
+    /// for jobs in a project that may keep many.
     #[tracing::instrument(name = "dss.list_jobs", level = "debug", skip_all, fields(project = project_key))]
     pub async fn list_jobs(&self, project_key: &str) -> Result<Vec<JobListItem>, Error> {
         self.list(
@@ -297,6 +381,42 @@ impl DssClient {
         .await
     }
 
+    /// `GET /projects/{pk}/jobs/`, keeping only the jobs `keep` accepts, decided as the listing
+    /// streams in: however many jobs the project retains, only the accepted ones are held, at most
+    /// `max_matches` of them (the count of all accepted ones is still reported). For searches such as
+    /// "which job did my lost start request create". Jobs are seen in DSS's order.
+    #[tracing::instrument(name = "dss.search_jobs", level = "debug", skip_all, fields(project = project_key))]
+    pub async fn search_jobs(
+        &self,
+        project_key: &str,
+        max_matches: usize,
+        mut keep: impl FnMut(&JobListItem) -> bool + Send,
+    ) -> Result<JobSearch, Error> {
+        let op = Operation::ListJobs;
+        let path = ["projects", project_key, "jobs", ""];
+        self.observed(op, async {
+            let url = self.url(op, &path, &[])?;
+            let exchange = self.exchange(op, Method::GET, url, None).await?;
+            let (mut matches, mut total_matches) = (Vec::new(), 0);
+            let listed = stream_listing(exchange, JobListing::new(Some(project_key)), &mut |job| {
+                if keep(&job) {
+                    total_matches += 1;
+                    if matches.len() < max_matches {
+                        matches.push(job);
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+            Ok(JobSearch {
+                matches,
+                total_matches,
+                listed,
+            })
+        })
+        .await
+    }
+
     async fn list(
         &self,
         op: Operation,
@@ -306,11 +426,15 @@ impl DssClient {
     ) -> Result<Vec<JobListItem>, Error> {
         self.observed(op, async {
             let url = self.url(op, path, query)?;
-            let answer = self.send(op, Method::GET, url, None, MAX_JSON_BODY).await?;
-            decode_job_list(&answer.body, default_project).map_err(|detail| Error::Decode {
-                operation: op,
-                detail,
-            })
+            let exchange = self.exchange(op, Method::GET, url, None).await?;
+            let mut jobs = Vec::new();
+            stream_listing(
+                exchange,
+                JobListing::new(default_project),
+                &mut keep_all(&mut jobs, MAX_LISTED_JOBS, "jobs"),
+            )
+            .await?;
+            Ok(jobs)
         })
         .await
     }
@@ -338,9 +462,11 @@ impl DssClient {
                 detail: format!("cannot serialize the job definition: {e}"),
             })?;
             let answer = self
-                .send(op, Method::POST, url, Some(body), MAX_JSON_BODY)
+                .exchange(op, Method::POST, url, Some(body))
+                .await?
+                .bytes(MAX_JSON_BODY)
                 .await?;
-            let started = decode_started(&answer.body).map_err(|detail| Error::Decode {
+            let started = decode_started(&answer).map_err(|detail| Error::Decode {
                 operation: op,
                 detail,
             })?;
@@ -357,8 +483,12 @@ impl DssClient {
         let op = Operation::GetStatus;
         self.observed(op, async {
             let url = self.url(op, &["projects", project_key, "jobs", job_id, ""], &[])?;
-            let answer = self.send(op, Method::GET, url, None, MAX_STATUS_BODY).await?;
-            decode_status(&answer.body).map_err(|detail| Error::Decode {
+            let body = self
+                .exchange(op, Method::GET, url, None)
+                .await?
+                .bytes(MAX_STATUS_BODY)
+                .await?;
+            decode_status(&body).map_err(|detail| Error::Decode {
                 operation: op,
                 detail,
             })
@@ -373,7 +503,9 @@ impl DssClient {
         let op = Operation::Abort;
         self.observed(op, async {
             let url = self.url(op, &["projects", project_key, "jobs", job_id, "abort"], &[])?;
-            self.send(op, Method::POST, url, None, MAX_ERROR_BODY)
+            self.exchange(op, Method::POST, url, None)
+                .await?
+                .bytes(MAX_ERROR_BODY)
                 .await
                 .map(|_| ())
         })
@@ -382,7 +514,8 @@ impl DssClient {
 
     /// `GET /projects/{pk}/jobs/{id}/log[?activity=]`: the job's log, or one activity's. Decoded as
     /// UTF-8 (invalid bytes replaced). A log larger than 16 MiB is cut to its last 16 MiB, after a
-    /// first line saying so.
+    /// first line saying so. For a failure record use [`DssClient::get_log_tail`], which holds far
+    /// less and removes the API key.
     #[tracing::instrument(name = "dss.get_log", level = "debug", skip_all, fields(project = project_key, job_id = job_id))]
     pub async fn get_log(
         &self,
@@ -394,8 +527,37 @@ impl DssClient {
         self.observed(op, async {
             let query: Vec<(&str, &str)> = activity.map(|a| ("activity", a)).into_iter().collect();
             let url = self.url(op, &["projects", project_key, "jobs", job_id, "log"], &query)?;
-            let answer = self.send_keep_tail(op, url).await?;
-            Ok(answer)
+            let exchange = self.exchange(op, Method::GET, url, None).await?;
+            keep_tail(exchange).await
+        })
+        .await
+    }
+
+    /// `GET /projects/{pk}/jobs/{id}/log[?activity=]`, reduced to its end as it streams in: the last
+    /// `limits.max_lines` non-blank lines, cut from the front to `limits.max_bytes` bytes so that the
+    /// final error is kept, with the API key and its Basic form (`base64("key:")`) removed anywhere
+    /// in the text before anything is cut, and values after credential markers (`password=`,
+    /// `jobTicketSecret=` ...) masked. Memory stays within a few times `limits.max_bytes` plus one
+    /// chunk, however long the log; the whole read is bounded by the request timeout like any call.
+    /// [`LogTail::failure_message`] picks the line that explains a failure.
+    #[tracing::instrument(name = "dss.get_log_tail", level = "debug", skip_all, fields(project = project_key, job_id = job_id))]
+    pub async fn get_log_tail(
+        &self,
+        project_key: &str,
+        job_id: &str,
+        activity: Option<&str>,
+        limits: LogTailLimits,
+    ) -> Result<LogTail, Error> {
+        let op = Operation::GetLog;
+        self.observed(op, async {
+            let query: Vec<(&str, &str)> = activity.map(|a| ("activity", a)).into_iter().collect();
+            let url = self.url(op, &["projects", project_key, "jobs", job_id, "log"], &query)?;
+            let mut exchange = self.exchange(op, Method::GET, url, None).await?;
+            let mut tail = TailCollector::new(limits, exchange.key.expose_secret());
+            while let Some(chunk) = exchange.chunk().await? {
+                tail.push(&chunk);
+            }
+            Ok(tail.finish())
         })
         .await
     }
@@ -469,8 +631,7 @@ impl DssClient {
         headers
     }
 
-    /// Sends one request through the budget and returns a 2xx body (read up to `cap` bytes, else a decode
-    /// error), or the error. Never retries.
+    /// Sends one request (see [`Self::exchange`]) and reads its 2xx body, refused over `cap` bytes.
     pub(super) async fn send(
         &self,
         op: Operation,
@@ -479,47 +640,29 @@ impl DssClient {
         body: Option<Vec<u8>>,
         cap: usize,
     ) -> Result<Answer, Error> {
-        let response = self.start(op, method, url, body).await?;
-        let read = read_capped(op, response, cap, false);
-        let (body, truncated) = self.within_timeout(op, read).await??;
-        if truncated {
-            return Err(Error::Decode {
-                operation: op,
-                detail: format!("the answer is larger than {cap} bytes"),
-            });
-        }
+        let body = self.exchange(op, method, url, body).await?.bytes(cap).await?;
         Ok(Answer { body })
     }
 
-    /// Like [`Self::send`] for a `GET` of text, keeping the last [`MAX_LOG_BODY`] bytes of a longer body.
+    /// A `GET` of text, keeping the last [`MAX_LOG_BODY`] bytes of a longer body.
     pub(super) async fn send_keep_tail(&self, op: Operation, url: Url) -> Result<String, Error> {
-        let response = self.start(op, Method::GET, url, None).await?;
-        let read = read_capped(op, response, MAX_LOG_BODY, true);
-        let (body, truncated) = self.within_timeout(op, read).await??;
-        let text = String::from_utf8_lossy(&body);
-        Ok(if truncated {
-            format!("[kube-dss: log truncated, only its last {MAX_LOG_BODY} bytes are shown]\n{text}")
-        } else {
-            text.into_owned()
-        })
+        keep_tail(self.exchange(op, Method::GET, url, None).await?).await
     }
 
-    /// Waits for the budget, sends the request and checks the status. Error statuses become
-    /// [`Error::Api`]; a 429 pauses the whole client.
-    async fn start(
+    /// Takes the budget (within the handle's wait limit), sends the request and checks the status,
+    /// all before one deadline (the request timeout) that also bounds reading the body. A 2xx answer
+    /// is returned unread, holding its in-flight slot; error statuses become [`Error::Api`] once their
+    /// (bounded) body is read. A 429 pauses the connection's calls, for at most
+    /// [`MAX_RATE_LIMIT_PAUSE`]. Never retries.
+    async fn exchange(
         &self,
         op: Operation,
         method: Method,
         url: Url,
         body: Option<Vec<u8>>,
-    ) -> Result<reqwest::Response, Error> {
-        let (permit, waited) = self.shared.limiter.acquire().await;
-        if !waited.is_zero() {
-            tracing::debug!(operation = %op, ?waited, "DSS call waited for the request budget");
-            if let Some(observer) = &self.observer {
-                observer.throttled(op, waited);
-            }
-        }
+    ) -> Result<Exchange, Error> {
+        let permit = self.take_budget(op).await?;
+        let deadline = tokio::time::Instant::now() + self.shared.request_timeout;
         let key = self.current_key();
         let mut request = self
             .shared
@@ -530,38 +673,46 @@ impl DssClient {
         if let Some(body) = body {
             request = request.body(body);
         }
-        let response = self
-            .within_timeout(op, request.send())
-            .await?
+        let response = tokio::time::timeout_at(deadline, request.send())
+            .await
+            .map_err(|_| Error::Timeout { operation: op })?
             .map_err(|e| transport(op, e))?;
-        // The permit covers the request until its answer's headers are in; reading the body does not need
-        // a slot of DSS's capacity any more.
-        drop(permit);
         let status = response.status();
+        let mut exchange = Exchange {
+            op,
+            response,
+            _permit: permit,
+            deadline,
+            key,
+        };
         if status.is_success() {
-            return Ok(response);
+            return Ok(exchange);
         }
-        let retry_after = response
+        let retry_after = exchange
+            .response
             .headers()
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
         if status.as_u16() == 429 {
-            let pause = retry_after.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE);
-            tracing::warn!(operation = %op, ?pause, "DSS is rate limiting; pausing every call of this client");
+            let pause = retry_after
+                .unwrap_or(DEFAULT_RATE_LIMIT_PAUSE)
+                .min(MAX_RATE_LIMIT_PAUSE);
+            tracing::warn!(operation = %op, ?pause, "DSS is rate limiting; pausing every call of this connection");
             self.shared
                 .limiter
                 .pause_until(tokio::time::Instant::now() + pause);
         }
         // An unreadable error body still gives an error with the status.
-        let body = match self
-            .within_timeout(op, read_capped(op, response, MAX_ERROR_BODY, false))
-            .await
-        {
-            Ok(Ok((body, _))) => body,
-            _ => Vec::new(),
-        };
-        let parsed = ErrorBody::parse(&body, key.expose_secret());
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = exchange.chunk().await {
+            let room = MAX_ERROR_BODY.saturating_sub(body.len());
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() >= MAX_ERROR_BODY {
+                break;
+            }
+        }
+        let parsed = ErrorBody::parse(&body, exchange.key.expose_secret());
         Err(Error::Api {
             operation: op,
             status: status.as_u16(),
@@ -573,11 +724,85 @@ impl DssClient {
         })
     }
 
-    /// A second guard on top of reqwest's own timeout, so no call can outlive the request timeout.
-    async fn within_timeout<T>(&self, op: Operation, fut: impl Future<Output = T>) -> Result<T, Error> {
-        tokio::time::timeout(self.shared.request_timeout, fut)
-            .await
-            .map_err(|_| Error::Timeout { operation: op })
+    /// An in-flight slot and a token, waiting at most the handle's limit.
+    async fn take_budget(&self, op: Operation) -> Result<Permit, Error> {
+        match self.shared.limiter.acquire_within(self.max_budget_wait).await {
+            Ok((permit, waited)) => {
+                if !waited.is_zero() {
+                    tracing::debug!(operation = %op, ?waited, "DSS call waited for the request budget");
+                    if let Some(observer) = &self.observer {
+                        observer.throttled(op, waited);
+                    }
+                }
+                Ok(permit)
+            }
+            Err(busy) => {
+                tracing::debug!(operation = %op, retry_after = ?busy.retry_after, "DSS call refused by the request budget");
+                if let Some(observer) = &self.observer {
+                    observer.throttled(op, busy.waited);
+                }
+                Err(Error::Throttled {
+                    operation: op,
+                    retry_after: busy.retry_after,
+                })
+            }
+        }
+    }
+}
+
+/// Reads a listing's body to its end, handing each decoded item to `sink`; returns how many items the
+/// array had.
+async fn stream_listing<L: Listing>(
+    mut exchange: Exchange,
+    mut listing: L,
+    sink: &mut (dyn FnMut(L::Item) -> Result<(), ListingError> + Send),
+) -> Result<usize, Error> {
+    let op = exchange.op;
+    while let Some(chunk) = exchange.chunk().await? {
+        listing.push(&chunk, sink).map_err(|e| listing_error(op, e))?;
+    }
+    listing.finish().map_err(|e| listing_error(op, e))
+}
+
+/// The text of a body, keeping its last [`MAX_LOG_BODY`] bytes: older chunks are dropped as newer
+/// ones arrive, so at most the cap plus one chunk is held, without copying.
+async fn keep_tail(mut exchange: Exchange) -> Result<String, Error> {
+    let mut chunks: VecDeque<bytes::Bytes> = VecDeque::new();
+    let mut held = 0usize;
+    let mut truncated = false;
+    while let Some(chunk) = exchange.chunk().await? {
+        held += chunk.len();
+        chunks.push_back(chunk);
+        while let Some(front) = chunks.front() {
+            if held - front.len() < MAX_LOG_BODY {
+                break;
+            }
+            held -= front.len();
+            chunks.pop_front();
+            truncated = true;
+        }
+    }
+    let skip = held.saturating_sub(MAX_LOG_BODY);
+    let note = if truncated || skip > 0 {
+        format!("[kube-dss: log truncated, only its last {MAX_LOG_BODY} bytes are shown]\n")
+    } else {
+        String::new()
+    };
+    let mut body = Vec::with_capacity(note.len() + held - skip);
+    body.extend_from_slice(note.as_bytes());
+    for (i, chunk) in chunks.drain(..).enumerate() {
+        body.extend_from_slice(if i == 0 { &chunk[skip..] } else { &chunk });
+    }
+    Ok(String::from_utf8(body).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+fn listing_error(op: Operation, err: ListingError) -> Error {
+    match err {
+        ListingError::Invalid(detail) => Error::Decode {
+            operation: op,
+            detail,
+        },
+        ListingError::TooLarge(limit) => Error::TooLarge { operation: op, limit },
     }
 }
 
@@ -590,38 +815,6 @@ fn transport(op: Operation, err: reqwest::Error) -> Error {
             source: err,
         }
     }
-}
-
-/// Reads a body up to `cap` bytes. Beyond it, either stops (`keep_tail == false`) or keeps reading and
-/// retains only the last `cap` bytes. Returns the bytes and whether anything was dropped.
-async fn read_capped(
-    op: Operation,
-    mut response: reqwest::Response,
-    cap: usize,
-    keep_tail: bool,
-) -> Result<(Vec<u8>, bool), Error> {
-    let mut buf: Vec<u8> = Vec::new();
-    let mut truncated = false;
-    while let Some(chunk) = response.chunk().await.map_err(|e| transport(op, e))? {
-        buf.extend_from_slice(&chunk);
-        if buf.len() > cap {
-            truncated = true;
-            if !keep_tail {
-                buf.truncate(cap);
-                break;
-            }
-            // Drop the oldest bytes in large steps to keep this linear.
-            if buf.len() > cap * 2 {
-                let excess = buf.len() - cap;
-                buf.drain(..excess);
-            }
-        }
-    }
-    if buf.len() > cap {
-        let excess = buf.len() - cap;
-        buf.drain(..excess);
-    }
-    Ok((buf, truncated))
 }
 
 fn check_segment(op: Operation, segment: &str) -> Result<(), Error> {

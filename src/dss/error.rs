@@ -2,14 +2,17 @@
 //!
 //! DSS reports errors as a JSON body `{"errorType","message","detailedMessage"}` with an HTTP status
 //! (`dss-api.md` 1.6); gateways in front of it send HTML. [`Error::Api`] keeps the status, the parsed
-//! fields and a bounded excerpt of the raw body, so callers can classify an error by status *and* by text
-//! (real DSS may answer 500 for an object that does not exist).
+//! fields and a bounded excerpt of the raw body. Classification ([`Error::class`]) trusts only what DSS
+//! itself said: an answer without DSS's JSON error body (no `errorType`) comes from something in front
+//! of DSS (a reverse proxy reloading, an ingress, an auth proxy) and says nothing about the job or the
+//! key; it is [`Category::GatewayError`], transient. Real DSS may answer 500 for an object that does
+//! not exist, so "not found" is read from the `errorType` (and message), not from the status alone.
 
 use std::{fmt, time::Duration};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use super::model::JobState;
+use super::{model::JobState, redact::redact};
 
 /// The DSS calls the client makes. A closed set: used as a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -178,6 +181,93 @@ pub enum Error {
         /// The last state polled, if any poll succeeded.
         last_state: Option<JobState>,
     },
+    /// The connection's request budget (its rate, its in-flight cap or a 429 pause) would have made
+    /// the call wait longer than the handle allows (see
+    /// [`DssClient::with_max_budget_wait`](super::DssClient::with_max_budget_wait)). Nothing was sent.
+    #[error("DSS {operation}: the connection's request budget is exhausted; next slot in {:.1}s", .retry_after.as_secs_f64())]
+    Throttled {
+        /// The call.
+        operation: Operation,
+        /// When the budget is expected to have room again (a lower bound for a busy in-flight cap).
+        retry_after: Duration,
+    },
+    /// DSS's answer is larger than one of the client's caps (body bytes, bytes of one listed item,
+    /// listed items). The same call would fail the same way until the answer shrinks.
+    #[error("DSS {operation}: the answer exceeds the client's cap: {limit}")]
+    TooLarge {
+        /// The call.
+        operation: Operation,
+        /// Which cap, with its value, e.g. `more than 10000 listed jobs`.
+        limit: String,
+    },
+}
+
+/// The class of a DSS error, as a metric label and a condition or event reason. A closed set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Category {
+    /// DSS cannot be reached: DNS, connection refused or reset.
+    Unreachable,
+    /// The TLS handshake failed (unknown issuer, bad certificate, protocol).
+    Tls,
+    /// The call (or a [`JobWaiter`](super::JobWaiter)) ran out of time, or DSS answered 408.
+    Timeout,
+    /// DSS (or a gateway) answered 429 Too Many Requests.
+    RateLimited,
+    /// The connection's own request budget refused to wait that long ([`Error::Throttled`]).
+    Throttled,
+    /// An error status without DSS's JSON error body: a gateway page (HTML, empty, or foreign JSON),
+    /// whatever the status (404, 401/403, 5xx). Transient: it says nothing about the object or the key.
+    GatewayError,
+    /// DSS's own JSON error with a 5xx status that is not a "not found".
+    ServerError,
+    /// DSS's own JSON error with 401 or 403: DSS refused the key or its privileges.
+    Unauthorized,
+    /// DSS's own JSON error saying the project or job does not exist ([`Error::is_not_found`]).
+    NotFound,
+    /// DSS's own JSON error with another 4xx status, or a request refused before sending.
+    Rejected,
+    /// A success status with an unusable body, or an answer over a client cap.
+    BadResponse,
+}
+
+impl Category {
+    /// Every category.
+    pub const ALL: [Category; 11] = [
+        Category::Unreachable,
+        Category::Tls,
+        Category::Timeout,
+        Category::RateLimited,
+        Category::Throttled,
+        Category::GatewayError,
+        Category::ServerError,
+        Category::Unauthorized,
+        Category::NotFound,
+        Category::Rejected,
+        Category::BadResponse,
+    ];
+
+    /// The PascalCase name, e.g. `DssGatewayError`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Unreachable => "DssUnreachable",
+            Category::Tls => "DssTlsError",
+            Category::Timeout => "DssTimeout",
+            Category::RateLimited => "DssRateLimited",
+            Category::Throttled => "DssThrottled",
+            Category::GatewayError => "DssGatewayError",
+            Category::ServerError => "DssServerError",
+            Category::Unauthorized => "DssUnauthorized",
+            Category::NotFound => "DssNotFound",
+            Category::Rejected => "DssRejected",
+            Category::BadResponse => "DssBadResponse",
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn api_summary(
@@ -226,108 +316,48 @@ impl Error {
             | Error::Timeout { operation }
             | Error::Transport { operation, .. }
             | Error::Decode { operation, .. }
-            | Error::InvalidArgument { operation, .. } => Some(*operation),
+            | Error::InvalidArgument { operation, .. }
+            | Error::Throttled { operation, .. }
+            | Error::TooLarge { operation, .. } => Some(*operation),
             Error::InvalidConfig(_) | Error::WaitTimeout { .. } => None,
         }
     }
 
-    /// Whether the same call may succeed later: 5xx (except 501 and "not found" answers), 429,
-    /// timeouts and transport errors. The client itself never retries; this is advice for callers, who
-    /// must never retry a job start blindly (it may have been accepted).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::Api { status, .. } => {
-                *status == 429 || (*status >= 500 && *status != 501 && !self.is_not_found())
-            }
-            Error::Timeout { .. } | Error::Transport { .. } => true,
-            Error::Decode { .. }
-            | Error::InvalidConfig(_)
-            | Error::InvalidArgument { .. }
-            | Error::WaitTimeout { .. } => false,
-        }
-    }
-
-    /// Whether DSS says the project or job does not exist: HTTP 404, or an `errorType` / message saying
-    /// so with a 4xx or 500 status (real DSS may use 500 for unknown objects).
-    pub fn is_not_found(&self) -> bool {
-        let Error::Api {
-            status,
-            error_type,
-            message,
-            detailed_message,
-            ..
-        } = self
-        else {
-            return false;
-        };
-        match *status {
-            404 => true,
-            401 | 403 | 429 => false,
-            400..=500 => {
-                error_type.as_deref().is_some_and(|t| {
-                    let t = t.to_ascii_lowercase();
-                    t.contains("notfound") || t.contains("unknownobject") || t.contains("nosuch")
-                }) || [message, detailed_message]
-                    .into_iter()
-                    .flatten()
-                    .any(|m| says_not_found(m))
-            }
-            _ => false,
-        }
-    }
-
-    /// Whether DSS asked the caller to slow down (429).
-    pub fn is_rate_limited(&self) -> bool {
-        matches!(self, Error::Api { status: 429, .. })
-    }
-
-    /// Whether DSS said the request itself is wrong, so sending it again cannot help: a 4xx other than
-    /// 401/403 (credentials), 408 (the request did not arrive in time) and 429 (slow down), or an
-    /// argument refused before anything was sent.
-    pub fn is_rejection(&self) -> bool {
-        match self {
-            Error::Api { status, .. } => {
-                (400..500).contains(status) && !matches!(status, 401 | 403 | 408 | 429)
-            }
-            Error::InvalidArgument { .. } => true,
-            _ => false,
-        }
-    }
-
-    /// Whether DSS refused the credentials or their privileges (401 / 403).
-    pub fn is_unauthorized(&self) -> bool {
+    /// Whether the answer carries DSS's own JSON error body (a JSON object with an `errorType`).
+    /// Everything else with an error status (HTML, an empty body, a proxy's own JSON) comes from
+    /// something in front of DSS.
+    pub fn is_dss_error(&self) -> bool {
         matches!(
             self,
             Error::Api {
-                status: 401 | 403,
+                error_type: Some(_),
                 ..
             }
         )
     }
 
-    /// How long the server asked to wait before the next call (`Retry-After`).
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Error::Api { retry_after, .. } => *retry_after,
-            _ => None,
-        }
+    /// Whether this is an error status without DSS's JSON error body (429 aside, which is rate
+    /// limiting whoever sends it): a gateway page, transient DSS trouble. A bare 404 or an HTML 404
+    /// is one: it never means that the job is gone.
+    pub fn is_gateway_error(&self) -> bool {
+        matches!(self, Error::Api { status, .. } if *status != 429 && !self.is_dss_error())
     }
 
-    /// A PascalCase class for metric labels, event and condition reasons (see [`Category`]).
-    pub fn category(&self) -> &'static str {
-        self.class().as_str()
-    }
-
-    /// The class of the error, from its status, its DSS error type and its cause (never its text).
+    /// The class of the error. Only DSS's own JSON error classifies an object or a key; see
+    /// [`Category`] for each class.
     pub fn class(&self) -> Category {
         match self {
             Error::Api { status, .. } => {
                 if *status == 429 {
                     Category::RateLimited
+                } else if !self.is_dss_error() {
+                    Category::GatewayError
                 } else if self.is_unauthorized() {
                     Category::Unauthorized
                 } else if self.is_not_found() {
                     Category::NotFound
+                } else if *status == 408 {
+                    Category::Timeout
                 } else if *status >= 500 {
                     Category::ServerError
                 } else if *status >= 400 {
@@ -339,70 +369,170 @@ impl Error {
             Error::Timeout { .. } | Error::WaitTimeout { .. } => Category::Timeout,
             Error::Transport { source, .. } if is_tls(source) => Category::Tls,
             Error::Transport { .. } => Category::Unreachable,
-            Error::Decode { .. } => Category::BadResponse,
+            Error::Throttled { .. } => Category::Throttled,
+            Error::Decode { .. } | Error::TooLarge { .. } => Category::BadResponse,
             Error::InvalidConfig(_) | Error::InvalidArgument { .. } => Category::Rejected,
         }
     }
-}
 
-/// The classes of DSS errors: a closed set, shared by metric labels, event and condition reasons.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Category {
-    /// DSS cannot be reached (DNS, refused, reset).
-    Unreachable,
-    /// The TLS handshake failed (unknown issuer, bad certificate, protocol).
-    Tls,
-    /// The call did not complete in time.
-    Timeout,
-    /// DSS asked the caller to slow down (429).
-    RateLimited,
-    /// DSS answered with a server error (5xx).
-    ServerError,
-    /// DSS refused the credentials (401 / 403).
-    Unauthorized,
-    /// DSS says the object does not exist.
-    NotFound,
-    /// DSS rejected the request (4xx), or it was refused before it was sent.
-    Rejected,
-    /// DSS answered with something the client cannot use.
-    BadResponse,
-}
-
-impl Category {
-    /// The PascalCase name, e.g. `DssUnreachable`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Unreachable => "DssUnreachable",
-            Category::Tls => "DssTlsError",
-            Category::Timeout => "DssTimeout",
-            Category::RateLimited => "DssRateLimited",
-            Category::ServerError => "DssServerError",
-            Category::Unauthorized => "DssUnauthorized",
-            Category::NotFound => "DssNotFound",
-            Category::Rejected => "DssRejected",
-            Category::BadResponse => "DssBadResponse",
+    /// Whether the same call may succeed later: 429, budget refusals, gateway pages (any status),
+    /// timeouts, transport errors and DSS's own 5xx errors (except 501 and "not found"). The client
+    /// itself never retries; this is advice for callers, who must never retry a job start blindly (see
+    /// [`Error::is_rejection`]).
+    pub fn is_retryable(&self) -> bool {
+        match self.class() {
+            // A TLS failure counts as transport trouble, as it always did: a fixed CA or certificate
+            // is picked up by the next call.
+            Category::RateLimited
+            | Category::Throttled
+            | Category::GatewayError
+            | Category::Unreachable
+            | Category::Tls => true,
+            // A waiter that gave up is final for that wait; a timed-out call is not.
+            Category::Timeout => !matches!(self, Error::WaitTimeout { .. }),
+            Category::ServerError => self.status() != Some(501),
+            Category::Unauthorized | Category::NotFound | Category::Rejected | Category::BadResponse => false,
         }
+    }
+
+    /// Whether DSS itself says that the project or job does not exist: its JSON error (an
+    /// `errorType` is present) with status 404, or the 500 real DSS may use, whose `errorType` names
+    /// a missing object (`...NotFoundException`, `...UnknownObjectException`, `...NoSuch...`) or, for a
+    /// generic `errorType`, whose message says so ("does not exist", "not found", ...). A missing
+    /// *file* inside DSS (`java.io.FileNotFoundException`, `NoSuchFileException`) is DSS trouble, not
+    /// a missing object. A bare 404, an HTML 404 or any other gateway page is never "not found".
+    ///
+    /// Even this is an answer about one call: callers that act on it irreversibly (failing a build,
+    /// releasing a finalizer) should confirm it once more after a delay.
+    pub fn is_not_found(&self) -> bool {
+        let Error::Api {
+            status: 404 | 500,
+            error_type: Some(error_type),
+            message,
+            detailed_message,
+            ..
+        } = self
+        else {
+            return false;
+        };
+        match object_error(error_type) {
+            ObjectError::Missing => true,
+            ObjectError::File => false,
+            ObjectError::Other => [message, detailed_message]
+                .into_iter()
+                .flatten()
+                .any(|m| says_not_found(m)),
+        }
+    }
+
+    /// Whether DSS itself refused the credentials or their privileges: its JSON error with 401 or
+    /// 403. A 401/403 page without DSS's JSON error body (an auth proxy, a WAF, an ingress in
+    /// maintenance) is a [`Category::GatewayError`] instead: re-reading the API key cannot fix it,
+    /// and blaming the key would send the user to the wrong place.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(
+            self,
+            Error::Api {
+                status: 401 | 403,
+                error_type: Some(_),
+                ..
+            }
+        )
+    }
+
+    /// Whether the call was refused so that the caller slows down, before anything was done: a 429
+    /// (from DSS or a gateway), or the connection's own budget ([`Error::Throttled`], never sent).
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, Error::Api { status: 429, .. } | Error::Throttled { .. })
+    }
+
+    /// Whether DSS itself said the request is wrong, so sending it again cannot help: its own JSON
+    /// error with a 4xx other than 401/403 (credentials), 408 (too late) and 429 (slow down), or a
+    /// "not found" (an unknown project, at 404 or 500), or an argument refused before anything was
+    /// sent. A gateway's page never is: for a job start it leaves open whether the job exists.
+    pub fn is_rejection(&self) -> bool {
+        match self {
+            Error::Api { status, .. } if self.is_dss_error() => {
+                self.is_not_found()
+                    || ((400..500).contains(status) && !matches!(status, 401 | 403 | 408 | 429))
+            }
+            Error::InvalidArgument { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// How long to wait before the next call: the server's `Retry-After` (at most 600 s), or the
+    /// budget's estimate for [`Error::Throttled`].
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Api { retry_after, .. } => *retry_after,
+            Error::Throttled { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The PascalCase name of [`Error::class`], for metric labels, event and condition reasons. A
+    /// closed set: the names of [`Category::ALL`].
+    pub fn category(&self) -> &'static str {
+        self.class().as_str()
     }
 }
 
 /// Whether a transport error is a TLS failure: its cause chain holds a rustls error (the TLS stack
-/// reports handshake failures as I/O errors that wrap one).
+/// reports handshake failures as I/O errors that wrap one, sometimes twice).
 fn is_tls(err: &reqwest::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(e) = source {
-        if e.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-        {
+        if holds_rustls(e) {
             return true;
         }
         source = e.source();
     }
     false
+}
+
+/// Whether `e` is a rustls error or an I/O error wrapping one. `io::Error::source` skips the error
+/// it wraps, so the wrapped one is looked at explicitly.
+fn holds_rustls(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.downcast_ref::<rustls::Error>().is_some() {
+        return true;
+    }
+    match e
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+    {
+        Some(inner) => holds_rustls(inner),
+        None => false,
+    }
+}
+
+/// What an `errorType` says about the object of the call.
+enum ObjectError {
+    /// Names a missing object: a project, a job, an endpoint.
+    Missing,
+    /// About a file inside DSS: DSS trouble, never a missing object.
+    File,
+    /// Anything else: the message tells.
+    Other,
+}
+
+fn object_error(error_type: &str) -> ObjectError {
+    // The simple class name: `com.dataiku.dip.server.controllers.NotFoundException` -> `notfoundexception`.
+    let name = error_type
+        .rsplit(['.', '$'])
+        .next()
+        .unwrap_or(error_type)
+        .to_ascii_lowercase();
+    if name.contains("file") {
+        ObjectError::File
+    } else if ["notfound", "unknownobject", "nosuch", "doesnotexist"]
+        .iter()
+        .any(|m| name.contains(m))
+    {
+        ObjectError::Missing
+    } else {
+        ObjectError::Other
+    }
 }
 
 fn says_not_found(message: &str) -> bool {
@@ -440,7 +570,8 @@ impl ErrorBody {
     pub(crate) fn parse(body: &[u8], secret: &str) -> Self {
         let text = String::from_utf8_lossy(body);
         let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        let body_excerpt = redact(&truncate_chars(&collapsed, BODY_EXCERPT_MAX_CHARS), secret);
+        // Redact before cutting, so a cut never leaves part of a key behind.
+        let body_excerpt = truncate_chars(&redact(&collapsed, secret), BODY_EXCERPT_MAX_CHARS);
         let json = serde_json::from_slice::<serde_json::Value>(body).ok();
         let field = |name: &str| -> Option<String> {
             let value = json.as_ref()?.get(name)?;
@@ -449,7 +580,7 @@ impl ErrorBody {
                 serde_json::Value::Null => return None,
                 other => other.to_string(),
             };
-            Some(redact(&truncate_chars(text.trim(), FIELD_MAX_CHARS), secret))
+            Some(truncate_chars(&redact(text.trim(), secret), FIELD_MAX_CHARS))
         };
         Self {
             error_type: field("errorType"),
@@ -458,17 +589,6 @@ impl ErrorBody {
             body_excerpt,
         }
     }
-}
-
-/// Replaces every occurrence of the API key `secret`, and of its Basic credentials (`base64("key:")`),
-/// in `text` by `***`: a server or proxy echoing the request must not make the key visible.
-pub(crate) fn redact(text: &str, secret: &str) -> String {
-    use base64::Engine as _;
-    if secret.is_empty() {
-        return text.to_owned();
-    }
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{secret}:"));
-    text.replace(secret, "***").replace(&basic, "***")
 }
 
 /// The longest pause a `Retry-After` may impose, so a hostile or broken server cannot stop a client for
@@ -528,67 +648,404 @@ mod tests {
     fn dss_json_error_is_parsed_and_displayed_like_the_python_client() {
         let err = api(404, r#"{"errorType":"X","message":"m","detailedMessage":"d"}"#);
         assert_eq!(err.to_string(), "DSS get_status: HTTP 404: X: d");
-        assert!(err.is_not_found());
-        assert!(!err.is_retryable());
-        assert_eq!(err.category(), "DssNotFound");
         assert_eq!(err.status(), Some(404));
+        assert!(err.is_dss_error());
     }
 
     #[test]
-    fn unauthorized_and_forbidden() {
-        for status in [401, 403] {
-            let err = api(
-                status,
+    fn display_prefers_detailed_message_then_message_then_the_raw_body() {
+        let cases = [
+            (
+                500,
+                r#"{"message":"boom without errorType"}"#,
+                "DSS get_status: HTTP 500: boom without errorType",
+            ),
+            (500, "", "DSS get_status: HTTP 500"),
+            (
+                403,
                 r#"{"errorType":"com.dataiku.dip.exceptions.ForbiddenException","message":"Invalid API key"}"#,
+                "DSS get_status: HTTP 403: com.dataiku.dip.exceptions.ForbiddenException: Invalid API key",
+            ),
+            (
+                502,
+                "<html><body><h1>502 Bad Gateway</h1></body></html>\n",
+                "DSS get_status: HTTP 502: <html><body><h1>502 Bad Gateway</h1></body></html>",
+            ),
+        ];
+        for (status, body, shown) in cases {
+            let err = api(status, body);
+            assert_eq!(err.to_string(), shown);
+        }
+        assert!(
+            matches!(api(502, "<html>\n x </html>"), Error::Api { error_type: None, message: None, body_excerpt, .. }
+            if body_excerpt == "<html> x </html>")
+        );
+    }
+
+    const NOT_FOUND_TYPE: &str = "com.dataiku.dip.server.controllers.NotFoundException";
+    const UNKNOWN_OBJECT: &str = "com.dataiku.dip.exceptions.UnknownObjectException";
+
+    fn dss(error_type: &str, message: &str) -> String {
+        serde_json::json!({"errorType": error_type, "message": message}).to_string()
+    }
+
+    /// (case, status, body, category, retryable)
+    fn classification_cases() -> Vec<(&'static str, u16, String, Category, bool)> {
+        use Category::*;
+        let html404 = "<html><head><title>404 Not Found</title></head><body><center><h1>404 Not Found</h1></center><hr><center>nginx</center></body></html>";
+        vec![
+            (
+                "DSS 404 naming a missing job",
+                404,
+                dss(NOT_FOUND_TYPE, "Job j does not exist"),
+                NotFound,
+                false,
+            ),
+            (
+                "DSS 500 UnknownObject, as real DSS answers",
+                500,
+                dss(UNKNOWN_OBJECT, "Job j does not exist"),
+                NotFound,
+                false,
+            ),
+            (
+                "DSS 500 generic errorType, message says missing",
+                500,
+                dss(
+                    "com.dataiku.dip.exceptions.DKUException",
+                    "Project FOO doesn't exist",
+                ),
+                NotFound,
+                false,
+            ),
+            (
+                "DSS 404 generic errorType and message",
+                404,
+                dss("X", "m"),
+                Rejected,
+                false,
+            ),
+            (
+                "DSS 500 missing file inside DSS",
+                500,
+                dss(
+                    "java.io.FileNotFoundException",
+                    "/data/jobs/j/log (No such file or directory)",
+                ),
+                ServerError,
+                true,
+            ),
+            (
+                "DSS 500 NoSuchFile",
+                500,
+                dss("java.nio.file.NoSuchFileException", "no such file"),
+                ServerError,
+                true,
+            ),
+            (
+                "DSS 500 without not-found words",
+                500,
+                dss("com.dataiku.dip.exceptions.DKUException", "boom"),
+                ServerError,
+                true,
+            ),
+            ("DSS 501", 501, dss("NotImplemented", "nope"), ServerError, false),
+            (
+                "DSS 503",
+                503,
+                dss("com.dataiku.dip.exceptions.DKUException", "starting"),
+                ServerError,
+                true,
+            ),
+            ("DSS 408", 408, dss("Timeout", "too slow"), Timeout, true),
+            (
+                "DSS 400 bad definition",
+                400,
+                dss("com.dataiku.dip.exceptions.BadRequestException", "no outputs"),
+                Rejected,
+                false,
+            ),
+            (
+                "DSS 409 (not found words at 4xx other than 404)",
+                409,
+                dss("Conflict", "job does not exist yet"),
+                Rejected,
+                false,
+            ),
+            (
+                "DSS 401",
+                401,
+                dss(
+                    "com.dataiku.dip.exceptions.UnauthorizedException",
+                    "Invalid API key",
+                ),
+                Unauthorized,
+                false,
+            ),
+            (
+                "DSS 403 whose message mentions a missing project",
+                403,
+                dss(
+                    "com.dataiku.dip.exceptions.ForbiddenException",
+                    "project does not exist",
+                ),
+                Unauthorized,
+                false,
+            ),
+            ("bare 404", 404, String::new(), GatewayError, true),
+            (
+                "nginx HTML 404 while reloading",
+                404,
+                html404.to_owned(),
+                GatewayError,
+                true,
+            ),
+            (
+                "HTML 404 mentioning a missing job",
+                404,
+                "<html>Job j does not exist</html>".to_owned(),
+                GatewayError,
+                true,
+            ),
+            (
+                "foreign JSON 404 (no errorType)",
+                404,
+                r#"{"message":"no Route matched with those values"}"#.to_owned(),
+                GatewayError,
+                true,
+            ),
+            (
+                "JSON 500 without errorType",
+                500,
+                r#"{"message":"boom without errorType"}"#.to_owned(),
+                GatewayError,
+                true,
+            ),
+            ("empty 500", 500, String::new(), GatewayError, true),
+            (
+                "HTML 502",
+                502,
+                "<html><body><h1>502 Bad Gateway</h1></body></html>\n".to_owned(),
+                GatewayError,
+                true,
+            ),
+            (
+                "HTML 504",
+                504,
+                "<html>504 Gateway Time-out</html>".to_owned(),
+                GatewayError,
+                true,
+            ),
+            (
+                "auth proxy HTML 401",
+                401,
+                "<html><h1>401 Authorization Required</h1></html>".to_owned(),
+                GatewayError,
+                true,
+            ),
+            (
+                "WAF HTML 403",
+                403,
+                "<html><h1>403 Forbidden</h1></html>".to_owned(),
+                GatewayError,
+                true,
+            ),
+            ("bare 501", 501, String::new(), GatewayError, true),
+            (
+                "DSS 429",
+                429,
+                dss("com.dataiku.dip.exceptions.TooManyRequestsException", "slow down"),
+                RateLimited,
+                true,
+            ),
+            (
+                "gateway 429",
+                429,
+                "<html>429 Too Many Requests</html>".to_owned(),
+                RateLimited,
+                true,
+            ),
+        ]
+    }
+
+    #[test]
+    fn only_dss_own_json_error_classifies_the_object_or_the_key() {
+        for (case, status, body, category, retryable) in classification_cases() {
+            let err = api(status, &body);
+            assert_eq!(err.class(), category, "{case}");
+            assert_eq!(err.category(), category.as_str(), "{case}");
+            assert_eq!(err.is_retryable(), retryable, "{case}");
+            assert_eq!(err.is_not_found(), category == Category::NotFound, "{case}");
+            assert_eq!(
+                err.is_unauthorized(),
+                category == Category::Unauthorized,
+                "{case}"
             );
-            assert!(err.is_unauthorized());
-            assert!(!err.is_not_found());
-            assert!(!err.is_retryable());
-            assert_eq!(err.category(), "DssUnauthorized");
-            assert!(err.to_string().contains("ForbiddenException: Invalid API key"));
+            assert_eq!(
+                err.is_gateway_error(),
+                category == Category::GatewayError,
+                "{case}"
+            );
         }
     }
 
     #[test]
-    fn server_errors() {
-        let err = api(500, r#"{"message":"boom without errorType"}"#);
-        assert!(err.is_retryable());
-        assert_eq!(err.category(), "DssServerError");
-        assert_eq!(
-            err.to_string(),
-            "DSS get_status: HTTP 500: boom without errorType"
-        );
-
-        let err = api(502, "<html><body><h1>502 Bad Gateway</h1></body></html>\n");
-        assert!(err.is_retryable());
-        assert_eq!(err.category(), "DssServerError");
-        assert!(
-            matches!(&err, Error::Api { error_type: None, message: None, body_excerpt, .. }
-            if body_excerpt == "<html><body><h1>502 Bad Gateway</h1></body></html>")
-        );
-        assert!(err.to_string().contains("502 Bad Gateway"));
-
-        let err = api(500, "");
-        assert!(err.is_retryable());
-        assert_eq!(err.to_string(), "DSS get_status: HTTP 500");
-
-        assert!(!api(501, "").is_retryable());
-        assert!(api(503, "").is_retryable());
-        assert_eq!(api(400, "{}").category(), "DssRejected");
+    fn category_names_are_distinct_pascal_case() {
+        let names: std::collections::HashSet<_> = Category::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), Category::ALL.len());
+        assert!(names.iter().all(|n| n.starts_with("Dss") && !n.contains('_')));
+        assert_eq!(Category::GatewayError.to_string(), "DssGatewayError");
     }
 
     #[test]
-    fn not_found_sent_as_500_is_recognised_and_not_retried() {
-        let err = api(
-            500,
-            r#"{"errorType":"com.dataiku.dip.exceptions.UnknownObjectException","message":"Job build_x does not exist"}"#,
+    fn errors_without_a_response_are_classified() {
+        let op = Operation::GetStatus;
+        let cases: [(&str, Error, Category, bool); 6] = [
+            (
+                "timeout",
+                Error::Timeout { operation: op },
+                Category::Timeout,
+                true,
+            ),
+            (
+                "waiter gave up",
+                Error::WaitTimeout {
+                    job_id: "j".into(),
+                    last_state: None,
+                },
+                Category::Timeout,
+                false,
+            ),
+            (
+                "budget refused",
+                Error::Throttled {
+                    operation: op,
+                    retry_after: Duration::from_secs(2),
+                },
+                Category::Throttled,
+                true,
+            ),
+            (
+                "too large",
+                Error::TooLarge {
+                    operation: op,
+                    limit: "more than 1 listed jobs".into(),
+                },
+                Category::BadResponse,
+                false,
+            ),
+            (
+                "decode",
+                Error::Decode {
+                    operation: op,
+                    detail: "x".into(),
+                },
+                Category::BadResponse,
+                false,
+            ),
+            (
+                "invalid argument",
+                Error::InvalidArgument {
+                    operation: op,
+                    detail: "x".into(),
+                },
+                Category::Rejected,
+                false,
+            ),
+        ];
+        for (case, err, category, retryable) in cases {
+            assert_eq!(err.class(), category, "{case}");
+            assert_eq!(err.is_retryable(), retryable, "{case}");
+            assert!(!err.is_not_found() && !err.is_gateway_error(), "{case}");
+        }
+        let throttled = Error::Throttled {
+            operation: op,
+            retry_after: Duration::from_millis(1500),
+        };
+        assert_eq!(throttled.retry_after(), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            throttled.to_string(),
+            "DSS get_status: the connection's request budget is exhausted; next slot in 1.5s"
         );
-        assert!(err.is_not_found());
-        assert!(!err.is_retryable());
-        assert_eq!(err.category(), "DssNotFound");
-        assert!(api(500, r#"{"message":"Project FOO doesn't exist"}"#).is_not_found());
-        assert!(!api(502, r#"{"message":"not found"}"#).is_not_found());
-        assert!(!api(403, r#"{"message":"project does not exist"}"#).is_not_found());
+    }
+
+    #[test]
+    fn what_a_failed_start_says_about_the_job() {
+        // (case, error, nothing created so starting later is safe, DSS rejected the request itself)
+        let cases: Vec<(&str, Error, bool, bool)> = vec![
+            ("DSS 429", api(429, ""), true, false),
+            ("gateway 429", api(429, "<html>429</html>"), true, false),
+            (
+                "budget refused: never sent",
+                Error::Throttled {
+                    operation: Operation::StartJob,
+                    retry_after: Duration::from_secs(1),
+                },
+                true,
+                false,
+            ),
+            (
+                "DSS 400 bad definition",
+                api(400, &dss("BadRequestException", "no outputs")),
+                false,
+                true,
+            ),
+            (
+                "DSS unknown project",
+                api(404, &dss(NOT_FOUND_TYPE, "Project P does not exist")),
+                false,
+                true,
+            ),
+            (
+                "DSS unknown project, as a 500",
+                api(500, &dss(UNKNOWN_OBJECT, "Project P does not exist")),
+                false,
+                true,
+            ),
+            (
+                "never sent: no outputs",
+                Error::InvalidArgument {
+                    operation: Operation::StartJob,
+                    detail: "x".into(),
+                },
+                false,
+                true,
+            ),
+            // Whether the job exists is unknown: the caller must look before starting another.
+            ("gateway 404 page", api(404, "<html>404</html>"), false, false),
+            ("gateway 403 page", api(403, "<html>403</html>"), false, false),
+            (
+                "gateway 504 after forwarding",
+                api(504, "<html>504</html>"),
+                false,
+                false,
+            ),
+            ("DSS 500", api(500, &dss("DKUException", "boom")), false, false),
+            ("DSS 408", api(408, &dss("Timeout", "late")), false, false),
+            (
+                "timeout",
+                Error::Timeout {
+                    operation: Operation::StartJob,
+                },
+                false,
+                false,
+            ),
+            (
+                "unusable 2xx answer",
+                Error::Decode {
+                    operation: Operation::StartJob,
+                    detail: "no id".into(),
+                },
+                false,
+                false,
+            ),
+        ];
+        for (case, err, rate_limited, rejection) in cases {
+            assert_eq!(err.is_rate_limited(), rate_limited, "{case}");
+            assert_eq!(err.is_rejection(), rejection, "{case}");
+        }
+        // DSS's own refusal of the key is the third "nothing was created" answer.
+        assert!(api(401, &dss("UnauthorizedException", "bad key")).is_unauthorized());
     }
 
     #[test]
@@ -612,6 +1069,10 @@ mod tests {
         assert!(!format!("{err:?}").contains("the-key"));
         let err = api(502, "echo: Basic the-key");
         assert!(!format!("{err:?}").contains("the-key"));
+        // A key straddling the excerpt's end is removed before the cut, so no piece of it is left.
+        let body = format!("{}the-key", "x".repeat(BODY_EXCERPT_MAX_CHARS - 3));
+        let parsed = ErrorBody::parse(body.as_bytes(), "the-key");
+        assert!(parsed.body_excerpt.ends_with("xxx***"), "{}", parsed.body_excerpt);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! Tokens are reserved: a caller that finds the bucket empty takes a token "on credit" and sleeps until
 //! it would have been refilled, so waiters are served in order and the rate never exceeds
 //! `burst + rate * t` requests over any span `t`. The in-flight permit is taken first, so a request
-//! that waits for a slot does not burn a token meanwhile. All times are `tokio::time` instants, which
-//! lets tests run on a paused clock.
+//! that waits for a slot does not burn a token meanwhile. A caller may bound its wait: when the slot,
+//! the token or the end of a pause is further away than that, it gets [`Busy`] at once (or when its
+//! bound passes) with no token taken, instead of holding its task. All times are `tokio::time`
+//! instants, which lets tests run on a paused clock.
 
 use std::sync::{
     Arc, Mutex, PoisonError,
@@ -135,16 +137,45 @@ impl Limiter {
     }
 
     /// Waits for an in-flight slot and a token, and for any pause to end. Returns the permit and the
-    /// time spent waiting (zero when nothing had to be waited for).
+    /// time spent waiting (zero when nothing had to be waited for). Unbounded: see
+    /// [`Limiter::acquire_within`].
+    #[cfg(test)]
     pub(crate) async fn acquire(&self) -> (Permit, Duration) {
+        match self.acquire_within(None).await {
+            Ok(acquired) => acquired,
+            Err(busy) => unreachable!("an unbounded wait is never refused: {busy:?}"),
+        }
+    }
+
+    /// Like [`Limiter::acquire`], but gives up when the wait would exceed `max_wait`: at once when the
+    /// token or the end of a pause is known to be further away (no token is taken), or when
+    /// `max_wait` passes while waiting for an in-flight slot or when a pause arrives meanwhile.
+    pub(crate) async fn acquire_within(
+        &self,
+        max_wait: Option<Duration>,
+    ) -> Result<(Permit, Duration), Busy> {
         let started = Instant::now();
+        let deadline = max_wait.map(|w| started + w);
         let mut waited = false;
         // The semaphore is never closed; should it be, requests go on unthrottled rather than fail.
         let permit = match Arc::clone(&self.slots).try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => {
                 waited = true;
-                Arc::clone(&self.slots).acquire_owned().await.ok()
+                let slot = Arc::clone(&self.slots).acquire_owned();
+                match deadline {
+                    None => slot.await.ok(),
+                    Some(deadline) => match tokio::time::timeout_at(deadline, slot).await {
+                        Ok(permit) => permit.ok(),
+                        // How long the slots stay busy is unknown: suggest the caller's own bound.
+                        Err(_) => {
+                            return Err(Busy {
+                                retry_after: max_wait.unwrap_or_default().max(MIN_BUSY_RETRY),
+                                waited: started.elapsed(),
+                            });
+                        }
+                    },
+                }
             }
         };
         let permit = Permit {
@@ -157,13 +188,22 @@ impl Limiter {
             let mut bucket = self.bucket.lock().unwrap_or_else(PoisonError::into_inner);
             let now = Instant::now();
             bucket.refill(now);
-            bucket.tokens -= 1.0;
-            let token_at = if bucket.tokens >= 0.0 {
+            let token_at = if bucket.tokens >= 1.0 {
                 now
             } else {
-                now + Duration::from_secs_f64((-bucket.tokens / bucket.rate).min(MAX_TOKEN_WAIT_SECS))
+                now + Duration::from_secs_f64(((1.0 - bucket.tokens) / bucket.rate).min(MAX_TOKEN_WAIT_SECS))
             };
-            token_at.max(bucket.paused_until.unwrap_or(now))
+            let ready_at = token_at.max(bucket.paused_until.unwrap_or(now));
+            if let Some(deadline) = deadline
+                && ready_at > deadline
+            {
+                return Err(Busy {
+                    retry_after: ready_at - now,
+                    waited: started.elapsed(),
+                });
+            }
+            bucket.tokens -= 1.0;
+            ready_at
         };
         loop {
             if ready_at > Instant::now() {
@@ -171,19 +211,38 @@ impl Limiter {
                 tokio::time::sleep_until(ready_at).await;
             }
             // A 429 may have arrived while we slept: honour it too.
-            let paused_until = self
-                .bucket
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .paused_until;
-            match paused_until {
-                Some(until) if until > Instant::now() => ready_at = until,
+            let mut bucket = self.bucket.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            match bucket.paused_until {
+                Some(until) if until > now => {
+                    if deadline.is_some_and(|d| until > d) {
+                        // Give the reserved token back: this call is not sent.
+                        bucket.tokens = (bucket.tokens + 1.0).min(bucket.burst);
+                        return Err(Busy {
+                            retry_after: until - now,
+                            waited: started.elapsed(),
+                        });
+                    }
+                    ready_at = until;
+                }
                 _ => break,
             }
         }
-        (permit, if waited { started.elapsed() } else { Duration::ZERO })
+        Ok((permit, if waited { started.elapsed() } else { Duration::ZERO }))
     }
 }
+
+/// A bounded wait for the budget gave up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Busy {
+    /// When the budget is expected to have room (a lower bound when in-flight slots are busy).
+    pub(crate) retry_after: Duration,
+    /// How long the caller waited before giving up.
+    pub(crate) waited: Duration,
+}
+
+/// The shortest retry suggested for busy in-flight slots.
+const MIN_BUSY_RETRY: Duration = Duration::from_secs(1);
 
 /// A bound on one token wait, so a tiny rate cannot produce an overflowing duration.
 const MAX_TOKEN_WAIT_SECS: f64 = 86_400.0;
@@ -313,6 +372,86 @@ mod tests {
         limiter.pause_until(Instant::now() + Duration::from_secs(10));
         let waited = waiter.await.unwrap();
         assert_eq!(waited, Duration::from_millis(10_100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bounded_wait_for_a_distant_token_is_refused_at_once_without_taking_it() {
+        let limiter = Arc::new(Limiter::new(limits(1.0, 1, 10)));
+        let (_first, _) = limiter.acquire().await;
+        let start = Instant::now();
+        let busy = limiter
+            .acquire_within(Some(Duration::from_millis(100)))
+            .await
+            .unwrap_err();
+        assert_eq!(busy.retry_after, Duration::from_secs(1));
+        assert_eq!(busy.waited, Duration::ZERO);
+        assert_eq!(Instant::now(), start, "refused without waiting");
+        // No token was taken: the next unbounded caller gets the very next one.
+        let (_, waited) = limiter.acquire().await;
+        assert_eq!(waited, Duration::from_secs(1));
+        // A bound long enough is honoured like an unbounded wait.
+        let (_, waited) = limiter
+            .acquire_within(Some(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        assert_eq!(waited, Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bounded_wait_is_refused_with_the_remaining_pause() {
+        let limiter = Arc::new(Limiter::new(limits(100.0, 100, 10)));
+        limiter.pause_until(Instant::now() + Duration::from_secs(30));
+        let busy = limiter
+            .acquire_within(Some(Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert_eq!(busy.retry_after, Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_secs(26)).await;
+        let (_, waited) = limiter
+            .acquire_within(Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(waited, Duration::from_secs(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bounded_wait_for_a_busy_slot_gives_up_when_its_bound_passes() {
+        let limiter = Arc::new(Limiter::new(limits(1000.0, 1000, 1)));
+        let (held, _) = limiter.acquire().await;
+        let start = Instant::now();
+        let busy = limiter
+            .acquire_within(Some(Duration::from_secs(2)))
+            .await
+            .unwrap_err();
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert_eq!(busy.waited, Duration::from_secs(2));
+        assert_eq!(busy.retry_after, Duration::from_secs(2));
+        drop(held);
+        let (_, waited) = limiter.acquire_within(Some(Duration::ZERO)).await.unwrap();
+        assert_eq!(waited, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_arriving_during_a_bounded_wait_refuses_it_and_returns_the_token() {
+        let limiter = Arc::new(Limiter::new(limits(1.0, 1, 10)));
+        let (_first, _) = limiter.acquire().await;
+        let waiter = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move { limiter.acquire_within(Some(Duration::from_secs(3))).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        limiter.pause_until(Instant::now() + Duration::from_secs(10));
+        let busy = waiter.await.unwrap().unwrap_err();
+        // It woke for its token at 1 s and found the pause, 9.1 s from its end.
+        assert_eq!(busy.retry_after, Duration::from_millis(9_100));
+        assert_eq!(busy.waited, Duration::from_secs(1));
+        let mut bucket = limiter.bucket.lock().unwrap();
+        bucket.refill(Instant::now());
+        assert!(
+            (bucket.tokens - 1.0).abs() < 1e-9,
+            "token returned: {}",
+            bucket.tokens
+        );
     }
 
     #[tokio::test(start_paused = true)]

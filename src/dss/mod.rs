@@ -11,15 +11,24 @@
 //! - [`config`]: [`ClientConfig`], [`ApiKey`], [`ApiPrefix`], [`Limits`].
 //! - [`client`]: [`DssClient`] and the [`RequestObserver`] hook for metrics.
 //! - [`model`]: wire types: job list items, status documents, job definitions and their builder.
-//! - [`error`]: [`Error`], its classification (`is_retryable`, `category`, ...) and [`Operation`].
+//! - [`error`]: [`Error`], its classification ([`Category`], `is_not_found`, `is_retryable`,
+//!   `is_rejection`, ...) and [`Operation`]. Only DSS's own JSON error classifies a job or a key;
+//!   a gateway's page is [`Category::GatewayError`], transient.
+//! - [`log_tail`]: [`LogTail`], the end of a job log read as a stream, secrets removed, and
+//!   [`failure_message`].
 //! - [`waiter`]: [`JobWaiter`], polling a job until it reaches a terminal state.
 //! - [`scenario`]: the scenario calls of [`DssClient`] (run, the trigger fire and its run, run
 //!   listings, one run with its steps, status, abort, logs); [`scenario_model`]: their wire types;
 //!   [`scenario_waiter`]: [`ScenarioWaiter`], from a trigger fire to its finished run.
+//! - `listing` (streaming decode of job and project listings), `redact` (removing the key from
+//!   texts DSS sends back) and `limiter` (the budget) are internal.
 //!
 //! The client never retries a call by itself; in particular a job start is sent at most once per
 //! [`DssClient::start_job`] call, and a scenario run request at most once per
 //! [`DssClient::run_scenario`] call, whatever happens, so that callers can reason about duplicates.
+//! Each call is bounded in time (one deadline for request and body) and in memory (capped bodies,
+//! streamed listings and logs); with [`DssClient::with_max_budget_wait`] its wait for the budget is
+//! bounded too.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -45,19 +54,25 @@ pub mod client;
 pub mod config;
 pub mod error;
 mod limiter;
+mod listing;
+pub mod log_tail;
 pub mod model;
 mod poll;
+mod redact;
 pub mod scenario;
 pub mod scenario_model;
 pub mod scenario_waiter;
 pub mod waiter;
 
-pub use client::{DssClient, Outcome, RequestObserver};
+pub use client::{
+    DssClient, MAX_LISTED_JOBS, MAX_LISTED_PROJECTS, MAX_RATE_LIMIT_PAUSE, Outcome, RequestObserver,
+};
 pub use config::{ApiKey, ApiPrefix, ClientConfig, Limits};
 pub use error::{Category, Error, Operation};
+pub use log_tail::{LogTail, LogTailLimits, failure_message};
 pub use model::{
     ActivityStatus, AuthInfo, BuildType, GlobalState, JobDefinition, JobDefinitionBuilder,
-    JobDefinitionSummary, JobListItem, JobOutput, JobState, JobStatus, ObjectType, StartedJob,
+    JobDefinitionSummary, JobListItem, JobOutput, JobSearch, JobState, JobStatus, ObjectType, StartedJob,
 };
 pub use scenario_model::{
     ScenarioListItem, ScenarioOutcome, ScenarioRun, ScenarioRunDetails, ScenarioStatus, StepRun, ThrownError,

@@ -2,7 +2,8 @@
 //!
 //! Responses are decoded leniently from a `serde_json::Value` rather than with strict serde structs: DSS
 //! versions differ (two list-item shapes, `null` where a field is unset, `0` for "no time"), and a
-//! malformed field in one item must not make a whole listing unusable. What the client cannot work
+//! malformed field in one item must not make a whole listing unusable. Listings are split into their
+//! items as they stream in (`listing.rs`); each item is decoded here. What the client cannot work
 //! without (a status without `baseStatus.state`, a start response without `id`) is a decode error.
 //! Nothing here panics, whatever the bytes.
 
@@ -154,7 +155,7 @@ pub struct JobListItem {
 
 impl JobListItem {
     /// Decodes one item; `None` when it names no job or no project (the caller cannot address it).
-    fn from_value(item: &Value, default_project: Option<&str>) -> Option<Self> {
+    pub(crate) fn from_value(item: &Value, default_project: Option<&str>) -> Option<Self> {
         let obj = item.as_object()?;
         let def = obj.get("def").and_then(Value::as_object);
         // Null-tolerant, unlike the Python client: a top-level `null` falls back to `def`.
@@ -175,6 +176,18 @@ impl JobListItem {
             definition: obj.get("def").and_then(JobDefinitionSummary::from_value),
         })
     }
+}
+
+/// What [`DssClient::search_jobs`](super::DssClient::search_jobs) found in a project's listing.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSearch {
+    /// The accepted jobs, in DSS's order, at most the `max_matches` asked for.
+    pub matches: Vec<JobListItem>,
+    /// How many jobs were accepted, kept or not: more than `matches.len()` when the cap cut them.
+    pub total_matches: usize,
+    /// How many items the listing had.
+    pub listed: usize,
 }
 
 /// The state of one activity of a job (an activity builds one output partition).
@@ -496,32 +509,6 @@ pub(super) fn parse_json(body: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))
 }
 
-/// Decodes a job listing. Items that are not objects, or name no job or project, are skipped.
-pub(crate) fn decode_job_list(
-    body: &[u8],
-    default_project: Option<&str>,
-) -> Result<Vec<JobListItem>, String> {
-    let value = parse_json(body)?;
-    let items = value
-        .as_array()
-        .ok_or_else(|| format!("expected a JSON array, got {}", kind(&value)))?;
-    let mut jobs = Vec::with_capacity(items.len());
-    let mut skipped = 0usize;
-    for item in items {
-        match JobListItem::from_value(item, default_project) {
-            Some(job) => jobs.push(job),
-            None => skipped += 1,
-        }
-    }
-    if skipped > 0 {
-        tracing::warn!(
-            skipped,
-            "DSS job listing had items without a job id or project key"
-        );
-    }
-    Ok(jobs)
-}
-
 /// Decodes a status document. `baseStatus` must be an object with a string `state`.
 pub(crate) fn decode_status(body: &[u8]) -> Result<JobStatus, String> {
     let raw = parse_json(body)?;
@@ -608,18 +595,6 @@ pub(crate) fn decode_started(body: &[u8]) -> Result<StartedJob, String> {
         .and_then(|o| str_field(o, "id"))
         .ok_or_else(|| "the start answer has no job id".to_owned())?;
     Ok(StartedJob { id, raw })
-}
-
-/// Decodes `GET /projects/`: the `projectKey` of every item (items without one are skipped).
-pub(crate) fn decode_project_keys(body: &[u8]) -> Result<Vec<String>, String> {
-    let value = parse_json(body)?;
-    let items = value
-        .as_array()
-        .ok_or_else(|| format!("expected a JSON array, got {}", kind(&value)))?;
-    Ok(items
-        .iter()
-        .filter_map(|i| i.as_object().and_then(|o| str_field(o, "projectKey")))
-        .collect())
 }
 
 /// Decodes `GET /auth/info`: `authIdentifier` is required.
@@ -709,6 +684,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::dss::listing::{decode_job_list, decode_project_keys};
 
     const DOC_ITEM: &str = r#"{
       "def": {

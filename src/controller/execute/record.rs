@@ -105,8 +105,9 @@ async fn rewrite_started<K: RunKind>(
     status: &K::Status,
     conflict: Error,
 ) -> Result<(), Error> {
+    // A plain GET: the status subresource is only ever written (the chart grants no read of it).
     let latest = api
-        .get_status(&pass.res.name_any())
+        .get(&pass.res.name_any())
         .await
         .map_err(Error::kube("read build"))?;
     if K::read(&latest).start_request != pass.sent {
