@@ -160,7 +160,7 @@ cleanup() {
 trap cleanup EXIT
 
 if k apply --server-side -f crds/ >"$tmp/crds.log" 2>&1 \
-  && k wait --for=condition=Established --timeout=60s crd/datasetbuilds.kube-dss.dev crd/dssconnections.kube-dss.dev crd/datasetbuildschedules.kube-dss.dev >/dev/null; then
+  && k wait --for=condition=Established --timeout=60s crd/datasetbuilds.kube-dss.dev crd/dssconnections.kube-dss.dev crd/datasetbuildschedules.kube-dss.dev crd/scenarioruns.kube-dss.dev >/dev/null; then
   ok "CRDs applied server-side and Established"
 else
   fail "CRDs could not be applied"; cat "$tmp/crds.log"
@@ -234,6 +234,13 @@ for s in default namespaced emulator-ha; do
   can "$s" no create datasetbuildschedules.kube-dss.dev -n "$w"
   can "$s" no update datasetbuildschedules.kube-dss.dev -n "$w"
   can "$s" no delete datasetbuildschedules.kube-dss.dev -n "$w"
+  can "$s" yes list scenarioruns.kube-dss.dev -n "$w"
+  can "$s" yes watch scenarioruns.kube-dss.dev -n "$w"
+  can "$s" yes patch scenarioruns.kube-dss.dev -n "$w"
+  can "$s" yes patch scenarioruns.kube-dss.dev --subresource=status -n "$w"
+  can "$s" no create scenarioruns.kube-dss.dev -n "$w"
+  can "$s" no update scenarioruns.kube-dss.dev -n "$w"
+  can "$s" no delete scenarioruns.kube-dss.dev -n "$w"
   can "$s" no patch dssconnections.kube-dss.dev -n "$w"
   can "$s" yes create events.events.k8s.io -n "$w"
   can "$s" no create customresourcedefinitions.apiextensions.k8s.io

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the local control plane, the DSS emulator (examples/emulator.yaml on 127.0.0.1:11200),
-# the operator watching namespace kube-dss-demo, and the two example builds of examples/demo/.
+# the operator watching namespace kube-dss-demo, the two example builds of examples/demo/, and one
+# ScenarioRun of examples/demo/scenariorun.yaml.
 # Shows their status changing until one Succeeded and one Failed, then the kubectl plugin at work:
 # `kubectl dss status` and `logs` of the failed build, `rerun` of the other, and a refused `abort`.
 # Then the schedule of examples/demo/schedule.yaml (every 15 s) creating builds, each with its slot's
@@ -89,6 +90,13 @@ dss status orders-clean -n "$ns"
 echo "\$ kubectl dss abort orders-clean -n $ns    # refused: no job is running"
 "$kubectl" dss abort orders-clean -n "$ns" || echo "(exit $?)"
 echo
+echo "demo: applying examples/demo/scenariorun.yaml: one run of the NIGHTLY_REFRESH scenario"
+"$kubectl" -n "$ns" apply -f examples/demo/scenariorun.yaml
+"$kubectl" -n "$ns" wait --for=condition=Succeeded scr/nightly-refresh --timeout=120s || true
+"$kubectl" -n "$ns" get scr nightly-refresh -o wide
+"$kubectl" -n "$ns" get scr nightly-refresh \
+  -o 'custom-columns=STEP:.status.steps[*].name,OUTCOME:.status.steps[*].outcome,JOBS:.status.steps[*].jobIds'
+echo
 echo "demo: applying examples/demo/schedule.yaml: a build of orders_by_day every 15 seconds"
 "$kubectl" -n "$ns" apply -f examples/demo/schedule.yaml
 for _ in $(seq 1 12); do
@@ -111,7 +119,7 @@ cat <<MSG
 
 demo: done. Explore with:
   export KUBECONFIG=$KUBECONFIG
-  $kubectl -n $ns get dsb,dsbs,dssconn
+  $kubectl -n $ns get dsb,dsbs,scr,dssconn
   export PATH=$demo/bin:\$PATH                      # kubectl dss
   kubectl dss status orders-clean -n $ns
   kubectl dss rerun orders-clean -n $ns              # or change spec.rerunToken: build again

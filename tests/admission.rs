@@ -7,6 +7,7 @@ use std::io::Write;
 
 const BUILD: &str = "apiVersion: kube-dss.dev/v1alpha1\nkind: DatasetBuild\nmetadata: {name: bad}\n";
 const CONN: &str = "apiVersion: kube-dss.dev/v1alpha1\nkind: DSSConnection\nmetadata: {name: bad}\n";
+const SCENARIO: &str = "apiVersion: kube-dss.dev/v1alpha1\nkind: ScenarioRun\nmetadata: {name: bad}\n";
 const SCHEDULE: &str =
     "apiVersion: kube-dss.dev/v1alpha1\nkind: DatasetBuildSchedule\nmetadata: {name: bad}\n";
 /// A valid build template, for schedule cases that get something else wrong.
@@ -17,6 +18,7 @@ const TEMPLATE: &str =
 fn corpus() -> Vec<(&'static str, String, &'static str)> {
     let b = |spec: &str| format!("{BUILD}spec:\n{spec}");
     let c = |spec: &str| format!("{CONN}spec:\n{spec}");
+    let r = |spec: &str| format!("{SCENARIO}spec:\n{spec}");
     let s = |spec: &str| format!("{SCHEDULE}spec:\n{spec}");
     let st = |spec: &str| format!("{SCHEDULE}spec:\n{spec}{TEMPLATE}");
     let partition = |p: &str| {
@@ -254,6 +256,23 @@ fn corpus() -> Vec<(&'static str, String, &'static str)> {
             ),
             "metadata.name must be at most 63 characters",
         ),
+        ("scenario run without a scenario", r("  projectKey: P\n"), "spec.scenarioId: Required value"),
+        ("scenario id with a slash", r("  projectKey: P\n  scenarioId: a/b\n"), "scenarioId must not contain '/'"),
+        (
+            "scenario run in another namespace's connection",
+            r("  projectKey: P\n  scenarioId: S\n  connectionRef: {name: c, namespace: other}\n"),
+            "can only use a DSSConnection in its own namespace",
+        ),
+        (
+            "scenario run start deadline after its active deadline",
+            r("  projectKey: P\n  scenarioId: S\n  startDeadlineSeconds: 100\n  activeDeadlineSeconds: 10\n"),
+            "spec.startDeadlineSeconds must not be greater than spec.activeDeadlineSeconds",
+        ),
+        (
+            "scenario params that are not an object",
+            r("  projectKey: P\n  scenarioId: S\n  params: [1, 2]\n"),
+            "spec.params: Invalid value: \"array\"",
+        ),
     ]
 }
 
@@ -364,6 +383,8 @@ fn the_example_manifests_are_accepted() {
         "examples/demo/builds.yaml",
         "examples/demo/schedule.yaml",
         "examples/schedule.yaml",
+        "examples/demo/scenariorun.yaml",
+        "examples/scenariorun.yaml",
     ] {
         let path = harness::repo().join(file);
         let out = harness::kubectl(&[

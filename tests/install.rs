@@ -19,7 +19,7 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 use kube_dss::{
-    crd::{DSSConnection, DatasetBuild, DatasetBuildSchedule, Phase},
+    crd::{DSSConnection, DatasetBuild, DatasetBuildSchedule, Phase, ScenarioRun},
     emulator::{self, admin::AdminClient},
 };
 use serde_json::json;
@@ -38,8 +38,11 @@ projects:
         build: {durationMs: 600000}
       - name: broken
         build: {durationMs: 500, outcome: FAILED, message: "Job failed: boom", log: ["boom"]}
+    scenarios:
+      - id: QUICK
+        steps: [{type: build, id: build, outputs: [{id: quick}]}]
 apiKeys:
-  - {key: install-key-3e4f5a6b, id: kube-dss-operator, projects: {PROJ: [READ_CONF, RUN_JOBS, MONITOR_JOBS]}}
+  - {key: install-key-3e4f5a6b, id: kube-dss-operator, projects: {PROJ: [READ_CONF, RUN_JOBS, MONITOR_JOBS, RUN_SCENARIOS]}}
 "#;
 
 async fn emulator() -> (emulator::Handle, AdminClient) {
@@ -160,6 +163,19 @@ async fn schedule(ns: &TestNs, name: &str, extra: serde_json::Value) {
     .unwrap();
     ns.api::<DatasetBuildSchedule>()
         .create(&PostParams::default(), &s)
+        .await
+        .unwrap();
+}
+
+/// A ScenarioRun of the `QUICK` scenario.
+async fn scenario_run(ns: &TestNs, name: &str) {
+    let r: ScenarioRun = serde_json::from_value(json!({
+        "apiVersion": "kube-dss.dev/v1alpha1", "kind": "ScenarioRun", "metadata": {"name": name},
+        "spec": {"connectionRef": {"name": "dss"}, "projectKey": "PROJ", "scenarioId": "QUICK"},
+    }))
+    .unwrap();
+    ns.api::<ScenarioRun>()
+        .create(&PostParams::default(), &r)
         .await
         .unwrap();
 }
@@ -336,7 +352,7 @@ async fn the_operator_works_with_exactly_the_rbac_the_chart_renders() {
     let metrics = op.metrics().await;
     // Every family docs/operations.md documents is served, with its documented type.
     let documented = documented_metrics();
-    assert_eq!(documented.len(), 16, "docs/operations.md lists {documented:?}");
+    assert_eq!(documented.len(), 19, "docs/operations.md lists {documented:?}");
     for (name, kind) in &documented {
         let family = if kind == "counter" {
             name.strip_suffix("_total").unwrap_or(name)
@@ -418,6 +434,7 @@ struct Outcome {
     events: bool,
     scheduled: bool,
     schedule_status: bool,
+    scenario_succeeded: bool,
     /// `(verb, resource)` requests the API server refused, as the operator reported them (its log,
     /// and the DSSConnection's condition for the Secret it may not read).
     denied: Vec<(String, String)>,
@@ -434,6 +451,7 @@ impl Outcome {
                 !self.schedule_status,
                 "DatasetBuildSchedule status is not written",
             ),
+            (!self.scenario_succeeded, "scenario runs never succeed"),
         ]
         .into_iter()
         .filter_map(|(lost, what)| lost.then_some(what))
@@ -535,7 +553,9 @@ async fn run_variant(
     );
     build(&ns, "ok", json!({"outputs": [{"id": "quick"}]})).await;
     schedule(&ns, "every-2s", json!({})).await;
+    scenario_run(&ns, "scr").await;
     let builds: Api<DatasetBuild> = ns.api();
+    let scenario_runs: Api<ScenarioRun> = ns.api();
     let schedules: Api<DatasetBuildSchedule> = ns.api();
     let conns: Api<DSSConnection> = ns.api();
     let events: Api<Event> = ns.api();
@@ -553,6 +573,10 @@ async fn run_variant(
             .is_ok_and(|l| !l.items.is_empty());
         outcome.scheduled = !scheduled_builds(&ns, "every-2s").await.is_empty();
         outcome.schedule_status = schedules.get("every-2s").await.is_ok_and(|s| s.status.is_some());
+        outcome.scenario_succeeded = scenario_runs
+            .get("scr")
+            .await
+            .is_ok_and(|r| r.status.and_then(|s| s.phase) == Some(Phase::Succeeded));
         if outcome.lost().is_empty() {
             break;
         }
@@ -587,6 +611,8 @@ async fn run_variant(
     }
     let _ = builds.delete("ok", &DeleteParams::default()).await;
     drop_finalizers(&ns.name, "dsb", "ok");
+    let _ = scenario_runs.delete("scr", &DeleteParams::default()).await;
+    drop_finalizers(&ns.name, "scr", "scr");
     ns.cleanup().await;
     emu.shutdown().await;
     outcome
@@ -620,8 +646,8 @@ async fn every_rule_of_the_charts_rbac_is_needed() {
             }
         }
     }
-    // Eight rules for the watched namespace, two for the Lease.
-    assert_eq!(rules.len(), 10, "the chart's rules changed: {rules:#?}");
+    // Ten rules for the watched namespace, two for the Lease.
+    assert_eq!(rules.len(), 12, "the chart's rules changed: {rules:#?}");
     let (control_tx, control_rx) = tokio::sync::watch::channel(None);
     let control = {
         let (admin, rules, rx) = (admin.clone(), rules.clone(), control_rx.clone());

@@ -116,6 +116,39 @@ pub(crate) struct Metrics {
     /// Every (ready, reason) pair seen: a pair no connection has any more reads 0.
     connection_labels: Mutex<HashSet<ConnectionLabels>>,
     schedules: ScheduleMetrics,
+    scenarios: ScenarioMetrics,
+}
+
+/// The ScenarioRun families.
+struct ScenarioMetrics {
+    started: Counter,
+    adopted: Counter,
+    duration: Family<OutcomeLabel, Histogram>,
+}
+
+impl ScenarioMetrics {
+    fn register(r: &mut Registry) -> Self {
+        Self {
+            started: register(
+                r,
+                "scenario_runs_started",
+                "DSS scenario runs fired",
+                Counter::default(),
+            ),
+            adopted: register(
+                r,
+                "scenario_runs_adopted",
+                "DSS scenario runs adopted after a fire whose response was lost",
+                Counter::default(),
+            ),
+            duration: register(
+                r,
+                "scenario_run_duration_seconds",
+                "Duration of DSS scenario runs from start request to terminal state, by outcome",
+                Family::new_with_constructor(|| Histogram::new(JOB_DURATION_BUCKETS)),
+            ),
+        }
+    }
 }
 
 /// The DatasetBuildSchedule families.
@@ -235,6 +268,7 @@ impl Metrics {
             connection_stores: Mutex::new(Vec::new()),
             connection_labels: Mutex::new(HashSet::new()),
             schedules: ScheduleMetrics::register(r),
+            scenarios: ScenarioMetrics::register(r),
             registry,
         };
         metrics.create_known_series();
@@ -249,6 +283,7 @@ impl Metrics {
             });
         }
         for outcome in JOB_OUTCOMES {
+            let _ = self.scenarios.duration.get_or_create(&OutcomeLabel { outcome });
             let _ = self.job_duration.get_or_create(&OutcomeLabel { outcome });
         }
         for operation in Operation::ALL {
@@ -364,6 +399,24 @@ impl Metrics {
     /// A DSS job was started.
     pub(crate) fn job_started(&self) {
         self.jobs_started.inc();
+    }
+
+    /// A DSS scenario run was fired.
+    pub(crate) fn scenario_run_started(&self) {
+        self.scenarios.started.inc();
+    }
+
+    /// A DSS scenario run was adopted.
+    pub(crate) fn scenario_run_adopted(&self) {
+        self.scenarios.adopted.inc();
+    }
+
+    /// A DSS scenario run reached a terminal state.
+    pub(crate) fn scenario_run_finished(&self, outcome: &'static str, duration: Duration) {
+        self.scenarios
+            .duration
+            .get_or_create(&OutcomeLabel { outcome })
+            .observe(duration.as_secs_f64());
     }
 
     /// A DSS job was adopted.

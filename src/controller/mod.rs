@@ -1,4 +1,5 @@
-//! The operator: the DatasetBuild controller (start, observe and abort DSS jobs), the DSSConnection
+//! The operator: the DatasetBuild and ScenarioRun controllers (start, observe and abort DSS jobs and
+//! scenario runs), the DSSConnection
 //! controller (check credentials) and the DatasetBuildSchedule controller ([`schedule`]: a build per
 //! cron slot), an admin server (health, readiness, metrics) and optional leader election, all under
 //! one shutdown signal ([`process`], per watch scope [`scope`]).
@@ -10,7 +11,8 @@
 //!
 //! - [`run`]: the run core, every decision of run control, generic over the kind of run.
 //! - [`execute`]: the IO executor around it, generic over [`execute::RunKind`].
-//! - [`job`]: the first kind of run, a DatasetBuild's DSS job.
+//! - [`job`]: the first kind of run, a DatasetBuild's DSS job; [`scenario`]: the second, a
+//!   ScenarioRun's DSS scenario run.
 //! - [`schedule`]: DatasetBuildSchedules, one DatasetBuild per cron slot.
 //! - [`connections`] / [`connection`]: DSS clients per connection, and the DSSConnection reconciler.
 //! - [`events`], [`metrics`], [`admin`], [`leader`]: what the operator reports and how it runs.
@@ -29,6 +31,7 @@ pub(crate) mod leader;
 pub(crate) mod metrics;
 mod process;
 pub(crate) mod run;
+pub(crate) mod scenario;
 pub(crate) mod schedule;
 mod scope;
 

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::{admin, args::Args, events, leader, metrics::Metrics, scope};
 use crate::{
-    crd::{DSSConnection, DatasetBuild, DatasetBuildSchedule},
+    crd::{DSSConnection, DatasetBuild, DatasetBuildSchedule, ScenarioRun},
     telemetry,
 };
 
@@ -147,13 +147,15 @@ async fn wait_for_crds(client: &Client, shutdown: &watch::Receiver<bool>) {
     let builds: Api<DatasetBuild> = Api::all(client.clone());
     let conns: Api<DSSConnection> = Api::all(client.clone());
     let schedules: Api<DatasetBuildSchedule> = Api::all(client.clone());
+    let scenarios: Api<ScenarioRun> = Api::all(client.clone());
     let mut last_log = None::<tokio::time::Instant>;
     loop {
         let lp = ListParams::default().limit(1);
         let b = builds.list_metadata(&lp).await.map(|_| ());
         let c = conns.list_metadata(&lp).await.map(|_| ());
         let s = schedules.list_metadata(&lp).await.map(|_| ());
-        match b.and(c).and(s) {
+        let r = scenarios.list_metadata(&lp).await.map(|_| ());
+        match b.and(c).and(s).and(r) {
             Ok(()) => return,
             // Namespaced RBAC cannot list cluster-wide: a 403 still proves the CRDs exist.
             Err(kube::Error::Api(a)) if a.code == 403 => return,

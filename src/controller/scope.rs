@@ -24,13 +24,15 @@ use super::{
     context::{RunContext, Settings, Shared},
     error::Error,
     events::{self, Recorder},
+    execute::RunKind,
     execute::{self, starts::Starts},
     job::{JobIo, JobKind, poller::Poller},
     leader::Fence,
     metrics::{DssObserver, Metrics},
     run::vocabulary::EventAction,
+    scenario::{ScenarioIo, ScenarioKind},
 };
-use crate::crd::{DSSConnection, DatasetBuild};
+use crate::crd::DSSConnection;
 
 /// What every scope shares.
 pub(crate) struct Common {
@@ -57,61 +59,91 @@ pub(crate) fn run(
         common.metrics.clone(),
         shutdown.clone(),
     );
-    let (builds, conns): (Api<DatasetBuild>, Api<DSSConnection>) = match namespace {
-        Some(ns) => (
-            Api::namespaced(common.client.clone(), ns),
-            Api::namespaced(common.client.clone(), ns),
-        ),
-        None => (Api::all(common.client.clone()), Api::all(common.client.clone())),
-    };
+    let conns: Api<DSSConnection> = api(common, namespace);
     let wc = watcher::Config::default().any_semantic();
     let conn_controller =
         Controller::new(conns.clone(), wc.clone()).with_config(controller::Config::default().concurrency(4));
     let conn_store = conn_controller.store();
-    // The cache keeps what reconciles read: managedFields and the last-applied annotation are dropped,
-    // which is most of an object's size once it has a status (memory with many finished builds).
-    let (build_store, writer) = kube::runtime::reflector::store();
-    common.metrics.watch_builds(build_store.clone());
     common.metrics.watch_connections(conn_store.clone());
-    let trigger = watcher(builds, wc.clone())
-        .default_backoff()
-        .modify(|b: &mut DatasetBuild| {
-            b.managed_fields_mut().clear();
-            b.annotations_mut()
-                .remove("kubectl.kubernetes.io/last-applied-configuration");
-        })
-        .reflect(writer)
-        .touched_objects();
     let shared = shared(common, conn_store.clone());
-    let jobs = Arc::new(RunContext {
-        shared: shared.clone(),
-        io: JobIo {
+    let (builds_fut, build_store) =
+        runs::<JobKind, _>(common, namespace, &shared, &shutdown, |builds| JobIo {
             poller: Poller::new(Duration::from_secs(2)),
-            builds: build_store.clone(),
-        },
-        starts: Starts::new(common.fence.clone()),
-    });
-    let build_controller = Controller::for_stream(trigger, build_store.clone())
-        .with_config(controller::Config::default().concurrency(common.concurrency))
-        .watches(conns, wc, wake_builds_of(build_store.clone()));
-    let report_b = shared.clone();
-    let builds_fut = build_controller
-        .graceful_shutdown_on(super::process::stopped(shutdown.clone()))
-        .run(execute::reconcile::<JobKind>, build_error_policy, jobs)
-        .for_each(move |res| report(res, report_b.clone()));
+            builds,
+        });
+    common.metrics.watch_builds(build_store.clone());
+    let (scenarios_fut, scenario_store) =
+        runs::<ScenarioKind, _>(common, namespace, &shared, &shutdown, |runs| ScenarioIo { runs });
     let report_c = shared.clone();
     let conns_fut = conn_controller
         .graceful_shutdown_on(super::process::stopped(shutdown))
         .run(connection::reconcile, conn_error_policy, shared)
         .for_each(move |res| report(res, report_c.clone()));
     let fut = async move {
-        futures::join!(builds_fut, conns_fut, schedules_fut);
+        futures::join!(builds_fut, scenarios_fut, conns_fut, schedules_fut);
     };
     let ready = async move {
-        synced(build_store, conn_store).await;
+        synced(&build_store).await;
+        synced(&scenario_store).await;
+        synced(&conn_store).await;
         schedules_ready.await;
     };
     (fut, ready)
+}
+
+/// An Api over the scope.
+fn api<K>(common: &Common, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(common.client.clone(), ns),
+        None => Api::all(common.client.clone()),
+    }
+}
+
+/// The controller of one kind of run in the scope, and its cache. The cache keeps what reconciles
+/// read: managedFields and the last-applied annotation are dropped, which is most of an object's size
+/// once it has a status (memory with many finished objects).
+fn runs<K, F>(
+    common: &Common,
+    namespace: Option<&str>,
+    shared: &Arc<Shared>,
+    shutdown: &watch::Receiver<bool>,
+    io: F,
+) -> (impl Future<Output = ()> + use<K, F>, Store<K::Resource>)
+where
+    K: RunKind,
+    F: FnOnce(Store<K::Resource>) -> K::Io,
+{
+    let wc = watcher::Config::default().any_semantic();
+    let (store, writer) = kube::runtime::reflector::store();
+    let trigger = watcher(api::<K::Resource>(common, namespace), wc.clone())
+        .default_backoff()
+        .modify(|r: &mut K::Resource| {
+            r.managed_fields_mut().clear();
+            r.annotations_mut()
+                .remove("kubectl.kubernetes.io/last-applied-configuration");
+        })
+        .reflect(writer)
+        .touched_objects();
+    let ctx = Arc::new(RunContext {
+        shared: shared.clone(),
+        io: io(store.clone()),
+        starts: Starts::new(common.fence.clone()),
+    });
+    let reporting = shared.clone();
+    let fut = Controller::for_stream(trigger, store.clone())
+        .with_config(controller::Config::default().concurrency(common.concurrency))
+        .watches(
+            api::<DSSConnection>(common, namespace),
+            wc,
+            wake_users_of::<K>(store.clone()),
+        )
+        .graceful_shutdown_on(super::process::stopped(shutdown.clone()))
+        .run(execute::reconcile::<K>, run_error_policy::<K>, ctx)
+        .for_each(move |res| report(res, reporting.clone()));
+    (fut, store)
 }
 
 /// What the reconcilers of one scope share.
@@ -133,36 +165,36 @@ fn shared(common: &Common, conn_store: Store<DSSConnection>) -> Arc<Shared> {
     })
 }
 
-/// A connection change (or its Ready flip) wakes the builds that use it.
-fn wake_builds_of(store: Store<DatasetBuild>) -> impl Fn(DSSConnection) -> Vec<ObjectRef<DatasetBuild>> {
+/// A connection change (or its Ready flip) wakes the objects that use it.
+fn wake_users_of<K: RunKind>(
+    store: Store<K::Resource>,
+) -> impl Fn(DSSConnection) -> Vec<ObjectRef<K::Resource>> {
     move |conn: DSSConnection| {
         let (ns, name) = (conn.namespace(), conn.name_any());
         store
             .state()
             .into_iter()
-            .filter(|b| b.namespace() == ns && b.spec.connection_ref.as_ref().is_some_and(|r| r.name == name))
-            .map(|b| ObjectRef::from(b.as_ref()))
+            .filter(|r| r.namespace() == ns && K::connection(r).is_some_and(|c| c.name == name))
+            .map(|r| ObjectRef::from(r.as_ref()))
             .collect()
     }
 }
 
-/// Ends once both caches have synced.
-async fn synced(builds: Store<DatasetBuild>, conns: Store<DSSConnection>) {
-    // The controller's own runner also waits on these stores, and a store wakes only its latest
-    // waiter: re-poll with a timeout instead of parking once.
+/// Ends once a cache has synced. The controller's own runner also waits on the store, and a store
+/// wakes only its latest waiter: re-poll with a timeout instead of parking once.
+async fn synced<K>(store: &Store<K>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
     let tick = Duration::from_millis(250);
     while !matches!(
-        tokio::time::timeout(tick, builds.wait_until_ready()).await,
-        Ok(Ok(()))
-    ) {}
-    while !matches!(
-        tokio::time::timeout(tick, conns.wait_until_ready()).await,
+        tokio::time::timeout(tick, store.wait_until_ready()).await,
         Ok(Ok(()))
     ) {}
 }
 
-fn build_error_policy(build: Arc<DatasetBuild>, err: &Error, ctx: Arc<RunContext<JobKind>>) -> Action {
-    error_policy(&build.uid().unwrap_or_default(), err, &ctx.shared)
+fn run_error_policy<K: RunKind>(res: Arc<K::Resource>, err: &Error, ctx: Arc<RunContext<K>>) -> Action {
+    error_policy(&res.uid().unwrap_or_default(), err, &ctx.shared)
 }
 
 fn conn_error_policy(conn: Arc<DSSConnection>, err: &Error, ctx: Arc<Shared>) -> Action {

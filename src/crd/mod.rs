@@ -13,11 +13,13 @@
 mod build;
 mod connection;
 mod run;
+mod scenario;
 mod schedule;
 
 pub use build::*;
 pub use connection::*;
 pub use run::*;
+pub use scenario::*;
 pub use schedule::*;
 
 use kube::CustomResourceExt;
@@ -26,6 +28,8 @@ use kube::CustomResourceExt;
 pub const GROUP: &str = "kube-dss.dev";
 /// The finalizer that guards a DSS job of a `DatasetBuild`.
 pub const FINALIZER: &str = "kube-dss.dev/abort-job";
+/// The finalizer that guards a DSS scenario run of a `ScenarioRun`.
+pub const SCENARIO_FINALIZER: &str = "kube-dss.dev/abort-scenario-run";
 /// The field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "kube-dss";
 
@@ -36,6 +40,7 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
         DatasetBuild::crd(),
         DSSConnection::crd(),
         DatasetBuildSchedule::crd(),
+        ScenarioRun::crd(),
     ] {
         out.push_str("---\n");
         out.push_str(&serde_yaml::to_string(&crd)?);

@@ -20,7 +20,7 @@ pub const ADOPT_ANNOTATION: &str = "kube-dss.dev/adopt-job";
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("!has(self.__namespace__)").message(
-    "connectionRef.namespace is not allowed: a DatasetBuild can only use a DSSConnection in its own namespace"
+    "connectionRef.namespace is not allowed: a DatasetBuild or ScenarioRun can only use a DSSConnection in its own namespace"
 ))]
 pub struct ConnectionRef {
     /// Name of the DSSConnection.
@@ -192,10 +192,10 @@ pub struct Failure {
     /// A human-readable explanation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// The DSS activity that failed, when known.
+    /// The DSS activity (of a job) or the step (of a scenario run) that failed, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activity: Option<String>,
-    /// The last lines of the DSS job log.
+    /// The last lines of the DSS log (of the job, or of the failing step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_tail: Option<String>,
 }
@@ -217,6 +217,14 @@ pub enum FailureReason {
     StartRejected,
     /// The `kube-dss.dev/abort` annotation aborted the job.
     AbortRequested,
+    /// The scenario run ended `FAILED`.
+    ScenarioFailed,
+    /// The scenario run was aborted outside the operator.
+    ScenarioAborted,
+    /// DSS no longer knows the scenario run (or its trigger fire).
+    ScenarioRunNotFound,
+    /// DSS cancelled the trigger fire (the scenario was already running, or another trigger fired).
+    TriggerCancelled,
 }
 
 impl FailureReason {
@@ -230,18 +238,25 @@ impl FailureReason {
             Self::FailedWithWarnings => "FailedWithWarnings",
             Self::StartRejected => "StartRejected",
             Self::AbortRequested => "AbortRequested",
+            Self::ScenarioFailed => "ScenarioFailed",
+            Self::ScenarioAborted => "ScenarioAborted",
+            Self::ScenarioRunNotFound => "ScenarioRunNotFound",
+            Self::TriggerCancelled => "TriggerCancelled",
         }
     }
 
     /// The phase a run with this failure shows.
     pub fn phase(self) -> Phase {
         match self {
-            Self::JobAborted | Self::AbortRequested => Phase::Aborted,
+            Self::JobAborted | Self::ScenarioAborted | Self::AbortRequested => Phase::Aborted,
             Self::JobFailed
             | Self::JobNotFound
             | Self::DeadlineExceeded
             | Self::FailedWithWarnings
-            | Self::StartRejected => Phase::Failed,
+            | Self::StartRejected
+            | Self::ScenarioFailed
+            | Self::ScenarioRunNotFound
+            | Self::TriggerCancelled => Phase::Failed,
         }
     }
 }

@@ -552,12 +552,7 @@ impl DssClient {
         self.observed(op, async {
             let query: Vec<(&str, &str)> = activity.map(|a| ("activity", a)).into_iter().collect();
             let url = self.url(op, &["projects", project_key, "jobs", job_id, "log"], &query)?;
-            let mut exchange = self.exchange(op, Method::GET, url, None).await?;
-            let mut tail = TailCollector::new(limits, exchange.key.expose_secret());
-            while let Some(chunk) = exchange.chunk().await? {
-                tail.push(&chunk);
-            }
-            Ok(tail.finish())
+            self.send_tail(op, url, limits).await
         })
         .await
     }
@@ -642,6 +637,21 @@ impl DssClient {
     ) -> Result<Answer, Error> {
         let body = self.exchange(op, method, url, body).await?.bytes(cap).await?;
         Ok(Answer { body })
+    }
+
+    /// A `GET` of a log, reduced to its end as it streams in (see [`Self::get_log_tail`]).
+    pub(super) async fn send_tail(
+        &self,
+        op: Operation,
+        url: Url,
+        limits: LogTailLimits,
+    ) -> Result<LogTail, Error> {
+        let mut exchange = self.exchange(op, Method::GET, url, None).await?;
+        let mut tail = TailCollector::new(limits, exchange.key.expose_secret());
+        while let Some(chunk) = exchange.chunk().await? {
+            tail.push(&chunk);
+        }
+        Ok(tail.finish())
     }
 
     /// A `GET` of text, keeping the last [`MAX_LOG_BODY`] bytes of a longer body.

@@ -17,7 +17,7 @@ use http::Method;
 use serde_json::{Map, Value};
 
 use super::{
-    DssClient, Error, Operation,
+    DssClient, Error, LogTail, LogTailLimits, Operation,
     client::{MAX_ERROR_BODY, MAX_JSON_BODY},
     scenario_model::{
         ScenarioListItem, ScenarioRun, ScenarioRunDetails, ScenarioStatus, TriggerFire, decode_run_details,
@@ -317,6 +317,27 @@ impl DssClient {
             let path = ["projects", project_key, "scenarios", scenario_id, run_id, "log"];
             let url = self.url(op, &path, &query)?;
             self.send_keep_tail(op, url).await
+        })
+        .await
+    }
+
+    /// The run's log, or one step's, reduced to its end as it streams in, with the API key removed
+    /// (as [`DssClient::get_log_tail`] does for a job's log).
+    #[tracing::instrument(name = "dss.get_scenario_run_log_tail", level = "debug", skip_all, fields(project = project_key, scenario = scenario_id, run_id))]
+    pub async fn get_scenario_run_log_tail(
+        &self,
+        project_key: &str,
+        scenario_id: &str,
+        run_id: &str,
+        step_id: Option<&str>,
+        limits: LogTailLimits,
+    ) -> Result<LogTail, Error> {
+        let op = Operation::GetScenarioRunLog;
+        self.observed(op, async {
+            let query: Vec<(&str, &str)> = step_id.map(|s| ("stepId", s)).into_iter().collect();
+            let path = ["projects", project_key, "scenarios", scenario_id, run_id, "log"];
+            let url = self.url(op, &path, &query)?;
+            self.send_tail(op, url, limits).await
         })
         .await
     }

@@ -70,6 +70,7 @@ pub fn control_plane() -> PathBuf {
                     "crd/datasetbuilds.kube-dss.dev",
                     "crd/dssconnections.kube-dss.dev",
                     "crd/datasetbuildschedules.kube-dss.dev",
+                    "crd/scenarioruns.kube-dss.dev",
                 ],
             );
             assert!(established.status.success(), "CRDs not established");

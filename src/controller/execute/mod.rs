@@ -35,6 +35,7 @@ use super::{
     connections::Resolved,
     context::RunContext,
     error::{Error, from_finalizer},
+    metrics::Metrics,
     run::{
         self, Blocker, Candidate, Controls, Current, Event, Fact, Kind, Next, Observation, RunStatus, Signal,
         contract::Derived, fold::whole_seconds,
@@ -80,11 +81,15 @@ pub(crate) trait RunKind: Kind + Send + Sync {
     /// A key naming a run across builds (claims: one run is never given to two objects).
     fn key(handle: &Self::Handle) -> String;
 
-    /// Sends a start request; the new run's handle.
+    /// Counts what the core signalled, in the kind's own metric families.
+    fn count(metrics: &Metrics, signal: Signal);
+
+    /// Sends the start request `request` records; the new run's handle.
     fn start(
         ctx: &RunContext<Self>,
         conn: &Resolved,
         res: &Self::Resource,
+        request: &StartRequest,
     ) -> impl Future<Output = Result<Self::Handle, dss::Error>> + Send;
 
     /// Observes the current run, of age `age` (see [`Look`]).

@@ -18,7 +18,7 @@ use crate::{
     controller::{
         error::Error,
         events,
-        run::{Next, Signal, Wake, plan},
+        run::{Next, Wake, plan},
     },
     crd::FIELD_MANAGER,
 };
@@ -72,7 +72,7 @@ pub(crate) async fn record<K: RunKind>(
         ctx.shared.backoff.reset(&uid);
     }
     for signal in pass.signals.drain(..) {
-        count(ctx.shared.metrics.as_ref(), signal);
+        K::count(ctx.shared.metrics.as_ref(), signal);
     }
     for e in pass.events.drain(..) {
         let type_ = if e.warning {
@@ -127,17 +127,6 @@ fn action(wake: Wake, backoff: impl FnOnce() -> Duration) -> Action {
             let b = backoff();
             Action::requeue(at_least.map_or(b, |r| r.max(b)))
         }
-    }
-}
-
-/// Counts a signal.
-fn count(metrics: &crate::controller::metrics::Metrics, signal: Signal) {
-    match signal {
-        Signal::Started => metrics.job_started(),
-        Signal::Adopted => metrics.job_adopted(),
-        Signal::Finished { outcome, age } => metrics.job_finished(outcome, age),
-        Signal::OutcomeUnknown => metrics.start_outcome_unknown(),
-        Signal::Trouble(category) => metrics.reconcile_error(category),
     }
 }
 

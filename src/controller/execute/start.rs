@@ -103,7 +103,12 @@ async fn post<K: RunKind>(pass: &mut Pass<'_, K>, conn: &Resolved, _permit: Owne
         .run
         .start_grace
         .saturating_sub(Duration::from_secs(10));
-    let sent = tokio::time::timeout(deadline, K::start(pass.ctx, conn, pass.res)).await;
+    let Some(request) = pass.sent.clone() else {
+        return Fact::Retry {
+            after: Duration::from_secs(1),
+        };
+    };
+    let sent = tokio::time::timeout(deadline, K::start(pass.ctx, conn, pass.res, &request)).await;
     let result = sent.unwrap_or(Err(dss::Error::Timeout {
         operation: dss::Operation::StartJob,
     }));

@@ -18,8 +18,9 @@ use super::{
     context::RunContext,
     error::Error,
     execute::{Look, RunKind},
+    metrics::Metrics,
     run::{
-        Candidate, Controls, Current, FailureDetails, Handled, Kind, Observation, Past, RunStatus,
+        Candidate, Controls, Current, FailureDetails, Handled, Kind, Observation, Past, RunStatus, Signal,
         contract::Derived,
         vocabulary::{EventReason, RunState, Words},
     },
@@ -52,6 +53,7 @@ impl Kind for JobKind {
     type Details = ();
 
     const WORDS: Words = Words {
+        success: "DONE",
         failed: FailureReason::JobFailed,
         aborted: FailureReason::JobAborted,
         not_found: FailureReason::JobNotFound,
@@ -180,6 +182,7 @@ pub(crate) fn read(status: Option<&DatasetBuildStatus>) -> RunStatus<JobKind> {
                 state: h.state.as_deref().map(JobState::from_dss),
                 start_time: h.start_time,
                 completion_time: h.completion_time,
+                details: (),
             })
             .collect(),
         conditions,
@@ -270,10 +273,21 @@ impl RunKind for JobKind {
         job_id.clone()
     }
 
+    fn count(metrics: &Metrics, signal: Signal) {
+        match signal {
+            Signal::Started => metrics.job_started(),
+            Signal::Adopted => metrics.job_adopted(),
+            Signal::Finished { outcome, age } => metrics.job_finished(outcome, age),
+            Signal::OutcomeUnknown => metrics.start_outcome_unknown(),
+            Signal::Trouble(category) => metrics.reconcile_error(category),
+        }
+    }
+
     async fn start(
         _ctx: &RunContext<Self>,
         conn: &Resolved,
         res: &DatasetBuild,
+        _request: &StartRequest,
     ) -> Result<String, dss::Error> {
         let definition = definition::job_definition(&res.spec);
         let started = conn.client.start_job(&res.spec.project_key, &definition).await?;
@@ -374,6 +388,7 @@ async fn failure_details(
         }
     };
     FailureDetails {
+        reason: None,
         location,
         cause: tail.as_deref().and_then(|t| t.lines().last()).map(String::from),
         log_tail: tail,

@@ -120,7 +120,7 @@ fn shape<'a, K: Kind>(
     let run = name.unwrap_or("-");
     match (phase, blocker) {
         (Phase::Succeeded, _) => {
-            let msg = format!("{run} finished DONE");
+            let msg = format!("{run} finished {}", K::WORDS.success);
             (
                 ("True", "Succeeded", msg.clone()),
                 None,
@@ -132,9 +132,11 @@ fn shape<'a, K: Kind>(
             let (reason, msg) = match &s.failure {
                 Some(f) => (
                     f.reason.as_str(),
-                    f.message.clone().unwrap_or_else(|| phase_message(phase, run)),
+                    f.message
+                        .clone()
+                        .unwrap_or_else(|| phase_message(phase, run, K::WORDS.success)),
                 ),
-                None => (phase.as_str(), phase_message(phase, run)),
+                None => (phase.as_str(), phase_message(phase, run, K::WORDS.success)),
             };
             let v = ("False", reason, msg);
             (v.clone(), None, Some(("True", reason, v.2.clone())), v)
@@ -160,7 +162,7 @@ fn shape<'a, K: Kind>(
         (_, blocker) => {
             let (reason, msg) = match blocker {
                 Some(b) => (b.reason.as_str(), b.message.clone()),
-                None => (phase.as_str(), phase_message(phase, run)),
+                None => (phase.as_str(), phase_message(phase, run, K::WORDS.success)),
             };
             let v = ("False", reason, msg);
             (
@@ -173,13 +175,13 @@ fn shape<'a, K: Kind>(
     }
 }
 
-fn phase_message(phase: Phase, run: &str) -> String {
+fn phase_message(phase: Phase, run: &str, success: &str) -> String {
     match phase {
         Phase::Pending => "waiting to start a run".to_string(),
         Phase::Starting => "starting a run".to_string(),
         Phase::Queued => format!("{run} is queued"),
         Phase::Running => format!("{run} is running"),
-        Phase::Succeeded => format!("{run} finished DONE"),
+        Phase::Succeeded => format!("{run} finished {success}"),
         Phase::Failed => format!("{run} failed"),
         Phase::Aborted => format!("{run} was aborted"),
         Phase::Suspended => "suspended".to_string(),

@@ -40,8 +40,8 @@ pub(crate) fn observed<K: Kind>(c: &Controls, d: &mut Draft<K>, obs: Observation
     let outcome = match state {
         RunState::Succeeded if c.fail_on_warnings && obs.warnings > 0 => {
             let msg = format!(
-                "{name} finished DONE with {} warning(s) and spec.failOnWarnings is true",
-                obs.warnings
+                "{name} finished {} with {} warning(s) and spec.failOnWarnings is true",
+                words.success, obs.warnings
             );
             d.fail(FailureReason::FailedWithWarnings, &msg);
             d.warn(words.failed_event, EventAction::PollJob, msg);
@@ -49,12 +49,13 @@ pub(crate) fn observed<K: Kind>(c: &Controls, d: &mut Draft<K>, obs: Observation
         }
         RunState::Succeeded => {
             d.status.failure = None;
-            let msg = format!("{name} finished DONE ({} warning(s))", obs.warnings);
+            let msg = format!("{name} finished {} ({} warning(s))", words.success, obs.warnings);
             d.normal(words.succeeded, EventAction::PollJob, msg);
             "done"
         }
         RunState::Failed => {
-            let (failure, note) = failed(words.failed, &name, obs.failure.unwrap_or_default());
+            let details = obs.failure.unwrap_or_default();
+            let (failure, note) = failed(details.reason.unwrap_or(words.failed), &name, details);
             d.status.failure = Some(failure);
             d.warn(words.failed_event, EventAction::PollJob, note);
             "failed"
@@ -327,6 +328,7 @@ mod tests {
         let settings = Settings::default();
         let mut obs = observation("FAILED", 0);
         obs.failure = Some(FailureDetails {
+            reason: None,
             location: Some("compute_x".into()),
             cause: Some("ERROR: boom".into()),
             log_tail: Some("reading\nERROR: boom\ncleanup".into()),

@@ -157,6 +157,8 @@ pub(crate) struct Past<K: Kind> {
     pub(crate) start_time: Option<Time>,
     /// When it ended.
     pub(crate) completion_time: Option<Time>,
+    /// The kind's details of its last observation.
+    pub(crate) details: K::Details,
 }
 
 /// What this process alone knows about a recorded start request without a run (it dies with the
@@ -216,6 +218,8 @@ pub(crate) struct Observation<K: Kind> {
 /// Where a run failed and the end of its log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct FailureDetails {
+    /// The failure reason when it is not the kind's plain failure (a cancelled trigger fire).
+    pub(crate) reason: Option<crate::crd::FailureReason>,
     /// The failing activity (or step), when known.
     pub(crate) location: Option<String>,
     /// The line that says why (the last error line of the log).

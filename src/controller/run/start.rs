@@ -32,6 +32,7 @@ pub(crate) fn record<K: Kind>(
                 state: current.state,
                 start_time: current.start_time,
                 completion_time: current.completion_time,
+                details: current.details,
             },
         );
         s.history.truncate(settings.history_limit);

@@ -23,6 +23,7 @@ impl Kind for TestKind {
     type State = String;
     type Details = ();
     const WORDS: Words = Words {
+        success: "DONE",
         failed: FailureReason::JobFailed,
         aborted: FailureReason::JobAborted,
         not_found: FailureReason::JobNotFound,

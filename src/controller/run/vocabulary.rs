@@ -84,6 +84,16 @@ pub(crate) enum EventReason {
     Connected,
     /// The connection failed.
     ConnectionFailed,
+    /// A scenario run was fired.
+    ScenarioStarted,
+    /// A scenario run whose fire response was lost was found in DSS and adopted.
+    ScenarioAdopted,
+    /// The scenario run ended SUCCESS (or WARNING).
+    ScenarioSucceeded,
+    /// The scenario run failed, or DSS cancelled its fire.
+    ScenarioFailed,
+    /// The scenario run was aborted.
+    ScenarioAborted,
     /// A schedule created the build of a slot.
     BuildCreated,
     /// A schedule skipped slots past its starting deadline.
@@ -117,6 +127,11 @@ impl EventReason {
             Self::AbortRequested => "AbortRequested",
             Self::Connected => "Connected",
             Self::ConnectionFailed => "ConnectionFailed",
+            Self::ScenarioStarted => "ScenarioStarted",
+            Self::ScenarioAdopted => "ScenarioAdopted",
+            Self::ScenarioSucceeded => "ScenarioSucceeded",
+            Self::ScenarioFailed => "ScenarioFailed",
+            Self::ScenarioAborted => "ScenarioAborted",
             Self::BuildCreated => "BuildCreated",
             Self::SlotSkipped => "SlotSkipped",
             Self::TooManyMissedSlots => "TooManyMissedSlots",
@@ -175,6 +190,8 @@ impl EventAction {
 /// event reasons. The core picks from this table; the strings stay in the enums above.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Words {
+    /// How a successful end reads in messages (`DONE` for a job, `SUCCESS` for a scenario run).
+    pub(crate) success: &'static str,
     /// The run ended failed.
     pub(crate) failed: FailureReason,
     /// The run was aborted outside the operator.
