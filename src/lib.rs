@@ -15,3 +15,4 @@ pub mod dss;
 pub mod emulator;
 mod sync;
 pub mod telemetry;
+mod text;

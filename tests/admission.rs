@@ -256,8 +256,16 @@ fn corpus() -> Vec<(&'static str, String, &'static str)> {
             ),
             "metadata.name must be at most 63 characters",
         ),
-        ("scenario run without a scenario", r("  projectKey: P\n"), "spec.scenarioId: Required value"),
-        ("scenario id with a slash", r("  projectKey: P\n  scenarioId: a/b\n"), "scenarioId must not contain '/'"),
+        (
+            "scenario run without a scenario",
+            r("  projectKey: P\n"),
+            "spec.scenarioId: Required value",
+        ),
+        (
+            "scenario id with a slash",
+            r("  projectKey: P\n  scenarioId: a/b\n"),
+            "scenarioId must not contain '/'",
+        ),
         (
             "scenario run in another namespace's connection",
             r("  projectKey: P\n  scenarioId: S\n  connectionRef: {name: c, namespace: other}\n"),

@@ -125,30 +125,3 @@ pub(crate) fn from_finalizer(err: kube::runtime::finalizer::Error<Error>) -> Err
         other => Error::Finalizer(other.to_string()),
     }
 }
-
-/// Shortens text to at most `max` bytes on a character boundary, marking the cut.
-pub(crate) fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max.saturating_sub(3);
-    while end > 0 && !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truncate_keeps_char_boundaries() {
-        assert_eq!(truncate("abc", 10), "abc");
-        assert_eq!(truncate("abcdefghij", 6), "abc...");
-        let s = "ééééé";
-        let t = truncate(s, 6);
-        assert!(t.len() <= 6);
-        assert!(t.ends_with("..."));
-    }
-}

@@ -21,8 +21,8 @@ use kube::{
     runtime::events::{EventType, Reporter},
 };
 
-use super::error::truncate;
 use crate::sync::lock;
+use crate::text::truncate;
 
 /// How long a published event is remembered: a repeat within this window (same type, reason,
 /// action and object reference) patches the first Event's series count instead of creating a new

@@ -13,6 +13,7 @@ use std::{fmt, time::Duration};
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::{model::JobState, redact::redact};
+use crate::text::truncate;
 
 /// The DSS calls the client makes. A closed set: used as a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -287,18 +288,18 @@ fn api_summary(
     match text {
         Some(text) => {
             out.push_str(": ");
-            out.push_str(&truncate_chars(text, DISPLAY_MAX_CHARS));
+            out.push_str(&truncate(text, DISPLAY_MAX_BYTES));
         }
         None if !body_excerpt.is_empty() && error_type.is_none() => {
             out.push_str(": ");
-            out.push_str(&truncate_chars(body_excerpt, DISPLAY_MAX_CHARS));
+            out.push_str(&truncate(body_excerpt, DISPLAY_MAX_BYTES));
         }
         None => {}
     }
     out
 }
 
-const DISPLAY_MAX_CHARS: usize = 300;
+const DISPLAY_MAX_BYTES: usize = 300;
 
 impl Error {
     /// The HTTP status of an [`Error::Api`].
@@ -542,18 +543,10 @@ fn says_not_found(message: &str) -> bool {
         .any(|p| m.contains(p))
 }
 
-/// Cuts `text` to at most `max` characters, marking the cut with `…`.
-pub(crate) fn truncate_chars(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((idx, _)) => format!("{}…", &text[..idx]),
-        None => text.to_owned(),
-    }
-}
-
 /// How much of an error body is kept in [`Error::Api::body_excerpt`].
-pub(crate) const BODY_EXCERPT_MAX_CHARS: usize = 1024;
+pub(crate) const BODY_EXCERPT_MAX_BYTES: usize = 1024;
 /// How much of a text field of an error body is kept.
-const FIELD_MAX_CHARS: usize = 4096;
+const FIELD_MAX_BYTES: usize = 4096;
 
 /// The fields of an error response, parsed leniently: any body (JSON or not, valid UTF-8 or not) gives
 /// a value, never a panic.
@@ -571,7 +564,7 @@ impl ErrorBody {
         let text = String::from_utf8_lossy(body);
         let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
         // Redact before cutting, so a cut never leaves part of a key behind.
-        let body_excerpt = truncate_chars(&redact(&collapsed, secret), BODY_EXCERPT_MAX_CHARS);
+        let body_excerpt = truncate(&redact(&collapsed, secret), BODY_EXCERPT_MAX_BYTES);
         let json = serde_json::from_slice::<serde_json::Value>(body).ok();
         let field = |name: &str| -> Option<String> {
             let value = json.as_ref()?.get(name)?;
@@ -580,7 +573,7 @@ impl ErrorBody {
                 serde_json::Value::Null => return None,
                 other => other.to_string(),
             };
-            Some(truncate_chars(&redact(text.trim(), secret), FIELD_MAX_CHARS))
+            Some(truncate(&redact(text.trim(), secret), FIELD_MAX_BYTES))
         };
         Self {
             error_type: field("errorType"),
@@ -1070,7 +1063,7 @@ mod tests {
         let err = api(502, "echo: Basic the-key");
         assert!(!format!("{err:?}").contains("the-key"));
         // A key straddling the excerpt's end is removed before the cut, so no piece of it is left.
-        let body = format!("{}the-key", "x".repeat(BODY_EXCERPT_MAX_CHARS - 3));
+        let body = format!("{}the-key", "x".repeat(BODY_EXCERPT_MAX_BYTES - 3));
         let parsed = ErrorBody::parse(body.as_bytes(), "the-key");
         assert!(parsed.body_excerpt.ends_with("xxx***"), "{}", parsed.body_excerpt);
     }

@@ -1,7 +1,7 @@
 //! The end of a failed job's DSS log, as `status.failure.logTail` and the Warning event keep it:
 //! the last lines, bounded, with obvious secrets masked.
 
-use crate::controller::error::truncate;
+use crate::text::truncate;
 
 /// The last `lines` non-empty lines of a DSS log, bounded, with obvious secrets masked.
 pub(crate) fn log_tail(log: &str, lines: usize) -> String {

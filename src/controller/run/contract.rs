@@ -205,7 +205,7 @@ pub(crate) fn set_condition(
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    let message = crate::controller::error::truncate(message, 1024);
+    let message = crate::text::truncate(message, 1024);
     if let Some(existing) = conditions.iter_mut().find(|c| c.type_ == type_) {
         if existing.status != status {
             existing.last_transition_time = Time(now);
