@@ -11,6 +11,7 @@
 //! [`starts`].
 
 pub(crate) mod cleanup;
+pub(crate) mod controls;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub(crate) mod observe;

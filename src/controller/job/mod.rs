@@ -11,13 +11,16 @@ pub(crate) mod search;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::{ResourceExt, runtime::reflector::Store};
+use kube::runtime::reflector::Store;
 
 use super::{
     connections::Resolved,
     context::RunContext,
     error::Error,
-    execute::{Look, RunKind},
+    execute::{
+        Look, RunKind,
+        controls::{self, RunFields},
+    },
     metrics::Metrics,
     run::{
         Candidate, Controls, Current, FailureDetails, Handled, Kind, Observation, Past, RunStatus, Signal,
@@ -27,9 +30,8 @@ use super::{
 };
 use crate::{
     crd::{
-        ABORT_ANNOTATION, ADOPT_ANNOTATION, ConnectionRef, DatasetBuild, DatasetBuildSpec,
-        DatasetBuildStatus, FINALIZER, FailureReason, HistoryEntry, RERUN_ANNOTATION, RetryPolicy,
-        StartRequest,
+        ConnectionRef, DatasetBuild, DatasetBuildSpec, DatasetBuildStatus, FINALIZER, FailureReason,
+        HistoryEntry, StartRequest,
     },
     dss::{self, JobState},
 };
@@ -106,30 +108,22 @@ pub(crate) fn controls(build: &DatasetBuild) -> Controls {
         fail_on_warnings,
         deletion_policy,
     } = &build.spec;
-    let annotation = |name: &str| build.annotations().get(name).cloned();
-    let rerun = annotation(RERUN_ANNOTATION);
-    let RetryPolicy {
-        limit,
-        backoff_seconds,
-    } = retry.clone().unwrap_or_default();
-    let secs = |s: i64| u64::try_from(s).ok().map(Duration::from_secs);
-    Controls {
-        want: definition::run_fingerprint(&build.spec, rerun.as_deref()),
-        definition_hash: definition::definition_hash(&build.spec),
-        rerun_token: rerun_token.clone(),
-        rerun_annotation: rerun,
-        abort_annotation: annotation(ABORT_ANNOTATION),
-        adopt: annotation(ADOPT_ANNOTATION),
-        on_spec_change: on_spec_change.unwrap_or_default(),
-        suspend: suspend.unwrap_or(false),
-        active_deadline: active_deadline_seconds.and_then(secs),
-        start_deadline: start_deadline_seconds.and_then(secs),
-        retry_limit: limit.unwrap_or(0),
-        retry_backoff: secs(backoff_seconds.unwrap_or(60)).unwrap_or_default(),
-        fail_on_warnings: fail_on_warnings.unwrap_or(false),
-        deletion_policy: deletion_policy.unwrap_or_default(),
-        generation: build.metadata.generation,
-    }
+    let fields = RunFields {
+        rerun_token,
+        on_spec_change,
+        suspend,
+        active_deadline_seconds,
+        start_deadline_seconds,
+        retry,
+        fail_on_warnings,
+        deletion_policy,
+    };
+    controls::controls(
+        fields,
+        &build.metadata,
+        |rerun| definition::run_fingerprint(&build.spec, rerun),
+        definition::definition_hash(&build.spec),
+    )
 }
 
 /// The run core's view of a build's status. Phase, attempts, conditions' derivation inputs and the

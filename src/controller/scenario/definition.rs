@@ -1,8 +1,8 @@
 //! What a `ScenarioRun` asks DSS for: its run request's fingerprint, the hash of what it fires, and the
 //! request marker put into the run's parameters, by which a fire whose answer was lost is found again.
 
+use crate::controller::execute::controls::digest;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::crd::{ScenarioRunSpec, StartRequest};
 
@@ -63,12 +63,6 @@ pub(crate) fn fire_params(spec: &ScenarioRunSpec, marker: &str) -> Map<String, V
     let mut params = spec.params.clone().unwrap_or_default();
     params.insert(MARKER_KEY.to_string(), Value::String(marker.to_string()));
     params
-}
-
-/// The first 8 bytes of the SHA-256 of a canonical JSON text, in hex. (serde_json maps are sorted
-/// without `preserve_order`, so the text is canonical.)
-fn digest(canonical: &Value) -> String {
-    hex::encode(&Sha256::digest(canonical.to_string().as_bytes())[..8])
 }
 
 #[cfg(test)]

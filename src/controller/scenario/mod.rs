@@ -14,13 +14,16 @@ pub(crate) mod definition;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::{ResourceExt, runtime::reflector::Store};
+use kube::runtime::reflector::Store;
 
 use super::{
     connections::Resolved,
     context::RunContext,
     error::Error,
-    execute::{Look, RunKind},
+    execute::{
+        Look, RunKind,
+        controls::{self, RunFields},
+    },
     metrics::Metrics,
     run::{
         Candidate, Controls, Current, Handled, Kind, Observation, Past, RunStatus, Signal,
@@ -30,9 +33,8 @@ use super::{
 };
 use crate::{
     crd::{
-        ABORT_ANNOTATION, ADOPT_ANNOTATION, ConnectionRef, FailureReason, RERUN_ANNOTATION, RetryPolicy,
-        SCENARIO_FINALIZER, ScenarioHistoryEntry, ScenarioRun, ScenarioRunSpec, ScenarioRunStatus,
-        StartRequest, StepSummary,
+        ConnectionRef, FailureReason, SCENARIO_FINALIZER, ScenarioHistoryEntry, ScenarioRun, ScenarioRunSpec,
+        ScenarioRunStatus, StartRequest, StepSummary,
     },
     dss::{self, ScenarioOutcome},
 };
@@ -159,30 +161,22 @@ pub(crate) fn controls(run: &ScenarioRun) -> Controls {
         fail_on_warnings,
         deletion_policy,
     } = &run.spec;
-    let annotation = |name: &str| run.annotations().get(name).cloned();
-    let rerun = annotation(RERUN_ANNOTATION);
-    let RetryPolicy {
-        limit,
-        backoff_seconds,
-    } = retry.clone().unwrap_or_default();
-    let secs = |s: i64| u64::try_from(s).ok().map(Duration::from_secs);
-    Controls {
-        want: definition::run_fingerprint(&run.spec, rerun.as_deref()),
-        definition_hash: definition::definition_hash(&run.spec),
-        rerun_token: rerun_token.clone(),
-        rerun_annotation: rerun,
-        abort_annotation: annotation(ABORT_ANNOTATION),
-        adopt: annotation(ADOPT_ANNOTATION),
-        on_spec_change: on_spec_change.unwrap_or_default(),
-        suspend: suspend.unwrap_or(false),
-        active_deadline: active_deadline_seconds.and_then(secs),
-        start_deadline: start_deadline_seconds.and_then(secs),
-        retry_limit: limit.unwrap_or(0),
-        retry_backoff: secs(backoff_seconds.unwrap_or(60)).unwrap_or_default(),
-        fail_on_warnings: fail_on_warnings.unwrap_or(false),
-        deletion_policy: deletion_policy.unwrap_or_default(),
-        generation: run.metadata.generation,
-    }
+    let fields = RunFields {
+        rerun_token,
+        on_spec_change,
+        suspend,
+        active_deadline_seconds,
+        start_deadline_seconds,
+        retry,
+        fail_on_warnings,
+        deletion_policy,
+    };
+    controls::controls(
+        fields,
+        &run.metadata,
+        |rerun| definition::run_fingerprint(&run.spec, rerun),
+        definition::definition_hash(&run.spec),
+    )
 }
 
 /// The run core's view of a ScenarioRun's status.
