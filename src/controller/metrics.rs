@@ -20,6 +20,10 @@ use prometheus_client::{
 
 use kube::runtime::reflector::Store;
 
+use super::{
+    run::{cleanup::Forced, vocabulary::Ended},
+    schedule::slots::MissedSlots,
+};
 use crate::{
     crd::{DSSConnection, DatasetBuild, Phase},
     dss::{Operation, Outcome, RequestObserver},
@@ -79,19 +83,10 @@ const DSS_LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// The outcomes of `job_finished`.
-const JOB_OUTCOMES: [&str; 3] = ["done", "failed", "aborted"];
-
 /// Buckets of `schedule_lag_seconds`: 100 ms to a day (a catch-up run can be that late).
 const SCHEDULE_LAG_BUCKETS: [f64; 14] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
 ];
-
-/// The reasons of `schedule_slots_missed`.
-const MISSED_SLOT_REASONS: [&str; 2] = ["CatchUpLatest", "MaxCatchUpRuns"];
-
-/// The reasons of `finalizer_forced`.
-const FORCED_RELEASE_REASONS: [&str; 3] = ["AbortUnconfirmed", "CredentialsUnavailable", "DssUnreachable"];
 
 /// The operator's metrics.
 pub(crate) struct Metrics {
@@ -282,7 +277,7 @@ impl Metrics {
                 phase: phase.as_str(),
             });
         }
-        for outcome in JOB_OUTCOMES {
+        for outcome in Ended::ALL.map(Ended::as_str) {
             let _ = self.scenarios.duration.get_or_create(&OutcomeLabel { outcome });
             let _ = self.job_duration.get_or_create(&OutcomeLabel { outcome });
         }
@@ -296,10 +291,10 @@ impl Metrics {
             }
             let _ = self.dss_throttled.get_or_create(&OperationLabel { operation });
         }
-        for reason in FORCED_RELEASE_REASONS {
+        for reason in Forced::ALL.map(Forced::as_str) {
             let _ = self.finalizer_forced.get_or_create(&ReasonLabel { reason });
         }
-        for reason in MISSED_SLOT_REASONS {
+        for reason in MissedSlots::ALL.map(MissedSlots::as_str) {
             let _ = self.schedules.missed.get_or_create(&ReasonLabel { reason });
         }
     }
@@ -439,7 +434,7 @@ impl Metrics {
         self.schedules.skipped.inc_by(n);
     }
 
-    /// Missed schedule slots were not run; `reason` is one of [`MISSED_SLOT_REASONS`].
+    /// Missed schedule slots were not run; `reason` is a [`MissedSlots`] label.
     pub(crate) fn schedule_slots_missed(&self, reason: &'static str, n: u64) {
         self.schedules
             .missed

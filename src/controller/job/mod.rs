@@ -271,7 +271,7 @@ impl RunKind for JobKind {
         match signal {
             Signal::Started => metrics.job_started(),
             Signal::Adopted => metrics.job_adopted(),
-            Signal::Finished { outcome, age } => metrics.job_finished(outcome, age),
+            Signal::Finished { outcome, age } => metrics.job_finished(outcome.as_str(), age),
             Signal::OutcomeUnknown => metrics.start_outcome_unknown(),
             Signal::Trouble(category) => metrics.reconcile_error(category),
         }

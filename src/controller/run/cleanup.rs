@@ -77,6 +77,13 @@ pub(crate) enum Forced {
 }
 
 impl Forced {
+    /// Every reason, for metric pre-registration.
+    pub(crate) const ALL: [Forced; 3] = [
+        Self::AbortUnconfirmed,
+        Self::CredentialsUnavailable,
+        Self::DssUnreachable,
+    ];
+
     /// The PascalCase label.
     pub(crate) fn as_str(self) -> &'static str {
         match self {

@@ -8,7 +8,7 @@ use super::{
     Draft,
     model::{Controls, Kind, Observation, Signal},
     plan::elapsed,
-    vocabulary::{EventAction, EventReason, RunState},
+    vocabulary::{Ended, EventAction, EventReason, RunState},
 };
 use crate::crd::{AbortReason, Failure, FailureReason};
 
@@ -45,24 +45,24 @@ pub(crate) fn observed<K: Kind>(c: &Controls, d: &mut Draft<K>, obs: Observation
             );
             d.fail(FailureReason::FailedWithWarnings, &msg);
             d.warn(words.failed_event, EventAction::PollJob, msg);
-            "failed"
+            Ended::Failed
         }
         RunState::Succeeded => {
             d.status.failure = None;
             let msg = format!("{name} finished {} ({} warning(s))", words.success, obs.warnings);
             d.normal(words.succeeded, EventAction::PollJob, msg);
-            "done"
+            Ended::Done
         }
         RunState::Failed => {
             let details = obs.failure.unwrap_or_default();
             let (failure, note) = failed(details.reason.unwrap_or(words.failed), &name, details);
             d.status.failure = Some(failure);
             d.warn(words.failed_event, EventAction::PollJob, note);
-            "failed"
+            Ended::Failed
         }
         _ => {
             aborted(c, d, &name);
-            "aborted"
+            Ended::Aborted
         }
     };
     d.signal(Signal::Finished { outcome, age });
@@ -351,7 +351,7 @@ mod tests {
         assert_eq!(
             d.signals,
             vec![Signal::Finished {
-                outcome: "failed",
+                outcome: super::super::vocabulary::Ended::Failed,
                 age: Duration::from_secs(20)
             }]
         );

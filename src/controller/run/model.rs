@@ -394,8 +394,8 @@ pub(crate) enum Signal {
     Adopted,
     /// A run ended, with its outcome and its age.
     Finished {
-        /// `done`, `failed` or `aborted`.
-        outcome: &'static str,
+        /// How it ended.
+        outcome: super::vocabulary::Ended,
         /// From the start request to the end.
         age: Duration,
     },

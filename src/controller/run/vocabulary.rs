@@ -26,6 +26,31 @@ impl RunState {
     }
 }
 
+/// How a run ended, for the duration metrics (a closed set of labels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Ended {
+    /// It succeeded (failOnWarnings aside).
+    Done,
+    /// It failed.
+    Failed,
+    /// It was aborted.
+    Aborted,
+}
+
+impl Ended {
+    /// Every outcome, for metric pre-registration.
+    pub(crate) const ALL: [Ended; 3] = [Self::Done, Self::Failed, Self::Aborted];
+
+    /// The label.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Aborted => "aborted",
+        }
+    }
+}
+
 /// Why a run waits (the reason of `Reconciling`, or of `Stalled` when only a user can help).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum WaitingReason {

@@ -355,7 +355,7 @@ impl RunKind for ScenarioKind {
         match signal {
             Signal::Started => metrics.scenario_run_started(),
             Signal::Adopted => metrics.scenario_run_adopted(),
-            Signal::Finished { outcome, age } => metrics.scenario_run_finished(outcome, age),
+            Signal::Finished { outcome, age } => metrics.scenario_run_finished(outcome.as_str(), age),
             Signal::OutcomeUnknown => metrics.start_outcome_unknown(),
             Signal::Trouble(category) => metrics.reconcile_error(category),
         }

@@ -17,6 +17,7 @@ use super::{
     children::{self, Child, Created, Origin},
     manual,
     policy::{self, Wait},
+    slots::MissedSlots,
     slots::{Due, Window},
     status::{self, Problem, Record},
 };
@@ -287,9 +288,9 @@ impl Slots<'_> {
                 later
                     .events
                     .push((EventType::Warning, EventReason::TooManyMissedSlots.as_str(), note));
-                later.missed = Some(("MaxCatchUpRuns", due.missed));
+                later.missed = Some((MissedSlots::MaxCatchUpRuns.as_str(), due.missed));
             } else {
-                later.missed = Some(("CatchUpLatest", due.missed));
+                later.missed = Some((MissedSlots::CatchUpLatest.as_str(), due.missed));
             }
         }
     }

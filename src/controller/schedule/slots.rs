@@ -205,6 +205,28 @@ impl Schedule {
     }
 }
 
+/// Why missed slots were not run (a metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MissedSlots {
+    /// `catchUp: Latest` runs only the newest missed slot.
+    CatchUpLatest,
+    /// `catchUp: All` runs at most `maxCatchUpRuns`.
+    MaxCatchUpRuns,
+}
+
+impl MissedSlots {
+    /// Every reason, for metric pre-registration.
+    pub(crate) const ALL: [MissedSlots; 2] = [Self::CatchUpLatest, Self::MaxCatchUpRuns];
+
+    /// The PascalCase label.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::CatchUpLatest => "CatchUpLatest",
+            Self::MaxCatchUpRuns => "MaxCatchUpRuns",
+        }
+    }
+}
+
 /// The slots to decide on in one reconcile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Window {
