@@ -108,6 +108,15 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// Which running-jobs listing [`DssClient::scan_running_jobs`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Running<'a> {
+    /// The key's own running jobs in every project (`GET /jobs/running/?allUsers=False`).
+    Mine,
+    /// One project's running jobs, every user's (`GET /projects/{pk}/jobs/running/`).
+    Project(&'a str),
+}
+
 /// Receives one report per DSS call (for metrics). Implementations must be cheap and must not block.
 pub trait RequestObserver: Send + Sync {
     /// A call finished: its outcome and duration (from sending to the decoded answer; budget waits
@@ -399,6 +408,55 @@ impl DssClient {
             let exchange = self.exchange(op, Method::GET, url, None).await?;
             let (mut matches, mut total_matches) = (Vec::new(), 0);
             let listed = stream_listing(exchange, JobListing::new(Some(project_key)), &mut |job| {
+                if keep(&job) {
+                    total_matches += 1;
+                    if matches.len() < max_matches {
+                        matches.push(job);
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+            Ok(JobSearch {
+                matches,
+                total_matches,
+                listed,
+            })
+        })
+        .await
+    }
+
+    /// A running-jobs listing (`GET /jobs/running/?allUsers=False` for [`Running::Mine`],
+    /// `GET /projects/{pk}/jobs/running/` for [`Running::Project`]), keeping only the jobs `keep`
+    /// accepts as the listing streams in, at most `max_matches` of them: a watcher of a few jobs
+    /// holds those few, however many jobs DSS is running (DSS 15.2+).
+    #[tracing::instrument(name = "dss.scan_running_jobs", level = "debug", skip_all)]
+    pub async fn scan_running_jobs(
+        &self,
+        which: Running<'_>,
+        max_matches: usize,
+        mut keep: impl FnMut(&JobListItem) -> bool + Send,
+    ) -> Result<JobSearch, Error> {
+        let (op, path, query, project): (_, Vec<&str>, &[(&str, &str)], _) = match which {
+            // The Python client's spelling of booleans.
+            Running::Mine => (
+                Operation::ListAllRunningJobs,
+                vec!["jobs", "running", ""],
+                &[("allUsers", "False")],
+                None,
+            ),
+            Running::Project(pk) => (
+                Operation::ListRunningJobs,
+                vec!["projects", pk, "jobs", "running", ""],
+                &[],
+                Some(pk),
+            ),
+        };
+        self.observed(op, async {
+            let url = self.url(op, &path, query)?;
+            let exchange = self.exchange(op, Method::GET, url, None).await?;
+            let (mut matches, mut total_matches) = (Vec::new(), 0);
+            let listed = stream_listing(exchange, JobListing::new(project), &mut |job| {
                 if keep(&job) {
                     total_matches += 1;
                     if matches.len() < max_matches {

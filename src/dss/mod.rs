@@ -65,7 +65,7 @@ pub mod scenario_waiter;
 pub mod waiter;
 
 pub use client::{
-    DssClient, MAX_LISTED_JOBS, MAX_LISTED_PROJECTS, MAX_RATE_LIMIT_PAUSE, Outcome, RequestObserver,
+    DssClient, MAX_LISTED_JOBS, MAX_LISTED_PROJECTS, MAX_RATE_LIMIT_PAUSE, Outcome, RequestObserver, Running,
 };
 pub use config::{ApiKey, ApiPrefix, ClientConfig, Limits};
 pub use error::{Category, Error, Operation};
