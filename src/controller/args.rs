@@ -74,6 +74,17 @@ pub struct Args {
     #[arg(long, env = "POLL_MAX_SECONDS", default_value_t = 8)]
     pub poll_max_seconds: u64,
 
+    /// How often each connection's running jobs are listed while it has jobs to watch, in
+    /// milliseconds: a job's end is noticed within about this long.
+    #[arg(long, env = "LISTING_INTERVAL_MS", default_value_t = 1000)]
+    pub listing_interval_ms: u64,
+
+    /// The longest a DSS call of a reconcile waits for its connection's request budget, in
+    /// milliseconds; beyond it the object is requeued, so one throttled DSS never holds the
+    /// reconcilers of the others (job starts wait up to their own deadline at the start gate).
+    #[arg(long, env = "MAX_BUDGET_WAIT_MS", default_value_t = 2000)]
+    pub max_budget_wait_ms: u64,
+
     /// Elect a leader on a Lease so that only one replica acts.
     #[arg(long, env = "LEADER_ELECTION")]
     pub leader_election: bool,
@@ -110,6 +121,9 @@ impl Args {
             finalizer_timeout: Duration::from_secs(self.finalizer_timeout_seconds),
             clock_skew: Duration::from_secs(self.clock_skew_seconds),
             log_tail_lines: self.log_tail_lines.max(1),
+            listing_interval: Duration::from_millis(self.listing_interval_ms.max(100)),
+            max_budget_wait: Duration::from_millis(self.max_budget_wait_ms),
+            request_timeout: Duration::from_secs(self.dss_request_timeout_seconds.max(1)),
         }
     }
 

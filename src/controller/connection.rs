@@ -12,7 +12,7 @@ use kube::{
 use serde_json::json;
 
 use super::{
-    connections::ConnKey,
+    connections::{ConnKey, Freshness},
     context::Shared,
     error::{Error, chain},
     events,
@@ -108,7 +108,10 @@ fn not_ready(err: &dss::Error) -> (&'static str, &'static str) {
 
 /// Resolves the connection, re-reads its key, and makes an authenticated call.
 async fn check(conn: &DSSConnection, ctx: &Shared, ns: &str, name: &str) -> Result<String, Error> {
-    let resolved = ctx.connections.resolve_named(ns, name, &conn.spec).await?;
+    let resolved = ctx
+        .connections
+        .resolve_named(ns, name, &conn.spec, Freshness::Now)
+        .await?;
     ctx.connections.refresh_key(&resolved, Some(&conn.spec)).await?;
     resolved
         .client

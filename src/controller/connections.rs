@@ -1,23 +1,23 @@
 //! DSS connections: one shared [`DssClient`] per `DSSConnection` (and one for the operator's default
-//! connection), so every build of a connection draws on the same request budget. Secrets are read
-//! with `get` only (the operator never lists or watches Secrets); a key is re-read when DSS refuses it
-//! and each time the DSSConnection is re-checked, so a rotation needs no restart.
+//! connection, whatever the number of watched namespaces), so every build of a connection draws on
+//! the same request budget. Secrets are read with `get` only (the operator never lists or watches
+//! Secrets). Credentials follow their Secret: before a job start the key (and the CA) is read
+//! again, for other calls at most [`SECRET_TTL`] after the last read; a deleted Secret drops the
+//! cached client at once, a changed one is handed to the shared client, and a refused key is re-read
+//! at once. A deleted DSSConnection's client and budget are dropped.
 
 use std::{
     collections::HashMap,
     path::PathBuf,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Api, Client,
-    runtime::reflector::{ObjectRef, Store},
-};
+use kube::{Api, Client, runtime::reflector::ObjectRef};
 use sha2::{Digest, Sha256};
 
-use super::{error::Error, metrics::DssObserver};
+use super::{error::Error, metrics::DssObserver, stores::Stores};
 use crate::{
     crd::{ConnectionRef, DSSConnection, DSSConnectionSpec, SecretKeyRef},
     dss::{self, ApiKey, ClientConfig, DssClient, Limits},
@@ -64,10 +64,28 @@ pub(crate) struct DefaultConnection {
     pub(crate) limits: Limits,
 }
 
+/// How long a key read from its Secret (or file) is used before it is read again, for calls other
+/// than a job start (which always reads it first).
+pub(crate) const SECRET_TTL: Duration = Duration::from_secs(5);
+
+/// How often connections that no longer exist are looked for and dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// How fresh the credentials of a resolved connection must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// Read within [`SECRET_TTL`].
+    Recent,
+    /// Read now: before a call that cannot be taken back (a job start).
+    Now,
+}
+
 struct Entry {
     client: DssClient,
-    /// Hash of everything in the connection's spec that shapes the client (not the key).
+    /// Hash of everything that shapes the client but the key: the connection's spec and its CA.
     config_hash: String,
+    /// When the key was last read.
+    read_at: Instant,
     /// Hash of the key in use, to notice rotations without keeping the key around.
     key_hash: [u8; 32],
     auth_identifier: Option<String>,
@@ -89,30 +107,42 @@ pub(crate) struct Resolved {
 /// The registry of connections.
 pub(crate) struct Connections {
     kube: Client,
-    store: Store<DSSConnection>,
+    /// The DSSConnections of every watch scope.
+    stores: Stores<DSSConnection>,
     default: Option<DefaultConnection>,
     entries: Mutex<HashMap<ConnKey, Entry>>,
+    swept: Mutex<Instant>,
     observer: Arc<DssObserver>,
     request_timeout: Duration,
+    /// The longest a call waits for its connection's budget before it is refused (and its object
+    /// requeued): one throttled or paused DSS never holds the reconcilers of the others.
+    max_budget_wait: Duration,
 }
 
 impl Connections {
     /// Creates the registry.
     pub(crate) fn new(
         kube: Client,
-        store: Store<DSSConnection>,
         default: Option<DefaultConnection>,
         observer: Arc<DssObserver>,
         request_timeout: Duration,
+        max_budget_wait: Duration,
     ) -> Self {
         Self {
             kube,
-            store,
+            stores: Stores::default(),
             default,
             entries: Mutex::new(HashMap::new()),
+            swept: Mutex::new(Instant::now()),
             observer,
             request_timeout,
+            max_budget_wait,
         }
+    }
+
+    /// Adds a watch scope's cache of DSSConnections.
+    pub(crate) fn watch(&self, store: kube::runtime::reflector::Store<DSSConnection>) {
+        self.stores.add(store);
     }
 
     /// The connection a build in `namespace` refers to, with its shared client.
@@ -120,10 +150,12 @@ impl Connections {
         &self,
         namespace: &str,
         conn_ref: Option<&ConnectionRef>,
+        fresh: Freshness,
     ) -> Result<Resolved, Error> {
+        self.sweep();
         match conn_ref {
             Some(r) => {
-                let conn = match self.store.get(&ObjectRef::new(&r.name).within(namespace)) {
+                let conn = match self.stores.get(&ObjectRef::new(&r.name).within(namespace)) {
                     Some(conn) => Some(conn.spec.clone()),
                     // The watch cache may not have synced yet (right after a start): ask the
                     // apiserver before calling the connection missing.
@@ -134,6 +166,10 @@ impl Connections {
                         .map(|c| c.spec),
                 };
                 let Some(spec) = conn else {
+                    self.forget(&ConnKey::Named {
+                        namespace: namespace.to_string(),
+                        name: r.name.clone(),
+                    });
                     return Err(Error::Connection {
                         reason: "ConnectionNotFound",
                         message: format!(
@@ -142,9 +178,9 @@ impl Connections {
                         ),
                     });
                 };
-                self.resolve_named(namespace, &r.name, &spec).await
+                self.resolve_named(namespace, &r.name, &spec, fresh).await
             }
-            None => self.resolve_default().await,
+            None => self.resolve_default(fresh).await,
         }
     }
 
@@ -154,26 +190,44 @@ impl Connections {
         namespace: &str,
         name: &str,
         spec: &DSSConnectionSpec,
+        fresh: Freshness,
     ) -> Result<Resolved, Error> {
         let key = ConnKey::Named {
             namespace: namespace.to_string(),
             name: name.to_string(),
         };
-        let hash = spec_hash(spec);
-        if let Some(resolved) = self.cached(&key, &hash) {
+        let spec_hash = spec_hash(spec);
+        if let Some(resolved) = self.cached(&key, |h| h.starts_with(&spec_hash), fresh) {
             return Ok(resolved);
         }
-        let api_key = self
-            .read_secret(namespace, &spec.api_key_secret_ref, "apiKeySecretRef")
-            .await?;
-        let ca_pem = match spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
-            Some(r) => Some(
-                self.read_secret(namespace, r, "tls.caSecretRef")
-                    .await?
-                    .into_bytes(),
-            ),
-            None => None,
+        let read = async {
+            let api_key = self
+                .read_secret(namespace, &spec.api_key_secret_ref, "apiKeySecretRef")
+                .await?;
+            let ca_pem = match spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
+                Some(r) => Some(
+                    self.read_secret(namespace, r, "tls.caSecretRef")
+                        .await?
+                        .into_bytes(),
+                ),
+                None => None,
+            };
+            Ok::<_, Error>((api_key, ca_pem))
         };
+        let (api_key, ca_pem) = match read.await {
+            Ok(read) => read,
+            Err(e) => {
+                // A Secret that is gone (or unreadable) revokes the cached key at once.
+                if matches!(e, Error::Connection { .. }) {
+                    self.forget(&key);
+                }
+                return Err(e);
+            }
+        };
+        let hash = format!(
+            "{spec_hash}|{}",
+            hex::encode(sha(ca_pem.as_deref().unwrap_or_default()))
+        );
         let mut config =
             client_config(spec, ApiKey::new(api_key.clone()), ca_pem).map_err(|e| Error::Connection {
                 reason: "InvalidURL",
@@ -184,7 +238,7 @@ impl Connections {
         self.install(key, hash, config, &api_key)
     }
 
-    async fn resolve_default(&self) -> Result<Resolved, Error> {
+    async fn resolve_default(&self, fresh: Freshness) -> Result<Resolved, Error> {
         let Some(default) = &self.default else {
             return Err(Error::Connection {
                 reason: "NoConnection",
@@ -194,11 +248,17 @@ impl Connections {
             });
         };
         let key = ConnKey::Default;
-        let hash = format!("{}|{:?}|{:?}", default.url, default.prefix, default.ca_file);
-        if let Some(resolved) = self.cached(&key, &hash) {
+        let spec_hash = format!("{}|{:?}|{:?}", default.url, default.prefix, default.ca_file);
+        if let Some(resolved) = self.cached(&key, |h| h.starts_with(&spec_hash), fresh) {
             return Ok(resolved);
         }
-        let api_key = read_key_file(&default.api_key_file).await?;
+        let api_key = match read_key_file(&default.api_key_file).await {
+            Ok(k) => k,
+            Err(e) => {
+                self.forget(&key);
+                return Err(e);
+            }
+        };
         let ca_pem = match &default.ca_file {
             Some(path) => Some(tokio::fs::read(path).await.map_err(|e| Error::Connection {
                 reason: "CAFileUnreadable",
@@ -209,6 +269,10 @@ impl Connections {
             })?),
             None => None,
         };
+        let hash = format!(
+            "{spec_hash}|{}",
+            hex::encode(sha(ca_pem.as_deref().unwrap_or_default()))
+        );
         let mut config = ClientConfig::new(default.url.clone(), ApiKey::new(api_key.clone()));
         config.prefix = default.prefix;
         config.ca_pem = ca_pem;
@@ -218,15 +282,40 @@ impl Connections {
         self.install(key, hash, config, &api_key)
     }
 
-    fn cached(&self, key: &ConnKey, hash: &str) -> Option<Resolved> {
+    /// The cached client of `key` when its configuration still matches and its key was read
+    /// recently enough.
+    fn cached(&self, key: &ConnKey, matches: impl Fn(&str) -> bool, fresh: Freshness) -> Option<Resolved> {
         lock(&self.entries)
             .get(key)
-            .filter(|e| e.config_hash == hash)
+            .filter(|e| matches(&e.config_hash))
+            .filter(|e| fresh == Freshness::Recent && e.read_at.elapsed() < SECRET_TTL)
             .map(|e| Resolved {
                 key: key.clone(),
                 client: e.client.clone(),
                 start_gate: e.start_gate.clone(),
             })
+    }
+
+    /// Drops the clients of DSSConnections that no longer exist (deleted objects are not
+    /// reconciled, so their clients are found here), at most every [`SWEEP_EVERY`].
+    fn sweep(&self) {
+        {
+            let mut swept = lock(&self.swept);
+            if swept.elapsed() < SWEEP_EVERY {
+                return;
+            }
+            *swept = Instant::now();
+        }
+        let live: std::collections::HashSet<ConnKey> = self
+            .stores
+            .state()
+            .iter()
+            .map(|c| ConnKey::Named {
+                namespace: kube::ResourceExt::namespace(c.as_ref()).unwrap_or_default(),
+                name: kube::ResourceExt::name_any(c.as_ref()),
+            })
+            .collect();
+        lock(&self.entries).retain(|k, _| *k == ConnKey::Default || live.contains(k));
     }
 
     fn install(
@@ -237,10 +326,18 @@ impl Connections {
         api_key: &str,
     ) -> Result<Resolved, Error> {
         let gate_size = (config.limits.max_in_flight / 2).max(1);
+        let key_hash = sha(api_key);
         let mut entries = lock(&self.entries);
         // Reconciles that missed the cache together all get here: the first one's client is the
         // connection's, so that every build draws on one budget (a client each would multiply it).
-        if let Some(e) = entries.get(&key).filter(|e| e.config_hash == hash) {
+        // The key just read goes to the shared client when it changed.
+        if let Some(e) = entries.get_mut(&key).filter(|e| e.config_hash == hash) {
+            if e.key_hash != key_hash {
+                e.client.set_api_key(ApiKey::new(api_key.to_string()));
+                e.key_hash = key_hash;
+                e.auth_identifier = None;
+            }
+            e.read_at = Instant::now();
             return Ok(Resolved {
                 key,
                 client: e.client.clone(),
@@ -254,13 +351,15 @@ impl Connections {
                 reason: "InvalidConnection",
                 message: format!("cannot build a DSS client for {key}: {source}"),
             })?
-            .with_observer(self.observer.clone());
+            .with_observer(self.observer.clone())
+            .with_max_budget_wait(self.max_budget_wait);
         entries.insert(
             key.clone(),
             Entry {
                 client: client.clone(),
                 config_hash: hash,
-                key_hash: sha(api_key),
+                read_at: Instant::now(),
+                key_hash,
                 auth_identifier: None,
                 start_gate: Arc::new(tokio::sync::Semaphore::new(gate_size)),
             },
@@ -277,34 +376,30 @@ impl Connections {
     }
 
     /// Re-reads the API key of a connection (after DSS refused it, or periodically) and hands a
-    /// changed key to the shared client. Returns true when the key changed.
+    /// changed key to the shared client. Returns true when the key changed. A Secret that is gone
+    /// drops the cached client.
     pub(crate) async fn refresh_key(
         &self,
         resolved: &Resolved,
         spec: Option<&DSSConnectionSpec>,
     ) -> Result<bool, Error> {
-        let api_key = match (&resolved.key, spec) {
-            (ConnKey::Named { namespace, .. }, Some(spec)) => {
-                self.read_secret(namespace, &spec.api_key_secret_ref, "apiKeySecretRef")
-                    .await?
+        let read = self.read_key(resolved, spec).await;
+        let api_key = match read {
+            Ok(Some(k)) => k,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                if matches!(e, Error::Connection { .. }) {
+                    self.forget(&resolved.key);
+                }
+                return Err(e);
             }
-            (ConnKey::Named { namespace, name }, None) => {
-                let Some(conn) = self.store.get(&ObjectRef::new(name).within(namespace)) else {
-                    return Ok(false);
-                };
-                self.read_secret(namespace, &conn.spec.api_key_secret_ref, "apiKeySecretRef")
-                    .await?
-            }
-            (ConnKey::Default, _) => match &self.default {
-                Some(d) => read_key_file(&d.api_key_file).await?,
-                None => return Ok(false),
-            },
         };
         let hash = sha(&api_key);
         let mut entries = lock(&self.entries);
         let Some(entry) = entries.get_mut(&resolved.key) else {
             return Ok(false);
         };
+        entry.read_at = Instant::now();
         if entry.key_hash == hash {
             return Ok(false);
         }
@@ -312,6 +407,31 @@ impl Connections {
         entry.key_hash = hash;
         entry.auth_identifier = None;
         Ok(true)
+    }
+
+    /// The key a connection names now (`None` when the connection is not known here).
+    async fn read_key(
+        &self,
+        resolved: &Resolved,
+        spec: Option<&DSSConnectionSpec>,
+    ) -> Result<Option<String>, Error> {
+        Ok(Some(match (&resolved.key, spec) {
+            (ConnKey::Named { namespace, .. }, Some(spec)) => {
+                self.read_secret(namespace, &spec.api_key_secret_ref, "apiKeySecretRef")
+                    .await?
+            }
+            (ConnKey::Named { namespace, name }, None) => {
+                let Some(conn) = self.stores.get(&ObjectRef::new(name).within(namespace)) else {
+                    return Ok(None);
+                };
+                self.read_secret(namespace, &conn.spec.api_key_secret_ref, "apiKeySecretRef")
+                    .await?
+            }
+            (ConnKey::Default, _) => match &self.default {
+                Some(d) => read_key_file(&d.api_key_file).await?,
+                None => return Ok(None),
+            },
+        }))
     }
 
     /// The identity DSS reports for the connection's key (`authIdentifier`), cached per key.
@@ -450,6 +570,6 @@ fn spec_hash(spec: &DSSConnectionSpec) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-fn sha(text: &str) -> [u8; 32] {
-    Sha256::digest(text.as_bytes()).into()
+fn sha(bytes: impl AsRef<[u8]>) -> [u8; 32] {
+    Sha256::digest(bytes.as_ref()).into()
 }

@@ -1,6 +1,7 @@
 //! What the reconcilers share: the clients, the connection registry, the event recorder, the metrics,
-//! the tunables and the error backoff ([`Shared`]), and per kind of run the kind itself and this
-//! process's book of start requests ([`RunContext`]).
+//! the tunables and the error backoff ([`Shared`]), and per kind of run the kind's own IO state and
+//! this process's book of start requests ([`RunContext`]). Both are one per process, whatever the
+//! number of watched namespaces: one budget per connection, one book of claimed runs.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,7 +11,7 @@ use super::{
     backoff::ErrorBackoff,
     connections::Connections,
     events::Recorder,
-    execute::{RunKind, starts::Starts},
+    execute::{RunKind, sightings::Sightings, starts::Starts},
     metrics::Metrics,
     run,
 };
@@ -27,9 +28,15 @@ pub(crate) struct Settings {
     pub(crate) clock_skew: Duration,
     /// Lines of the DSS log kept in `status.failure.logTail`.
     pub(crate) log_tail_lines: usize,
+    /// How often a connection's running jobs are listed while it has jobs to watch.
+    pub(crate) listing_interval: Duration,
+    /// The longest a reconcile's DSS call waits for its connection's budget.
+    pub(crate) max_budget_wait: Duration,
+    /// Timeout of one DSS request.
+    pub(crate) request_timeout: Duration,
 }
 
-/// Shared state of the reconcilers of one watch scope.
+/// Shared state of every reconciler of the process.
 pub(crate) struct Shared {
     /// Kubernetes client.
     pub(crate) kube: Client,
@@ -49,8 +56,10 @@ pub(crate) struct Shared {
 pub(crate) struct RunContext<K: RunKind> {
     /// What every reconciler shares.
     pub(crate) shared: Arc<Shared>,
-    /// What the kind's calls share (listings, caches).
+    /// What the kind's calls share (listings, the caches of every scope).
     pub(crate) io: K::Io,
-    /// The start requests this process recorded and what became of them.
+    /// The start requests this process recorded and what became of them, and the runs it claimed.
     pub(crate) starts: Starts,
+    /// Runs DSS said do not exist, and since when (confirmed before a run fails).
+    pub(crate) sightings: Sightings,
 }

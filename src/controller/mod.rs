@@ -34,6 +34,7 @@ pub(crate) mod run;
 pub(crate) mod scenario;
 pub(crate) mod schedule;
 mod scope;
+pub(crate) mod stores;
 
 pub use args::Args;
 pub use process::main;

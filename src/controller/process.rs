@@ -56,24 +56,24 @@ async fn run(args: Args) -> Result<(), BoxError> {
         return Ok(());
     }
     metrics.set_leader(true);
-    let common = scope::Common {
-        client: client.clone(),
-        concurrency: args.concurrency,
-        request_timeout: Duration::from_secs(args.dss_request_timeout_seconds),
-        default: args.default_connection()?,
-        recorder: events::Recorder::new(
+    let fence = elector
+        .as_ref()
+        .map_or_else(leader::Fence::unelected, leader::Elector::fence);
+    let common = scope::Common::new(
+        client.clone(),
+        args.concurrency,
+        args.default_connection()?,
+        events::Recorder::new(
             client,
             Reporter {
                 controller: "kube-dss".into(),
                 instance: Some(identity),
             },
         ),
-        metrics: metrics.clone(),
-        settings: args.settings(),
-        fence: elector
-            .as_ref()
-            .map_or_else(leader::Fence::unelected, leader::Elector::fence),
-    };
+        metrics.clone(),
+        args.settings(),
+        &fence,
+    );
     let (running, synced): (Vec<_>, Vec<_>) = args
         .scopes()
         .iter()

@@ -25,25 +25,83 @@ use super::{
     error::Error,
     events::{self, Recorder},
     execute::RunKind,
-    execute::{self, starts::Starts},
+    execute::{self, sightings::Sightings, starts::Starts},
     job::{JobIo, JobKind, poller::Poller},
     leader::Fence,
     metrics::{DssObserver, Metrics},
     run::vocabulary::EventAction,
     scenario::{ScenarioIo, ScenarioKind},
+    stores::Stores,
 };
 use crate::crd::DSSConnection;
 
-/// What every scope shares.
+/// What every scope shares: one of each per process.
 pub(crate) struct Common {
     pub(crate) client: Client,
     pub(crate) concurrency: u16,
-    pub(crate) request_timeout: Duration,
-    pub(crate) default: Option<DefaultConnection>,
     pub(crate) recorder: Recorder,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) settings: Settings,
-    pub(crate) fence: Fence,
+    /// What every reconciler shares (connections, backoff, tunables).
+    pub(crate) shared: Arc<Shared>,
+    /// The DatasetBuild reconcilers' context: the job watch, the book of starts and claims.
+    pub(crate) jobs: Arc<RunContext<JobKind>>,
+    /// The ScenarioRun reconcilers' context.
+    pub(crate) scenarios: Arc<RunContext<ScenarioKind>>,
+}
+
+impl Common {
+    /// The process-wide state of the controllers.
+    pub(crate) fn new(
+        client: Client,
+        concurrency: u16,
+        default: Option<DefaultConnection>,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        fence: &Fence,
+    ) -> Self {
+        let observer = Arc::new(DssObserver(metrics.clone()));
+        let shared = Arc::new(Shared {
+            kube: client.clone(),
+            connections: Connections::new(
+                client.clone(),
+                default,
+                observer,
+                settings.request_timeout,
+                settings.max_budget_wait,
+            ),
+            recorder: recorder.clone(),
+            metrics: metrics.clone(),
+            backoff: ErrorBackoff::default(),
+            settings,
+        });
+        let jobs = Arc::new(RunContext {
+            shared: shared.clone(),
+            io: JobIo {
+                poller: Poller::new(shared.settings.listing_interval),
+                builds: Stores::default(),
+            },
+            starts: Starts::new(fence.clone()),
+            sightings: Sightings::default(),
+        });
+        let scenarios = Arc::new(RunContext {
+            shared: shared.clone(),
+            io: ScenarioIo {
+                runs: Stores::default(),
+            },
+            starts: Starts::new(fence.clone()),
+            sightings: Sightings::default(),
+        });
+        Self {
+            client,
+            concurrency,
+            recorder,
+            metrics,
+            shared,
+            jobs,
+            scenarios,
+        }
+    }
 }
 
 /// A scope's controllers, and a future that ends when its caches have synced.
@@ -65,15 +123,11 @@ pub(crate) fn run(
         Controller::new(conns.clone(), wc.clone()).with_config(controller::Config::default().concurrency(4));
     let conn_store = conn_controller.store();
     common.metrics.watch_connections(conn_store.clone());
-    let shared = shared(common, conn_store.clone());
-    let (builds_fut, build_store) =
-        runs::<JobKind, _>(common, namespace, &shared, &shutdown, |builds| JobIo {
-            poller: Poller::new(Duration::from_secs(2)),
-            builds,
-        });
+    common.shared.connections.watch(conn_store.clone());
+    let (builds_fut, build_store) = runs(common, namespace, &common.jobs, &shutdown);
     common.metrics.watch_builds(build_store.clone());
-    let (scenarios_fut, scenario_store) =
-        runs::<ScenarioKind, _>(common, namespace, &shared, &shutdown, |runs| ScenarioIo { runs });
+    let (scenarios_fut, scenario_store) = runs(common, namespace, &common.scenarios, &shutdown);
+    let shared = common.shared.clone();
     let report_c = shared.clone();
     let conns_fut = conn_controller
         .graceful_shutdown_on(super::process::stopped(shutdown))
@@ -105,17 +159,12 @@ where
 /// The controller of one kind of run in the scope, and its cache. The cache keeps what reconciles
 /// read: managedFields and the last-applied annotation are dropped, which is most of an object's size
 /// once it has a status (memory with many finished objects).
-fn runs<K, F>(
+fn runs<K: RunKind>(
     common: &Common,
     namespace: Option<&str>,
-    shared: &Arc<Shared>,
+    ctx: &Arc<RunContext<K>>,
     shutdown: &watch::Receiver<bool>,
-    io: F,
-) -> (impl Future<Output = ()> + use<K, F>, Store<K::Resource>)
-where
-    K: RunKind,
-    F: FnOnce(Store<K::Resource>) -> K::Io,
-{
+) -> (impl Future<Output = ()> + use<K>, Store<K::Resource>) {
     let wc = watcher::Config::default().any_semantic();
     let (store, writer) = kube::runtime::reflector::store();
     let trigger = watcher(api::<K::Resource>(common, namespace), wc.clone())
@@ -127,12 +176,8 @@ where
         })
         .reflect(writer)
         .touched_objects();
-    let ctx = Arc::new(RunContext {
-        shared: shared.clone(),
-        io: io(store.clone()),
-        starts: Starts::new(common.fence.clone()),
-    });
-    let reporting = shared.clone();
+    K::watch(&ctx.io, store.clone());
+    let reporting = ctx.shared.clone();
     let fut = Controller::for_stream(trigger, store.clone())
         .with_config(controller::Config::default().concurrency(common.concurrency))
         .watches(
@@ -140,29 +185,11 @@ where
             wc,
             wake_users_of::<K>(store.clone()),
         )
+        .reconcile_on(K::wakes(&ctx.io, namespace))
         .graceful_shutdown_on(super::process::stopped(shutdown.clone()))
-        .run(execute::reconcile::<K>, run_error_policy::<K>, ctx)
+        .run(execute::reconcile::<K>, run_error_policy::<K>, ctx.clone())
         .for_each(move |res| report(res, reporting.clone()));
     (fut, store)
-}
-
-/// What the reconcilers of one scope share.
-fn shared(common: &Common, conn_store: Store<DSSConnection>) -> Arc<Shared> {
-    let observer = Arc::new(DssObserver(common.metrics.clone()));
-    Arc::new(Shared {
-        kube: common.client.clone(),
-        connections: Connections::new(
-            common.client.clone(),
-            conn_store,
-            common.default.clone(),
-            observer,
-            common.request_timeout,
-        ),
-        recorder: common.recorder.clone(),
-        metrics: common.metrics.clone(),
-        settings: common.settings.clone(),
-        backoff: ErrorBackoff::default(),
-    })
 }
 
 /// A connection change (or its Ready flip) wakes the objects that use it.

@@ -12,7 +12,7 @@ use kube::{
 use super::{Look, RunKind, record::write_status};
 use crate::{
     controller::{
-        connections::Resolved,
+        connections::{Freshness, Resolved},
         context::RunContext,
         error::Error,
         events,
@@ -136,7 +136,11 @@ async fn connection<K: RunKind>(
         return Ok(c.clone());
     }
     let ns = res.namespace().unwrap_or_default();
-    let resolved = ctx.shared.connections.resolve(&ns, K::connection(res)).await?;
+    let resolved = ctx
+        .shared
+        .connections
+        .resolve(&ns, K::connection(res), Freshness::Recent)
+        .await?;
     *conn = Some(resolved.clone());
     Ok(resolved)
 }
@@ -187,7 +191,14 @@ async fn look<K: RunKind>(
         details: K::Details::default(),
     };
     match K::observe(ctx, &c, res, &current, std::time::Duration::ZERO, Look::Confirm).await {
-        Ok(obs) if K::run_state(&obs.state).is_terminal() => Learned::Ended,
+        Ok(seen)
+            if seen
+                .observation
+                .as_ref()
+                .is_some_and(|o| K::run_state(&o.state).is_terminal()) =>
+        {
+            Learned::Ended
+        }
         Ok(_) => Learned::Running,
         Err(e) if e.is_not_found() => Learned::Ended,
         Err(e) => failed(ctx, Some(&c), Error::dss("job status")(e), last).await,

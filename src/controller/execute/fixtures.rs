@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tower_test::mock::SendResponse;
 
 use super::starts::Starts;
+use crate::controller::stores::Stores;
 use crate::{
     controller::{
         backoff::ErrorBackoff,
@@ -242,6 +243,9 @@ fn settings() -> Settings {
         finalizer_timeout: Duration::from_secs(600),
         clock_skew: Duration::from_secs(30),
         log_tail_lines: 20,
+        listing_interval: Duration::from_secs(1),
+        max_budget_wait: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(30),
     }
 }
 
@@ -262,8 +266,6 @@ pub(crate) fn setup(dss_url: &str, acting_since: Timestamp) -> Setup {
         limits: dss::Limits::new(10.0, 8),
     };
     let metrics = Arc::new(Metrics::new());
-    let (conns, _) = kube::runtime::reflector::store();
-    let (builds, _) = kube::runtime::reflector::store();
     let observer = Arc::new(DssObserver(metrics.clone()));
     let reporter = Reporter {
         controller: "kube-dss".into(),
@@ -272,10 +274,10 @@ pub(crate) fn setup(dss_url: &str, acting_since: Timestamp) -> Setup {
     let shared = Arc::new(Shared {
         connections: Connections::new(
             kube.clone(),
-            conns,
             Some(default),
             observer,
             Duration::from_secs(30),
+            Duration::from_secs(2),
         ),
         recorder: Recorder::new(kube.clone(), reporter),
         kube,
@@ -286,10 +288,11 @@ pub(crate) fn setup(dss_url: &str, acting_since: Timestamp) -> Setup {
     let ctx = Arc::new(RunContext {
         shared,
         io: JobIo {
-            poller: Poller::new(Duration::from_secs(2)),
-            builds,
+            poller: Poller::new(Duration::from_secs(1)),
+            builds: Stores::default(),
         },
         starts: Starts::acting_since(Fence::unelected(), acting_since),
+        sightings: Default::default(),
     });
     Setup {
         ctx,

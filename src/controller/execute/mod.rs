@@ -17,17 +17,20 @@ pub(crate) mod fixtures;
 pub(crate) mod observe;
 pub(crate) mod record;
 pub(crate) mod search;
+pub(crate) mod sightings;
 pub(crate) mod start;
 pub(crate) mod starts;
 
 use std::{fmt::Debug, future::Future, sync::Arc, time::Duration};
 
+use futures::stream::BoxStream;
 use k8s_openapi::{NamespaceResourceScope, jiff::Timestamp};
 use kube::{
     Api, Resource, ResourceExt,
     runtime::{
         controller::Action,
         finalizer::{Event as Finalizer, finalizer},
+        reflector::{ObjectRef, Store},
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -82,6 +85,13 @@ pub(crate) trait RunKind: Kind + Send + Sync {
     /// A key naming a run across builds (claims: one run is never given to two objects).
     fn key(handle: &Self::Handle) -> String;
 
+    /// Adds a watch scope's cache of the resource: searches and claims look across every scope.
+    fn watch(io: &Self::Io, store: Store<Self::Resource>);
+
+    /// Wake-ups of the scope's objects from the kind's own watch of its runs (a listing that saw a
+    /// run change), for the scope's controller.
+    fn wakes(io: &Self::Io, namespace: Option<&str>) -> BoxStream<'static, ObjectRef<Self::Resource>>;
+
     /// Counts what the core signalled, in the kind's own metric families.
     fn count(metrics: &Metrics, signal: Signal);
 
@@ -101,7 +111,7 @@ pub(crate) trait RunKind: Kind + Send + Sync {
         current: &Current<Self>,
         age: Duration,
         look: Look,
-    ) -> impl Future<Output = Result<Observation<Self>, dss::Error>> + Send;
+    ) -> impl Future<Output = Result<Sighting<Self>, dss::Error>> + Send;
 
     /// Aborts a run.
     fn abort(
@@ -121,6 +131,27 @@ pub(crate) trait RunKind: Kind + Send + Sync {
         request: &StartRequest,
         since: Timestamp,
     ) -> impl Future<Output = Result<Vec<Candidate<Self::Handle>>, Error>> + Send;
+}
+
+/// What a look at the current run found.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Sighting<K: Kind> {
+    /// The run as DSS reports it, or `None` when nothing changed since it was recorded (a watch of
+    /// the kind says so, and will wake the object when that changes).
+    pub(crate) observation: Option<Observation<K>>,
+    /// Whether a watch of the kind follows the run and wakes the object when it changes, so that
+    /// it needs no poll of its own.
+    pub(crate) watched: bool,
+}
+
+impl<K: Kind> Sighting<K> {
+    /// An observation with no watch behind it: the object polls its run itself.
+    pub(crate) fn polled(observation: Observation<K>) -> Self {
+        Self {
+            observation: Some(observation),
+            watched: false,
+        }
+    }
 }
 
 /// How closely a run is observed.
@@ -162,7 +193,7 @@ async fn apply<K: RunKind>(
     ctx: &RunContext<K>,
 ) -> Result<Action, Error> {
     let mut pass = Pass::new(res, ctx);
-    let (conn, mut fact) = observe::observe(&pass).await?;
+    let (conn, mut fact) = observe::observe(&mut pass).await?;
     for _ in 0..MAX_ACTIONS {
         let next = pass.decide(fact);
         let Some(conn) = conn.as_ref() else {
@@ -221,6 +252,8 @@ pub(crate) struct Pass<'a, K: RunKind> {
     pub(crate) queued: bool,
     /// The start request as it was sent in this reconcile.
     pub(crate) sent: Option<StartRequest>,
+    /// A watch of the kind follows the current run and wakes the object when it changes.
+    pub(crate) watched: bool,
 }
 
 impl<'a, K: RunKind> Pass<'a, K> {
@@ -239,6 +272,7 @@ impl<'a, K: RunKind> Pass<'a, K> {
             started: false,
             queued: false,
             sent: None,
+            watched: false,
         }
     }
 
@@ -250,10 +284,11 @@ impl<'a, K: RunKind> Pass<'a, K> {
     /// Asks the core: folds `fact` into the status and returns the next step.
     fn decide(&mut self, fact: Fact<K>) -> Next {
         let settings = &self.ctx.shared.settings.run;
-        let process = self
+        let mut process = self
             .ctx
             .starts
             .process(&self.uid(), &self.status, settings.start_grace);
+        process.watched = self.watched;
         let input = run::Input {
             controls: &self.controls,
             process,

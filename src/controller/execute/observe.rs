@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use super::{Look, Pass, RunKind};
 use crate::{
     controller::{
-        connections::Resolved,
+        connections::{Freshness, Resolved},
         error::Error,
         run::{Fact, Trouble, plan},
     },
@@ -18,13 +18,15 @@ use crate::{
 
 /// Resolves the connection and observes the current run, if one is active. Without a usable
 /// connection there is nothing to call: the fact says why.
-pub(crate) async fn observe<K: RunKind>(pass: &Pass<'_, K>) -> Result<(Option<Resolved>, Fact<K>), Error> {
+pub(crate) async fn observe<K: RunKind>(
+    pass: &mut Pass<'_, K>,
+) -> Result<(Option<Resolved>, Fact<K>), Error> {
     let ns = pass.res.namespace().unwrap_or_default();
     let conn = match pass
         .ctx
         .shared
         .connections
-        .resolve(&ns, K::connection(pass.res))
+        .resolve(&ns, K::connection(pass.res), Freshness::Recent)
         .await
     {
         Ok(conn) => conn,
@@ -48,9 +50,18 @@ pub(crate) async fn observe<K: RunKind>(pass: &Pass<'_, K>) -> Result<(Option<Re
         .map(|r| plan::elapsed(r.requested_at.0, pass.now))
         .unwrap_or_default();
     let fact = match K::observe(pass.ctx, &conn, pass.res, current, age, Look::Poll).await {
-        Ok(obs) => Fact::Observed(obs),
-        // DSS no longer knows the run (purged, or DSS lost its state).
+        Ok(seen) => {
+            pass.watched = seen.watched;
+            pass.ctx.sightings.clear(&pass.uid());
+            seen.observation.map_or(Fact::Nothing, Fact::Observed)
+        }
+        // DSS no longer knows the run (purged, or DSS lost its state): once it says so again
+        // after a delay, the run fails.
         Err(e) if e.is_not_found() => Fact::Gone {
+            first_seen: pass
+                .ctx
+                .sightings
+                .gone(&pass.uid(), &K::key(&current.handle), pass.now),
             message: e.to_string(),
         },
         Err(e) => trouble(pass, &conn, Error::dss("poll job")(e)).await,
@@ -72,12 +83,18 @@ pub(crate) async fn abort<K: RunKind>(pass: &Pass<'_, K>, conn: &Resolved, reaso
 }
 
 /// A DSS call failed: the fact to decide on. A refused key is re-read first; when it changed, the
-/// call is simply tried again soon.
+/// call is simply tried again soon. A call the connection's own budget would not wait for was never
+/// sent: DSS said nothing, so it is tried again when the budget has room, with nothing recorded.
 pub(crate) async fn trouble<K: RunKind>(pass: &Pass<'_, K>, conn: &Resolved, err: Error) -> Fact<K> {
     let source = match &err {
         Error::Dss { source, .. } => Some(source.as_ref()),
         _ => None,
     };
+    if let Some(e @ dss::Error::Throttled { .. }) = source {
+        return Fact::Retry {
+            after: e.retry_after().unwrap_or(Duration::from_secs(1)),
+        };
+    }
     if source.is_some_and(dss::Error::is_unauthorized) {
         match pass.ctx.shared.connections.refresh_key(conn, None).await {
             Ok(true) => {

@@ -68,6 +68,9 @@ pub(crate) async fn record<K: RunKind>(
         Some(_) => {}
         None => ctx.starts.forget(&uid),
     }
+    if plan::active(&pass.status).is_none() {
+        ctx.sightings.clear(&uid);
+    }
     if pass.blocker.is_none() {
         ctx.shared.backoff.reset(&uid);
     }

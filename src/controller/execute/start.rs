@@ -11,9 +11,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::{Pass, RunKind, record};
 use crate::{
     controller::{
-        connections::Resolved,
+        connections::{Freshness, Resolved},
         error::Error,
-        run::{Fact, StartOutcome, fold::whole_seconds},
+        run::{Fact, StartOutcome, Trouble, fold::whole_seconds},
     },
     crd::Refusal,
     dss,
@@ -39,6 +39,10 @@ pub(crate) async fn start<K: RunKind>(
         pass.queued = true;
         return Ok(Then::Fact(Fact::Queued));
     };
+    let conn = match credentials_now(pass).await? {
+        Ok(conn) => conn,
+        Err(fact) => return Ok(Then::Fact(fact)),
+    };
     if !record::record_start(pass, api).await? {
         // Someone else (or a newer copy of this object) moved first: look again.
         tracing::debug!("start request lost a resourceVersion race; requeueing");
@@ -46,7 +50,28 @@ pub(crate) async fn start<K: RunKind>(
             Duration::from_secs(1),
         )));
     }
-    Ok(Then::Fact(post(pass, conn, permit).await))
+    Ok(Then::Fact(post(pass, &conn, permit).await))
+}
+
+/// The connection with its credentials read now: a start cannot be taken back, so a Secret deleted
+/// (or changed) a moment ago must count. A connection that cannot be used is the fact to decide on.
+async fn credentials_now<K: RunKind>(pass: &Pass<'_, K>) -> Result<Result<Resolved, Fact<K>>, Error> {
+    let ns = pass.res.namespace().unwrap_or_default();
+    match pass
+        .ctx
+        .shared
+        .connections
+        .resolve(&ns, K::connection(pass.res), Freshness::Now)
+        .await
+    {
+        Ok(conn) => Ok(Ok(conn)),
+        Err(Error::Connection { reason, message }) => Ok(Err(Fact::Unavailable(Trouble {
+            category: reason,
+            message,
+            retry_after: None,
+        }))),
+        Err(e) => Err(e),
+    }
 }
 
 /// Sends the start request this process recorded and has not sent, once it has a place at the start
@@ -64,8 +89,12 @@ pub(crate) async fn send<K: RunKind>(
         // re-established): decide again on the newer copy before sending anything.
         return Ok(Fact::Superseded);
     }
+    let conn = match credentials_now(pass).await? {
+        Ok(conn) => conn,
+        Err(fact) => return Ok(fact),
+    };
     tracing::debug!("sending a start request recorded while it waited for its turn");
-    Ok(post(pass, conn, permit).await)
+    Ok(post(pass, &conn, permit).await)
 }
 
 /// Whether the recorded start request still stands on the object as the apiserver has it now (a
@@ -108,7 +137,13 @@ async fn post<K: RunKind>(pass: &mut Pass<'_, K>, conn: &Resolved, _permit: Owne
             after: Duration::from_secs(1),
         };
     };
-    let sent = tokio::time::timeout(deadline, K::start(pass.ctx, conn, pass.res, &request)).await;
+    // The start may wait for the budget as long as its deadline allows: it holds a place at the
+    // start gate, not one of the reconcilers shared by every connection.
+    let starter = Resolved {
+        client: conn.client.clone().with_max_budget_wait(deadline),
+        ..conn.clone()
+    };
+    let sent = tokio::time::timeout(deadline, K::start(pass.ctx, &starter, pass.res, &request)).await;
     let result = sent.unwrap_or(Err(dss::Error::Timeout {
         operation: dss::Operation::StartJob,
     }));

@@ -152,6 +152,7 @@ impl Starts {
             lease: self.lease(),
             alike_in_flight: request
                 .is_some_and(|r| self.sending_alike(uid, r.definition_hash.as_deref(), grace)),
+            watched: false,
         }
     }
 

@@ -8,17 +8,21 @@ pub(crate) mod log;
 pub(crate) mod poller;
 pub(crate) mod search;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
+use futures::stream::{BoxStream, StreamExt};
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::reflector::Store;
+use kube::{
+    ResourceExt,
+    runtime::reflector::{ObjectRef, Store},
+};
 
 use super::{
     connections::Resolved,
     context::RunContext,
     error::Error,
     execute::{
-        Look, RunKind,
+        Look, RunKind, Sighting,
         controls::{self, RunFields},
     },
     metrics::Metrics,
@@ -27,6 +31,7 @@ use super::{
         contract::Derived,
         vocabulary::{EventReason, RunState, Words},
     },
+    stores::Stores,
 };
 use crate::{
     crd::{
@@ -40,13 +45,18 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct JobKind;
 
-/// What the job calls of one watch scope share: the job listings, and every build of the scope (to
-/// tell this build's jobs from other builds' jobs).
+/// What the job calls share: the watch of DSS jobs, and every build of every watch scope (to tell
+/// this build's jobs from other builds' jobs).
 pub(crate) struct JobIo {
-    /// The shared observer of DSS jobs.
-    pub(crate) poller: poller::Poller,
-    /// Every DatasetBuild of the scope.
-    pub(crate) builds: Store<DatasetBuild>,
+    /// The shared watcher of DSS jobs.
+    pub(crate) poller: Arc<poller::Poller>,
+    /// Every DatasetBuild of every scope.
+    pub(crate) builds: Stores<DatasetBuild>,
+}
+
+/// The reference a wake-up of `build` carries.
+fn wake_ref(build: &DatasetBuild) -> ObjectRef<DatasetBuild> {
+    ObjectRef::new(&build.name_any()).within(&build.namespace().unwrap_or_default())
 }
 
 impl Kind for JobKind {
@@ -267,6 +277,14 @@ impl RunKind for JobKind {
         job_id.clone()
     }
 
+    fn watch(io: &JobIo, store: Store<DatasetBuild>) {
+        io.builds.add(store);
+    }
+
+    fn wakes(io: &JobIo, namespace: Option<&str>) -> BoxStream<'static, ObjectRef<DatasetBuild>> {
+        io.poller.wakes(namespace).boxed()
+    }
+
     fn count(metrics: &Metrics, signal: Signal) {
         match signal {
             Signal::Started => metrics.job_started(),
@@ -278,13 +296,21 @@ impl RunKind for JobKind {
     }
 
     async fn start(
-        _ctx: &RunContext<Self>,
+        ctx: &RunContext<Self>,
         conn: &Resolved,
         res: &DatasetBuild,
         _request: &StartRequest,
     ) -> Result<String, dss::Error> {
         let definition = definition::job_definition(&res.spec);
         let started = conn.client.start_job(&res.spec.project_key, &definition).await?;
+        // Watched from now on: the next listing wakes the build when the job runs or ends.
+        ctx.io.poller.track(
+            conn,
+            wake_ref(res),
+            &res.spec.project_key,
+            &started.id,
+            Some(JobState::NotStarted),
+        );
         Ok(started.id)
     }
 
@@ -293,19 +319,33 @@ impl RunKind for JobKind {
         conn: &Resolved,
         res: &DatasetBuild,
         current: &Current<Self>,
-        age: Duration,
+        _age: Duration,
         look: Look,
-    ) -> Result<Observation<Self>, dss::Error> {
+    ) -> Result<Sighting<Self>, dss::Error> {
         let project = &res.spec.project_key;
         let poller = &ctx.io.poller;
-        let observed = match look {
+        let seen = match look {
             Look::Poll => {
-                let started = std::time::Instant::now()
-                    .checked_sub(age)
-                    .unwrap_or_else(std::time::Instant::now);
-                poller.observe(conn, project, &current.handle, started).await?
+                poller
+                    .observe(
+                        conn,
+                        wake_ref(res),
+                        project,
+                        &current.handle,
+                        current.state.clone(),
+                    )
+                    .await?
             }
-            Look::Confirm => poller.status(conn, project, &current.handle).await?,
+            Look::Confirm => poller::Seen {
+                observed: Some(poller.status(conn, project, &current.handle).await?),
+                watched: false,
+            },
+        };
+        let Some(observed) = seen.observed else {
+            return Ok(Sighting {
+                observation: None,
+                watched: seen.watched,
+            });
         };
         let failure = if look == Look::Poll && observed.state == JobState::Failed {
             Some(
@@ -324,13 +364,16 @@ impl RunKind for JobKind {
         let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
             t.and_then(|t| Timestamp::from_second(t.timestamp()).ok())
         };
-        Ok(Observation {
-            state: observed.state,
-            start_time: time(observed.start_time),
-            end_time: time(observed.end_time),
-            warnings: observed.warnings,
-            failure,
-            details: (),
+        Ok(Sighting {
+            observation: Some(Observation {
+                state: observed.state,
+                start_time: time(observed.start_time),
+                end_time: time(observed.end_time),
+                warnings: observed.warnings,
+                failure,
+                details: (),
+            }),
+            watched: seen.watched,
         })
     }
 

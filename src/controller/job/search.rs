@@ -13,36 +13,31 @@ use crate::{
         connections::Resolved,
         context::RunContext,
         error::Error,
-        run::{Candidate, RunStatus, plan::later},
+        run::{Candidate, RunStatus},
     },
     crd::{ADOPT_ANNOTATION, DatasetBuild, StartRequest},
     dss::JobListItem,
 };
 
-/// The candidates for a lost start (`since`: the latest moment it may have been sent).
+/// The most candidates kept from one search: more than one already means a human must choose.
+const MAX_CANDIDATES: usize = 20;
+
+/// The candidates for a lost start (`since`: the latest moment it may have been sent; the core asks
+/// only once the grace after it is over, so a listing taken now shows the job if it exists). The
+/// project's listing is searched as it streams in, keeping only candidates, however many jobs the
+/// project retains.
 pub(crate) async fn candidates(
     ctx: &RunContext<JobKind>,
     conn: &Resolved,
     build: &DatasetBuild,
     status: &RunStatus<JobKind>,
     request: &StartRequest,
-    since: Timestamp,
+    _since: Timestamp,
 ) -> Result<Vec<Candidate<String>>, Error> {
     let project = build.spec.project_key.clone();
-    // Any listing taken once the grace after `since` is over shows the job if it exists; builds
-    // resolving together (after a takeover) share one.
-    let taken_after = later(since, ctx.shared.settings.run.start_grace);
-    let jobs = ctx
-        .io
-        .poller
-        .jobs_listed_after(&conn.key, &project, taken_after, || {
-            conn.client.list_jobs(&project)
-        })
-        .await
-        .map_err(Error::dss("list jobs"))?;
     let identity = ctx.shared.connections.auth_identifier(conn).await?;
-    // Jobs this build or any other build already tracks are never candidates: two builds with the
-    // same outputs must not adopt each other's jobs.
+    // Jobs this build or any other build (of any watched namespace) already tracks are never
+    // candidates: two builds with the same outputs must not adopt each other's jobs.
     let mut known: HashSet<String> = status.history.iter().map(|h| h.handle.clone()).collect();
     for other in ctx.io.builds.state() {
         if other.uid() == build.uid() {
@@ -65,10 +60,16 @@ pub(crate) async fn candidates(
         project: &project,
         definition_hash: &wanted,
     };
-    Ok(jobs
+    let found = conn
+        .client
+        .search_jobs(&project, MAX_CANDIDATES, |j| {
+            !known.contains(&j.job_id) && !ctx.starts.claimed(&j.job_id) && lost.matches(j)
+        })
+        .await
+        .map_err(Error::dss("list jobs"))?;
+    Ok(found
+        .matches
         .iter()
-        .filter(|j| !known.contains(&j.job_id) && !ctx.starts.claimed(&j.job_id))
-        .filter(|j| lost.matches(j))
         .map(|j| Candidate {
             handle: j.job_id.clone(),
             name: format!("DSS job {}", j.job_id),

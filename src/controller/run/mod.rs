@@ -129,7 +129,22 @@ pub(crate) fn decide<K: Kind>(input: &Input<'_>, status: RunStatus<K>, fact: Fac
     match fact {
         Fact::Nothing => {}
         Fact::Observed(obs) => fold::observed(c, &mut d, obs, now),
-        Fact::Gone { message } => fold::gone(&mut d, &message, now),
+        Fact::Gone { message, first_seen } => {
+            let waited = first_seen.map(|t| plan::elapsed(t, now)).unwrap_or_default();
+            if first_seen.is_none() || waited < settings.gone_confirm {
+                // Confirmed once more after a delay before the run fails.
+                let after = settings.gone_confirm.saturating_sub(waited);
+                let name = d.status.current.as_ref().map(|c| K::describe(&c.handle));
+                let msg = format!(
+                    "DSS says {} does not exist ({message}); asking again in {}s before failing",
+                    name.unwrap_or_default(),
+                    after.as_secs()
+                );
+                d.block(WaitingReason::RunNotFound, msg, false);
+                return d.done(Next::Wait(Wake::After(after)));
+            }
+            fold::gone(&mut d, &message, now);
+        }
         Fact::Unavailable(t) => {
             d.block(WaitingReason::Trouble(t.category), t.message, false);
             return d.done(Next::Wait(Wake::After(Duration::from_secs(30))));
@@ -278,6 +293,103 @@ mod tests {
 
     use super::{testing::*, vocabulary::WaitingReason, *};
     use crate::crd::AbortReason;
+
+    #[test]
+    fn a_watched_run_waits_for_its_watch_and_still_wakes_at_its_deadline() {
+        let s = Settings::default();
+        let base = controls();
+        let deadline = Controls {
+            active_deadline: Some(Duration::from_secs(10)),
+            ..controls()
+        };
+        let running = started(WANT, 0, Some("j1"), Some("RUNNING"));
+        let cases: Vec<(&str, &Controls, bool, i64, Next)> = vec![
+            (
+                "a watched running run is looked at slowly, its watch wakes it on a change",
+                &base,
+                true,
+                2,
+                Next::Wait(Wake::About(s.watched_poll)),
+            ),
+            (
+                "an unwatched young run is polled fast",
+                &base,
+                false,
+                2,
+                Next::Wait(Wake::About(s.poll_min)),
+            ),
+            (
+                "a watched run still wakes at its active deadline",
+                &deadline,
+                true,
+                4,
+                Next::Wait(Wake::About(Duration::from_secs(6))),
+            ),
+            (
+                "a watched run past its deadline is aborted",
+                &deadline,
+                true,
+                10,
+                Next::Abort(AbortReason::DeadlineExceeded),
+            ),
+        ];
+        for (name, c, watched, now, want) in cases {
+            let mut input = input(c, &s, now);
+            input.process.watched = watched;
+            let d = decide(&input, running.clone(), Fact::Nothing);
+            assert_eq!(d.next, want, "{name}");
+            assert_eq!(d.status, running, "{name}: nothing new, nothing written");
+        }
+    }
+
+    #[test]
+    fn dss_saying_a_run_is_gone_is_confirmed_after_a_delay_before_the_run_fails() {
+        let s = Settings::default();
+        let c = controls();
+        let running = started(WANT, 0, Some("j1"), Some("RUNNING"));
+        let gone = |first_seen: Option<i64>| Fact::Gone {
+            message: "Job does not exist".into(),
+            first_seen: first_seen.map(ts),
+        };
+        let cases: Vec<(&str, Option<i64>, i64, Option<Next>)> = vec![
+            (
+                "the first answer is only noted",
+                None,
+                20,
+                Some(Next::Wait(Wake::After(s.gone_confirm))),
+            ),
+            (
+                "an answer before the delay is over waits for the rest of it",
+                Some(16),
+                20,
+                Some(Next::Wait(Wake::After(s.gone_confirm - Duration::from_secs(4)))),
+            ),
+            (
+                "the same answer after the delay fails the run",
+                Some(10),
+                20,
+                None,
+            ),
+        ];
+        for (name, first_seen, now, waits) in cases {
+            let d = decide(&input(&c, &s, now), running.clone(), gone(first_seen));
+            match waits {
+                Some(next) => {
+                    assert_eq!(d.next, next, "{name}");
+                    assert_eq!(d.status, running, "{name}: the run stands");
+                    assert_eq!(
+                        d.blocker.as_ref().map(|b| (b.reason, b.stalled)),
+                        Some((WaitingReason::RunNotFound, false)),
+                        "{name}"
+                    );
+                }
+                None => {
+                    let failure = d.status.failure.as_ref().map(|f| f.reason);
+                    assert_eq!(failure, Some(crate::crd::FailureReason::JobNotFound), "{name}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn trouble_and_queues_wait_without_changing_the_run() {

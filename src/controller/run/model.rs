@@ -195,6 +195,9 @@ pub(crate) struct Process {
     /// Another build of this process sent a start of the same definition within the grace: its run
     /// may be listed before it is recorded, so a search must wait.
     pub(crate) alike_in_flight: bool,
+    /// A watch of the kind follows the active run and wakes the object when it changes: the run
+    /// needs no poll of its own, only a slow look in case a wake-up was lost.
+    pub(crate) watched: bool,
 }
 
 /// What DSS reports for the current run, with the failure details the executor fetched for a run
@@ -301,6 +304,8 @@ pub(crate) enum Fact<K: Kind> {
     Gone {
         /// DSS's words.
         message: String,
+        /// When this process first heard DSS say so for this run, if before this look.
+        first_seen: Option<Timestamp>,
     },
     /// A DSS call failed for a reason that may pass.
     Trouble(Trouble),
@@ -431,12 +436,18 @@ pub(crate) struct Settings {
     pub(crate) poll_min: Duration,
     /// Slowest poll of an active run.
     pub(crate) poll_max: Duration,
+    /// Look at a watched run this often even when no change woke it (a wake-up lost with a
+    /// restart of the watch, say).
+    pub(crate) watched_poll: Duration,
     /// Poll of a run the operator asked to abort.
     pub(crate) abort_poll: Duration,
     /// Without leader election, how old a queued request may be and still be sent as recorded.
     pub(crate) unelected_send_window: Duration,
     /// How many earlier runs the history keeps.
     pub(crate) history_limit: usize,
+    /// How long after DSS first said a run does not exist it is asked once more before the run
+    /// fails: one answer is not enough to fail a build whose run may go on.
+    pub(crate) gone_confirm: Duration,
 }
 
 impl Default for Settings {
@@ -445,9 +456,11 @@ impl Default for Settings {
             start_grace: Duration::from_secs(40),
             poll_min: Duration::from_secs(1),
             poll_max: Duration::from_secs(8),
+            watched_poll: Duration::from_secs(30),
             abort_poll: Duration::from_secs(2),
             unelected_send_window: Duration::from_secs(5),
             history_limit: 10,
+            gone_confirm: Duration::from_secs(10),
         }
     }
 }

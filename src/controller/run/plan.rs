@@ -149,7 +149,7 @@ pub(crate) fn next_step<K: Kind>(
         return crash_guard(request, p, now, settings);
     }
     if let Some(current) = active(s) {
-        return while_active(c, s, current, now, settings);
+        return while_active(c, s, current, p.watched, now, settings);
     }
     // DSS asked us to wait (rate limit) or refused the key: no start before `notBefore`.
     if let Some(not_before) = &s.not_before
@@ -231,10 +231,13 @@ fn crash_guard(request: &StartRequest, p: &Process, now: Timestamp, settings: &S
 }
 
 /// An active run: deadlines, the abort annotation, a new run request under `onSpecChange: Abort`.
+/// A watched run is looked at when its watch wakes it (and slowly in case a wake-up was lost); any
+/// other is polled on its own, faster while it is young.
 fn while_active<K: Kind>(
     c: &Controls,
     s: &RunStatus<K>,
     current: &Current<K>,
+    watched: bool,
     now: Timestamp,
     settings: &Settings,
 ) -> Step {
@@ -250,7 +253,11 @@ fn while_active<K: Kind>(
     }
     let started = s.start_request.as_ref().map(|r| r.requested_at.0);
     let age = started.map(|t| elapsed(t, now)).unwrap_or_default();
-    let mut next = poll_interval(age, settings);
+    let mut next = if watched {
+        settings.watched_poll
+    } else {
+        poll_interval(age, settings)
+    };
     if started.is_some() {
         let queued = matches!(current.run_state(), None | Some(RunState::Queued));
         let deadlines = [c.active_deadline, c.start_deadline.filter(|_| queued)];

@@ -112,6 +112,7 @@ pub(crate) fn process(sending: Sending) -> Process {
         sending,
         lease: Lease::Unelected,
         alike_in_flight: false,
+        watched: false,
     }
 }
 

@@ -62,6 +62,9 @@ pub(crate) enum WaitingReason {
     StartOutcomeUnknown,
     /// The last run failed and a retry is due later.
     RetryScheduled,
+    /// DSS said, in its own words, that the current run does not exist; the operator looks once
+    /// more before it fails the run (a DSS restoring its state, a load balancer on a stale node).
+    RunNotFound,
     /// The connection cannot be used, or DSS answered with an error: the reason is its category
     /// (`ConnectionNotFound`, `SecretNotFound`, `DssUnreachable`, `DssRateLimited`, ...).
     Trouble(&'static str),
@@ -75,6 +78,7 @@ impl WaitingReason {
             Self::StartPending => "StartPending",
             Self::StartOutcomeUnknown => "StartOutcomeUnknown",
             Self::RetryScheduled => "RetryScheduled",
+            Self::RunNotFound => "RunNotFound",
             Self::Trouble(category) => category,
         }
     }

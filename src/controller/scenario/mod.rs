@@ -13,23 +13,25 @@ pub(crate) mod definition;
 
 use std::time::Duration;
 
+use futures::{StreamExt, stream::BoxStream};
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::{
     connections::Resolved,
     context::RunContext,
     error::Error,
     execute::{
-        Look, RunKind,
+        Look, RunKind, Sighting,
         controls::{self, RunFields},
     },
     metrics::Metrics,
     run::{
-        Candidate, Controls, Current, Handled, Kind, Observation, Past, RunStatus, Signal,
+        Candidate, Controls, Current, Handled, Kind, Past, RunStatus, Signal,
         contract::Derived,
         vocabulary::{EventReason, RunState, Words},
     },
+    stores::Stores,
 };
 use crate::{
     crd::{
@@ -138,11 +140,11 @@ impl Kind for ScenarioKind {
     }
 }
 
-/// What the scenario calls of one watch scope share: every ScenarioRun of the scope (to tell this
-/// object's runs from others').
+/// What the scenario calls share: every ScenarioRun of every watch scope (to tell this object's runs
+/// from others').
 pub(crate) struct ScenarioIo {
-    /// Every ScenarioRun of the scope.
-    pub(crate) runs: Store<ScenarioRun>,
+    /// Every ScenarioRun of every scope.
+    pub(crate) runs: Stores<ScenarioRun>,
 }
 
 /// The run controls of a ScenarioRun: its spec (named field by field) and its annotations.
@@ -377,8 +379,19 @@ impl RunKind for ScenarioKind {
         current: &Current<Self>,
         _age: Duration,
         look: Look,
-    ) -> Result<Observation<Self>, dss::Error> {
-        calls::observe(ctx, conn, res, current, look).await
+    ) -> Result<Sighting<Self>, dss::Error> {
+        calls::observe(ctx, conn, res, current, look)
+            .await
+            .map(Sighting::polled)
+    }
+
+    fn watch(io: &ScenarioIo, store: Store<ScenarioRun>) {
+        io.runs.add(store);
+    }
+
+    fn wakes(_io: &ScenarioIo, _namespace: Option<&str>) -> BoxStream<'static, ObjectRef<ScenarioRun>> {
+        // Scenario runs are polled one by one: DSS has no listing of running scenarios.
+        futures::stream::empty().boxed()
     }
 
     async fn abort(
