@@ -943,3 +943,123 @@ async fn a_repeated_event_patches_its_series_on_the_apiserver() {
     assert!(started.name_any().starts_with("b."));
     ns.cleanup().await;
 }
+
+/// Deleting the API-key Secret revokes the key at once: a build created right after it starts no
+/// job and says why; the Secret back, it runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_api_key_secret_starts_no_new_job() {
+    let f = Fixture::new("e2e-revoked").await;
+    f.create("before", json!({"outputs": [{"id": "quick"}]})).await;
+    f.wait_phase("before", Phase::Succeeded, 60).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = f.ns.api();
+    secrets
+        .delete("dss-api-key", &DeleteParams::default())
+        .await
+        .unwrap();
+    f.create("after", json!({"outputs": [{"id": "quick2"}]})).await;
+    let b = wait_for(&f.builds, "after", Duration::from_secs(30), |b: &DatasetBuild| {
+        condition(b, "Reconciling").is_some_and(|c| c.reason == "SecretNotFound")
+    })
+    .await;
+    assert!(
+        condition(&b, "Reconciling").is_some_and(|c| c.message.contains("dss-api-key")),
+        "the condition names the missing Secret: {:?}",
+        b.status
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        f.jobs_of("quick2").await.len(),
+        0,
+        "no job is started with a revoked key"
+    );
+    assert_eq!(
+        f.admin.stats().await.unwrap().jobs_started,
+        1,
+        "only the first build's job exists"
+    );
+    f.ns.secret("dss-api-key", "apiKey", KEY).await;
+    f.wait_phase("after", Phase::Succeeded, 90).await;
+    assert_eq!(f.jobs_of("quick2").await.len(), 1, "the Secret back, one job");
+    f.cleanup().await;
+}
+
+/// One DSS that stops answering (every call hangs) while 80 builds run on it delays nothing on a
+/// healthy DSS: budget waits are bounded, a hung call holds only its own connection's in-flight
+/// places, and each connection's listing runs on its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_dss_delays_no_build_on_another_connection() {
+    let f = Fixture::new("e2e-hung").await;
+    let hung = emulator::spawn(
+        Config::from_yaml(&EMULATOR.replace("maxRunningActivities: 50", "maxRunningActivities: 100"))
+            .unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let hung_admin = AdminClient::new(hung.base_url());
+    f.ns.connection("hung", &hung.base_url(), Some((50, 8))).await;
+    for i in 0..80 {
+        let spec = json!({"connectionRef": {"name": "hung"}, "outputs": [{"id": "slow", "partition": format!("p{i}")}]});
+        f.create(&format!("hung-{i}"), spec).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let running = f
+            .builds
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running))
+            .count();
+        if running == 80 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{running}/80 running");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The hung DSS accepts connections and never answers (10 minutes, longer than any timeout).
+    hung_admin
+        .set_faults(&Faults {
+            latency_ms: 600_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let t = tokio::time::Instant::now();
+    f.create("healthy", json!({"outputs": [{"id": "quick"}]})).await;
+    f.wait_phase("healthy", Phase::Succeeded, 60).await;
+    let took = t.elapsed();
+    // Its job takes 1.5 s; before the fix it took more than 90 s.
+    assert!(
+        took < Duration::from_secs(20),
+        "a build on a healthy DSS took {took:?} while another DSS hung"
+    );
+    let hung_builds = f
+        .builds
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|b| b.name_any().starts_with("hung-"))
+        .count();
+    assert_eq!(hung_builds, 80, "the builds of the hung DSS wait, none is lost");
+    hung_admin.set_faults(&Faults::default()).await.unwrap();
+    // Delete the slow builds without waiting for their aborts on the formerly hung DSS.
+    for i in 0..80 {
+        let name = format!("hung-{i}");
+        let _ = f
+            .builds
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"deletionPolicy": "Orphan"}})),
+            )
+            .await;
+    }
+    f.cleanup().await;
+    hung.shutdown().await;
+}

@@ -659,6 +659,83 @@ mod tests {
         assert!(degrade(&mut w, Instant::now()).is_empty(), "once");
     }
 
+    /// Against the emulator: a tracked job is watched without calls of its own while it runs, its
+    /// end wakes its build within about one listing interval, and one status call settles it.
+    #[tokio::test]
+    async fn a_job_ending_wakes_its_build_and_costs_one_status_call() {
+        use futures::StreamExt;
+
+        let yaml = "instance: {maxRunningActivities: 4}\nprojects:\n  - projectKey: P\n    datasets:\n      \
+                    - {name: d, build: {durationMs: 1500}}\napiKeys:\n  - {key: k1, id: op, projects: \
+                    {\"*\": [READ_CONF, RUN_JOBS, MONITOR_JOBS]}}\n";
+        let emu = crate::emulator::spawn(
+            crate::emulator::Config::from_yaml(yaml).unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let admin = crate::emulator::admin::AdminClient::new(emu.base_url());
+        let client = DssClient::new(dss::ClientConfig::new(
+            url::Url::parse(&emu.base_url()).unwrap(),
+            dss::ApiKey::from("k1"),
+        ))
+        .unwrap();
+        let conn = Resolved {
+            key: ConnKey::Default,
+            client: client.clone(),
+            start_gate: Arc::new(tokio::sync::Semaphore::new(1)),
+        };
+        let poller = Poller::new(Duration::from_millis(300));
+        let mut wakes = std::pin::pin!(poller.wakes(Some("ns")));
+        let definition = dss::JobDefinitionBuilder::new(dss::BuildType::NonRecursiveForcedBuild)
+            .with_output("d", Some(dss::ObjectType::Dataset), None, None)
+            .build();
+        let job = client.start_job("P", &definition).await.unwrap().id;
+        poller.track(&conn, build("b"), "P", &job, Some(JobState::NotStarted));
+        // While it runs, the listing answers for it: no status call.
+        let woken = tokio::time::timeout(Duration::from_secs(5), wakes.next()).await;
+        assert_eq!(
+            woken.unwrap().map(|b| b.name),
+            Some("b".to_owned()),
+            "RUNNING wakes it"
+        );
+        let seen = poller
+            .observe(&conn, build("b"), "P", &job, Some(JobState::NotStarted))
+            .await
+            .unwrap();
+        assert!(seen.watched);
+        assert_eq!(seen.observed.map(|o| o.state), Some(JobState::Running));
+        let stats = admin.stats().await.unwrap();
+        assert_eq!(stats.requests_by_route.get("GET /projects/{pk}/jobs/{id}/"), None);
+        // Its end wakes it again; one status call then says DONE and the job is no longer watched.
+        let woken = tokio::time::timeout(Duration::from_secs(5), wakes.next()).await;
+        assert_eq!(
+            woken.unwrap().map(|b| b.name),
+            Some("b".to_owned()),
+            "its end wakes it"
+        );
+        let seen = poller
+            .observe(&conn, build("b"), "P", &job, Some(JobState::Running))
+            .await
+            .unwrap();
+        assert_eq!(seen.observed.map(|o| o.state), Some(JobState::Done));
+        assert!(!seen.watched);
+        let stats = admin.stats().await.unwrap();
+        assert_eq!(
+            stats.requests_by_route.get("GET /projects/{pk}/jobs/{id}/"),
+            Some(&1)
+        );
+        assert!(
+            stats
+                .requests_by_route
+                .get("GET /jobs/running/")
+                .copied()
+                .unwrap_or(0)
+                >= 2
+        );
+        emu.shutdown().await;
+    }
+
     #[test]
     fn only_dss_itself_says_a_listing_is_missing() {
         let api = |status, error_type: Option<&str>| dss::Error::Api {
