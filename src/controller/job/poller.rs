@@ -272,11 +272,16 @@ impl Poller {
                 }
                 Some(_) => None,
                 None => {
-                    // Not watched yet (an adopted job, a restart): watch it from now on, and ask
-                    // DSS once for where it stands.
+                    // Not watched yet (after a restart, an adoption): watch it from now on. The next
+                    // listing says where it stands (one request for every such job, where a status
+                    // call each would cost one per job); without a listing, DSS is asked directly.
+                    let listed = !matches!(w.source, Source::Off { .. });
                     drop(w);
                     self.track(conn, build.clone(), project, job_id, known.clone());
-                    None
+                    listed.then_some(Seen {
+                        observed: None,
+                        watched: true,
+                    })
                 }
             }
         };
