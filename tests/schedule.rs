@@ -634,7 +634,7 @@ async fn after_downtime_catch_up_all_beyond_max_catch_up_runs_builds_the_newest_
     )
     .await;
     println!(
-        "\ndowntime catch-up (catchUp: All, maxCatchUpRuns: 2): {} slots came while the operator was down; the newest 2 built ({}, {}), {} counted in status.missedSlots and kube_dss_schedule_slots_missed_total{{reason=\"MaxCatchUpRuns\"}}",
+        "\ndowntime catch-up (catchUp: All, maxCatchUpRuns: 2): {} slots were due when the restarted operator caught up; the newest 2 built ({}, {}), {} counted in status.missedSlots and kube_dss_schedule_slots_missed_total{{reason=\"MaxCatchUpRuns\"}}",
         missed.len() + 2,
         hms(new[0]),
         hms(new[1]),
