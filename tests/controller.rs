@@ -568,6 +568,57 @@ async fn deadlines_abort_with_deadline_exceeded() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_abort_annotation_aborts_a_queued_job_and_only_it() {
+    let f = Fixture::with(
+        "e2e-abort-queued",
+        &EMULATOR.replace("maxRunningActivities: 50", "maxRunningActivities: 1"),
+        &[],
+    )
+    .await;
+    // The only activity slot is taken, so the next job waits in NOT_STARTED.
+    f.create("blocker", json!({"outputs": [{"id": "slow"}]})).await;
+    f.wait_phase("blocker", Phase::Running, 60).await;
+    f.create("queued", json!({"outputs": [{"id": "quick"}]})).await;
+    let queued = f.wait_phase("queued", Phase::Queued, 60).await;
+    let job = queued.status.unwrap().job_id.unwrap();
+    assert_eq!(f.jobs_of("quick").await[0].state, "NOT_STARTED");
+    let stamp = "2026-12-01T02:00:00Z";
+    f.builds
+        .patch(
+            "queued",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"kube-dss.dev/abort": stamp}}})),
+        )
+        .await
+        .unwrap();
+    let b = f.wait_phase("queued", Phase::Aborted, 60).await;
+    assert_eq!(
+        condition(&b, "Stalled").map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("True", "AbortRequested"))
+    );
+    let s = b.status.unwrap();
+    assert_eq!(s.failure.map(|f| f.reason.as_str()), Some("AbortRequested"));
+    assert_eq!(s.last_handled_abort_annotation.as_deref(), Some(stamp));
+    assert_eq!(s.job_id.as_deref(), Some(job.as_str()));
+    let quick = f.jobs_of("quick").await;
+    assert_eq!(quick.len(), 1, "no job started after the abort");
+    assert_eq!(
+        (quick[0].id.as_str(), quick[0].state.as_str()),
+        (job.as_str(), "ABORTED")
+    );
+    // The build is kept, and the other job runs on.
+    assert!(f.builds.get_opt("queued").await.unwrap().is_some());
+    assert_eq!(f.jobs_of("slow").await[0].state, "RUNNING");
+    assert!(
+        f.events()
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("AbortRequested"))
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn retries_stop_at_the_limit_and_warnings_fail_when_asked() {
     let f = Fixture::new("e2e-retry").await;
     f.create(
