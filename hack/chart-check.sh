@@ -34,7 +34,7 @@ declare -A set_args=(
   [default]=""
   [namespaced]="--set watchNamespaces={team-a} --set leaderElection.enabled=false"
   [emulator-ha]="--set emulator.enabled=true --set replicaCount=2 --set grafanaDashboard.enabled=true --set grafanaDashboard.folder=Data --set grafanaDashboard.annotations.owner=data-platform"
-  [extras]="--set serviceMonitor.enabled=true --set prometheusRule.enabled=true --set prometheusRule.labels.release=kube-prometheus-stack --set prometheusRule.ruleLabels.team=data --set prometheusRule.ruleLabels.severity=page --set networkPolicy.enabled=true --set networkPolicy.apiServerCIDRs={10.0.0.1/32} --set networkPolicy.dssCIDRs={10.20.0.0/16} --set defaultConnection.url=https://dss.example.com:11200 --set defaultConnection.apiKeySecret.name=dss-api-key --set defaultConnection.caSecret.name=dss-ca"
+  [extras]="--set serviceMonitor.enabled=true --set prometheusRule.enabled=true --set prometheusRule.labels.release=kube-prometheus-stack --set prometheusRule.ruleLabels.team=data --set prometheusRule.ruleLabels.severity=page --set networkPolicy.enabled=true --set networkPolicy.apiServerCIDRs={10.0.0.1/32} --set networkPolicy.dssCIDRs={10.20.0.0/16} --set defaultConnection.url=https://dss.example.com:11200 --set defaultConnection.apiKeySecret.name=dss-api-key --set defaultConnection.caSecret.name=dss-ca --set connectionPolicy.requireHttps=true --set connectionPolicy.refuseInsecureConnections=true"
 )
 declare -A applied=([default]=1 [namespaced]=1 [emulator-ha]=1)
 
@@ -126,6 +126,16 @@ elif grep -q 'needs leader election' "$tmp/refused.log"; then
   ok "replicaCount=2 without leader election is refused with a clear message"
 else
   fail "replicaCount=2 without leader election fails without the expected message"; cat "$tmp/refused.log"
+fi
+for flag in REQUIRE_HTTPS REFUSE_INSECURE_CONNECTIONS; do
+  grep -A1 "name: $flag" "$tmp/extras.yaml" | grep -q '"true"' && ok "extras: $flag passed" || fail "extras: $flag not passed"
+done
+if "$helm" template x "$chart" --set emulator.enabled=true --set connectionPolicy.requireHttps=true >"$tmp/refused-http.log" 2>&1; then
+  fail "connectionPolicy.requireHttps with the http emulator sandbox renders"
+elif grep -q 'requireHttps refuses' "$tmp/refused-http.log"; then
+  ok "connectionPolicy.requireHttps with the http emulator sandbox is refused with a clear message"
+else
+  fail "connectionPolicy.requireHttps with the emulator fails without the expected message"; cat "$tmp/refused-http.log"
 fi
 
 # --- 2. the cluster ----------------------------------------------------------------------------------

@@ -94,6 +94,8 @@ pub(crate) struct Connections {
     entries: Mutex<HashMap<ConnKey, Entry>>,
     observer: Arc<DssObserver>,
     request_timeout: Duration,
+    /// The connections this operator refuses (set with `with_policy`).
+    pub(super) policy: super::connection_policy::ConnectionPolicy,
 }
 
 impl Connections {
@@ -112,6 +114,7 @@ impl Connections {
             entries: Mutex::new(HashMap::new()),
             observer,
             request_timeout,
+            policy: Default::default(),
         }
     }
 
@@ -159,6 +162,7 @@ impl Connections {
             namespace: namespace.to_string(),
             name: name.to_string(),
         };
+        self.policy.admit(&key, spec)?;
         let hash = spec_hash(spec);
         if let Some(resolved) = self.cached(&key, &hash) {
             return Ok(resolved);

@@ -8,6 +8,7 @@ use kube::Client;
 
 use super::{
     backoff::ErrorBackoff,
+    connection_policy::ConnectionPolicy,
     connections::Connections,
     events::Recorder,
     execute::{RunKind, starts::Starts},
@@ -27,6 +28,8 @@ pub(crate) struct Settings {
     pub(crate) clock_skew: Duration,
     /// Lines of the DSS log kept in `status.failure.logTail`.
     pub(crate) log_tail_lines: usize,
+    /// The connections this operator refuses.
+    pub(crate) connection_policy: ConnectionPolicy,
 }
 
 /// Shared state of the reconcilers of one watch scope.

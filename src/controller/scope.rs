@@ -157,7 +157,8 @@ fn shared(common: &Common, conn_store: Store<DSSConnection>) -> Arc<Shared> {
             common.default.clone(),
             observer,
             common.request_timeout,
-        ),
+        )
+        .with_policy(common.settings.connection_policy),
         recorder: common.recorder.clone(),
         metrics: common.metrics.clone(),
         settings: common.settings.clone(),

@@ -242,6 +242,7 @@ fn settings() -> Settings {
         finalizer_timeout: Duration::from_secs(600),
         clock_skew: Duration::from_secs(30),
         log_tail_lines: 20,
+        connection_policy: Default::default(),
     }
 }
 
