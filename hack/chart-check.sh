@@ -33,8 +33,8 @@ sets=(default namespaced emulator-ha extras)
 declare -A set_args=(
   [default]=""
   [namespaced]="--set watchNamespaces={team-a} --set leaderElection.enabled=false"
-  [emulator-ha]="--set emulator.enabled=true --set replicaCount=2 --set grafanaDashboard.enabled=true --set grafanaDashboard.folder=Data"
-  [extras]="--set serviceMonitor.enabled=true --set prometheusRule.enabled=true --set prometheusRule.ruleLabels.team=data --set prometheusRule.ruleLabels.severity=page --set networkPolicy.enabled=true --set networkPolicy.apiServerCIDRs={10.0.0.1/32} --set networkPolicy.dssCIDRs={10.20.0.0/16} --set defaultConnection.url=https://dss.example.com:11200 --set defaultConnection.apiKeySecret.name=dss-api-key --set defaultConnection.caSecret.name=dss-ca"
+  [emulator-ha]="--set emulator.enabled=true --set replicaCount=2 --set grafanaDashboard.enabled=true --set grafanaDashboard.folder=Data --set grafanaDashboard.annotations.owner=data-platform"
+  [extras]="--set serviceMonitor.enabled=true --set prometheusRule.enabled=true --set prometheusRule.labels.release=kube-prometheus-stack --set prometheusRule.ruleLabels.team=data --set prometheusRule.ruleLabels.severity=page --set networkPolicy.enabled=true --set networkPolicy.apiServerCIDRs={10.0.0.1/32} --set networkPolicy.dssCIDRs={10.20.0.0/16} --set defaultConnection.url=https://dss.example.com:11200 --set defaultConnection.apiKeySecret.name=dss-api-key --set defaultConnection.caSecret.name=dss-ca --set connectionPolicy.requireHttps=true --set connectionPolicy.refuseInsecureConnections=true"
 )
 declare -A applied=([default]=1 [namespaced]=1 [emulator-ha]=1)
 
@@ -62,6 +62,8 @@ for s in "${sets[@]}"; do
   args="${set_args[$s]}"
   # The namespaced set watches a namespace of this run, named like team-a.
   [ "$s" = namespaced ] && args="--set watchNamespaces={$team_a} --set leaderElection.enabled=false"
+  # The emulator-ha set puts its dashboard where a Grafana sidecar would watch: another namespace.
+  [ "$s" = emulator-ha ] && args="$args --set grafanaDashboard.namespace=$team_b"
   # shellcheck disable=SC2086
   if "$helm" template "${rel[$s]}" "$chart" -n "${ns[$s]}" $args >"$tmp/$s.yaml" 2>"$tmp/template-$s.log"; then
     ok "helm template ($s): $(grep -c '^kind:' "$tmp/$s.yaml") objects"
@@ -107,12 +109,33 @@ if "$promtool" check rules "$tmp/rendered-rules.yaml" >"$tmp/promtool.log" 2>&1 
 else
   fail "extras: the rendered PrometheusRule"; cat "$tmp/promtool.log"
 fi
+# prometheusRule.labels go on the object itself (what a Prometheus's ruleSelector matches), beside the
+# chart's labels, and on no alert.
+awk '/^kind: PrometheusRule$/{on=1} on && /^---/{on=0} on' "$tmp/extras.yaml" \
+  | sed -n '/^metadata:$/,/^spec:$/p' >"$tmp/rule-metadata.yaml"
+if grep -qx '    release: kube-prometheus-stack' "$tmp/rule-metadata.yaml" \
+  && grep -qx '    app.kubernetes.io/name: kube-dss' "$tmp/rule-metadata.yaml" \
+  && ! grep -q 'kube-prometheus-stack' "$tmp/rendered-rules.yaml"; then
+  ok "extras: prometheusRule.labels are on the PrometheusRule object"
+else
+  fail "extras: prometheusRule.labels are not on the PrometheusRule object"; cat "$tmp/rule-metadata.yaml"
+fi
 if "$helm" template x "$chart" --set replicaCount=2 --set leaderElection.enabled=false >"$tmp/refused.log" 2>&1; then
   fail "replicaCount=2 without leader election renders"
 elif grep -q 'needs leader election' "$tmp/refused.log"; then
   ok "replicaCount=2 without leader election is refused with a clear message"
 else
   fail "replicaCount=2 without leader election fails without the expected message"; cat "$tmp/refused.log"
+fi
+for flag in REQUIRE_HTTPS REFUSE_INSECURE_CONNECTIONS; do
+  grep -A1 "name: $flag" "$tmp/extras.yaml" | grep -q '"true"' && ok "extras: $flag passed" || fail "extras: $flag not passed"
+done
+if "$helm" template x "$chart" --set emulator.enabled=true --set connectionPolicy.requireHttps=true >"$tmp/refused-http.log" 2>&1; then
+  fail "connectionPolicy.requireHttps with the http emulator sandbox renders"
+elif grep -q 'requireHttps refuses' "$tmp/refused-http.log"; then
+  ok "connectionPolicy.requireHttps with the http emulator sandbox is refused with a clear message"
+else
+  fail "connectionPolicy.requireHttps with the emulator fails without the expected message"; cat "$tmp/refused-http.log"
 fi
 
 # --- 2. the cluster ----------------------------------------------------------------------------------
@@ -178,12 +201,15 @@ for s in default namespaced emulator-ha; do
   fi
 done
 
-# The dashboard ConfigMap the Grafana sidecar reads holds the chart's JSON byte for byte.
+# The dashboard ConfigMap the Grafana sidecar reads holds the chart's JSON byte for byte, in the
+# namespace grafanaDashboard.namespace names (not the release's), with the sidecar label, the folder
+# and grafanaDashboard.annotations.
 dashboard_cm="${rel[emulator-ha]}-dashboard"
-if k get configmap "$dashboard_cm" -n "${ns[emulator-ha]}" -o jsonpath='{.data.kube-dss\.json}' >"$tmp/dashboard.json" \
+if k get configmap "$dashboard_cm" -n "$team_b" -o jsonpath='{.data.kube-dss\.json}' >"$tmp/dashboard.json" \
   && diff <(cat "$chart/dashboards/kube-dss.json") <(cat "$tmp/dashboard.json"; echo) >/dev/null \
-  && [ "$(k get configmap "$dashboard_cm" -n "${ns[emulator-ha]}" -o jsonpath='{.metadata.labels.grafana_dashboard}/{.metadata.annotations.grafana_folder}')" = 1/Data ]; then
-  ok "emulator-ha: the dashboard ConfigMap holds dashboards/kube-dss.json, with the sidecar label and folder"
+  && [ "$(k get configmap "$dashboard_cm" -n "$team_b" -o jsonpath='{.metadata.labels.grafana_dashboard}/{.metadata.annotations.grafana_folder}/{.metadata.annotations.owner}')" = 1/Data/data-platform ] \
+  && ! k get configmap "$dashboard_cm" -n "${ns[emulator-ha]}" >/dev/null 2>&1; then
+  ok "emulator-ha: the dashboard ConfigMap in grafanaDashboard.namespace holds dashboards/kube-dss.json, with the sidecar label, folder and annotations"
 else
   fail "emulator-ha: the dashboard ConfigMap"
 fi

@@ -568,6 +568,57 @@ async fn deadlines_abort_with_deadline_exceeded() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_abort_annotation_aborts_a_queued_job_and_only_it() {
+    let f = Fixture::with(
+        "e2e-abort-queued",
+        &EMULATOR.replace("maxRunningActivities: 50", "maxRunningActivities: 1"),
+        &[],
+    )
+    .await;
+    // The only activity slot is taken, so the next job waits in NOT_STARTED.
+    f.create("blocker", json!({"outputs": [{"id": "slow"}]})).await;
+    f.wait_phase("blocker", Phase::Running, 60).await;
+    f.create("queued", json!({"outputs": [{"id": "quick"}]})).await;
+    let queued = f.wait_phase("queued", Phase::Queued, 60).await;
+    let job = queued.status.unwrap().job_id.unwrap();
+    assert_eq!(f.jobs_of("quick").await[0].state, "NOT_STARTED");
+    let stamp = "2026-12-01T02:00:00Z";
+    f.builds
+        .patch(
+            "queued",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"kube-dss.dev/abort": stamp}}})),
+        )
+        .await
+        .unwrap();
+    let b = f.wait_phase("queued", Phase::Aborted, 60).await;
+    assert_eq!(
+        condition(&b, "Stalled").map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("True", "AbortRequested"))
+    );
+    let s = b.status.unwrap();
+    assert_eq!(s.failure.map(|f| f.reason.as_str()), Some("AbortRequested"));
+    assert_eq!(s.last_handled_abort_annotation.as_deref(), Some(stamp));
+    assert_eq!(s.job_id.as_deref(), Some(job.as_str()));
+    let quick = f.jobs_of("quick").await;
+    assert_eq!(quick.len(), 1, "no job started after the abort");
+    assert_eq!(
+        (quick[0].id.as_str(), quick[0].state.as_str()),
+        (job.as_str(), "ABORTED")
+    );
+    // The build is kept, and the other job runs on.
+    assert!(f.builds.get_opt("queued").await.unwrap().is_some());
+    assert_eq!(f.jobs_of("slow").await[0].state, "RUNNING");
+    assert!(
+        f.events()
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("AbortRequested"))
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn retries_stop_at_the_limit_and_warnings_fail_when_asked() {
     let f = Fixture::new("e2e-retry").await;
     f.create(
@@ -1062,4 +1113,229 @@ async fn a_hung_dss_delays_no_build_on_another_connection() {
     }
     f.cleanup().await;
     hung.shutdown().await;
+}
+
+/// The last line of the failing dataset's log below, the error that explains the failure.
+const FINAL_ERROR: &str = "ValueError: column 'amount' is missing from dataset orders_clean";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_log_with_long_lines_keeps_its_final_error_and_never_the_key() {
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:"));
+    // Long lines of several KiB each, then the key and its Basic form echoed (with no credential
+    // marker around them, so only removing the key itself hides them), then the failure.
+    let long = |i: usize| format!("reading chunk {i}: {}", "amount=12.50;region=EMEA;".repeat(240));
+    let yaml = format!(
+        r#"
+instance: {{maxRunningActivities: 50}}
+projects:
+  - projectKey: PROJ
+    datasets:
+      - name: orders_clean
+        build:
+          durationMs: 1000
+          outcome: FAILED
+          message: "{FINAL_ERROR}"
+          log: ["{}", "{}", "{}", "retrying with api key {KEY} against the upstream", "upstream refused credentials Basic {basic} again"]
+apiKeys:
+  - key: {KEY}
+    id: kube-dss-operator
+    projects: {{PROJ: [READ_CONF, RUN_JOBS, MONITOR_JOBS]}}
+"#,
+        long(1),
+        long(2),
+        long(3)
+    );
+    assert!(long(1).len() > 5000);
+    let f = Fixture::with("e2e-longlog", &yaml, &[]).await;
+    f.create("orders", json!({"outputs": [{"id": "orders_clean"}]}))
+        .await;
+    let b = f.wait_phase("orders", Phase::Failed, 60).await;
+    let status = b.status.clone().unwrap();
+    let failure = status.failure.clone().unwrap();
+    let tail = failure.log_tail.clone().unwrap();
+    assert!(tail.len() <= 4096, "{} bytes", tail.len());
+    assert!(
+        tail.ends_with(FINAL_ERROR),
+        "the tail keeps the log's end: {tail}"
+    );
+    assert!(
+        tail.starts_with('…'),
+        "the long lines were cut from the front: {tail}"
+    );
+    assert!(
+        tail.contains("retrying with api key *** against") && tail.contains("credentials Basic *** again"),
+        "the echoed key and Basic form are in the tail, removed: {tail}"
+    );
+    let job = status.job_id.clone().unwrap();
+    let activity = failure.activity.clone().unwrap();
+    assert_eq!(
+        failure.message.as_deref(),
+        Some(format!("DSS job {job} failed in activity {activity}: {FINAL_ERROR}").as_str()),
+        "the message is the last error line"
+    );
+    let failed: Vec<String> = f
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("JobFailed"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let note = &failed[0];
+    assert!(note.len() <= 1024, "{} bytes", note.len());
+    assert!(
+        note.starts_with(failure.message.as_deref().unwrap()),
+        "the note starts with the message: {note}"
+    );
+    assert!(
+        note.ends_with(FINAL_ERROR),
+        "the note keeps the end of the tail: {note}"
+    );
+    // Neither form of the key anywhere: status, events, operator log.
+    let written = serde_json::to_string(&status).unwrap();
+    let notes: Vec<String> = f.events().await.into_iter().filter_map(|e| e.note).collect();
+    for secret in [KEY, basic.as_str()] {
+        assert!(!written.contains(secret), "{secret} in the status: {written}");
+        assert!(!notes.iter().any(|n| n.contains(secret)), "{secret} in an event");
+        assert!(!f.op.log_text().contains(secret), "{secret} in the operator log");
+    }
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_the_policy_refuses_are_not_ready_and_their_builds_wait_saying_why() {
+    let f = Fixture::with(
+        "e2e-policy",
+        EMULATOR,
+        &["--require-https", "--refuse-insecure-connections"],
+    )
+    .await;
+    let conns: Api<DSSConnection> = f.ns.api();
+    let port = harness::free_port();
+    for (name, tls) in [
+        ("skipping", json!({"insecureSkipVerify": true})),
+        ("verified", json!({})),
+    ] {
+        let conn: DSSConnection = serde_json::from_value(json!({
+            "apiVersion": "kube-dss.dev/v1alpha1", "kind": "DSSConnection", "metadata": {"name": name},
+            "spec": {"url": format!("https://127.0.0.1:{port}"), "tls": tls,
+                     "apiKeySecretRef": {"name": "dss-api-key", "key": "apiKey"}}
+        }))
+        .unwrap();
+        conns.create(&PostParams::default(), &conn).await.unwrap();
+    }
+    let ready_reason = |name: &'static str, reason: &'static str| {
+        let conns = conns.clone();
+        async move {
+            let c = wait_for(&conns, name, Duration::from_secs(30), |c: &DSSConnection| {
+                c.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == reason)
+                })
+            })
+            .await;
+            let status = c.status.unwrap();
+            status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")
+                .unwrap()
+                .message
+        }
+    };
+    // The fixture's connection is the emulator's http:// URL.
+    let message = ready_reason("dss", "HttpsRequired").await;
+    assert!(
+        message.contains("--require-https") && message.contains("https://"),
+        "{message}"
+    );
+    let message = ready_reason("skipping", "InsecureConnectionRefused").await;
+    assert!(
+        message.contains("--refuse-insecure-connections") && message.contains("insecureSkipVerify"),
+        "{message}"
+    );
+    // A verified https connection is not refused: it is tried (and DSS is not there).
+    ready_reason("verified", "Unreachable").await;
+
+    f.create("plain", json!({"outputs": [{"id": "quick"}]})).await;
+    let b = wait_for(&f.builds, "plain", Duration::from_secs(30), |b: &DatasetBuild| {
+        condition(b, "Reconciling").is_some_and(|c| c.reason == "HttpsRequired")
+    })
+    .await;
+    let reconciling = condition(&b, "Reconciling").unwrap();
+    assert_eq!(reconciling.status, "True");
+    assert!(
+        reconciling.message.contains("--require-https"),
+        "{}",
+        reconciling.message
+    );
+    assert_eq!(condition(&b, "Ready").unwrap().status, "False");
+    assert!(b.status.as_ref().unwrap().job_id.is_none());
+    let warned = f.events().await.into_iter().any(|e| {
+        e.reason.as_deref() == Some("ConnectionFailed")
+            && e.note.as_deref().is_some_and(|n| n.contains("--require-https"))
+    });
+    assert!(warned, "a Warning event says why the connection is refused");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        f.admin.jobs().await.unwrap().is_empty(),
+        "nothing is sent over a refused connection"
+    );
+    assert_eq!(
+        f.admin.stats().await.unwrap().requests_total,
+        0,
+        "not even a check call"
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_about_an_object_with_a_253_character_name_is_accepted() {
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use kube::runtime::events::{EventType, Reporter};
+    use kube_dss::controller::events::Recorder;
+
+    let client = harness::client().await;
+    let ns = TestNs::new(&client, "events-long").await;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "kube-dss".into(),
+            instance: Some("kube-dss-test".into()),
+        },
+    );
+    let name = format!("{}-{}", "a".repeat(240), "b".repeat(12));
+    assert_eq!(name.len(), 253);
+    let reference = ObjectReference {
+        api_version: Some("kube-dss.dev/v1alpha1".into()),
+        kind: Some("DatasetBuild".into()),
+        namespace: Some(ns.name.clone()),
+        name: Some(name.clone()),
+        uid: Some("6f1d2c3b-0000-4000-8000-000000000002".into()),
+        resource_version: Some("1".into()),
+        field_path: None,
+    };
+    recorder
+        .publish(
+            &reference,
+            EventType::Normal,
+            "JobStarted",
+            "StartJob",
+            "job one".into(),
+        )
+        .await
+        .expect("the apiserver accepts the Event");
+    let api: Api<Event> = ns.api();
+    let events = api.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(events.len(), 1);
+    let event_name = events[0].name_any();
+    assert!(event_name.len() <= 253, "{event_name}");
+    assert!(event_name.starts_with(&name[..200]), "{event_name}");
+    assert_eq!(
+        events[0].regarding.as_ref().and_then(|r| r.name.as_deref()),
+        Some(name.as_str())
+    );
+    ns.cleanup().await;
 }

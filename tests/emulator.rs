@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use kube_dss::emulator::{
     Config, Faults, Handle, Listen,
-    admin::{AdminClient, DropMode, FinishRequest, FinishState, KeySpec},
+    admin::{AdminClient, DropMode, FinishRequest, FinishState, GatewayFault, KeySpec},
     spawn, spawn_with,
 };
 use reqwest::{Client, StatusCode};
@@ -894,4 +894,171 @@ async fn an_inconsistent_config_parses_but_does_not_start() {
     .unwrap();
     let err = spawn(cycle, "127.0.0.1:0".parse().unwrap()).await.unwrap_err();
     assert!(err.to_string().contains("cycle"), "{err}");
+}
+
+#[tokio::test]
+async fn a_gateway_answers_chosen_routes_with_a_bare_html_404_for_its_window() {
+    let env = Env::new(config("")).await;
+    let id = env.start_ok("NON_RECURSIVE_FORCED_BUILD", "slow").await;
+    let routes = [
+        "GET /projects/{pk}/jobs/{id}/",
+        "GET /projects/{pk}/jobs/running/",
+        "POST /projects/{pk}/jobs/{id}/abort",
+    ];
+    let set = env
+        .admin
+        .set_faults(&Faults {
+            gateway: Some(GatewayFault {
+                window_ms: 1500,
+                routes: routes.iter().map(|r| r.to_string()).collect(),
+                ..GatewayFault::default()
+            }),
+            ..Faults::default()
+        })
+        .await
+        .unwrap();
+    let left = set.gateway.unwrap().window_ms;
+    assert!(left > 0 && left <= 1500, "{left} ms left");
+    let abort = || {
+        env.http
+            .post(env.url(&format!("/projects/P/jobs/{id}/abort")))
+            .basic_auth(KEY, Some(""))
+            .send()
+    };
+    let answers = [
+        env.get(&format!("/projects/P/jobs/{id}/")).await,
+        env.get("/projects/P/jobs/running/").await,
+        abort().await.unwrap(),
+    ];
+    for resp in answers {
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert_eq!(resp.headers()["content-type"], "text/html");
+        let body = resp.text().await.unwrap();
+        assert!(body.contains("<h1>404 Not Found</h1>"), "{body}");
+        assert!(
+            serde_json::from_str::<Value>(&body).is_err(),
+            "no DSS JSON error: {body}"
+        );
+    }
+    // Other routes reach DSS, and the job was neither found missing nor aborted by the gateway.
+    assert_eq!(env.get("/projects/").await.status(), StatusCode::OK);
+    assert_eq!(env.admin.jobs().await.unwrap()[0].state, "RUNNING");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(env.state(&id).await, "RUNNING", "the window closed");
+    assert_eq!(env.admin.faults().await.unwrap().gateway.unwrap().window_ms, 0);
+    let stats = env.admin.stats().await.unwrap();
+    assert_eq!(stats.faults_injected.gateway, 3);
+    assert_eq!(stats.responses_by_status["404"], 3);
+
+    // A 502 page at a rate instead of a window.
+    env.admin
+        .set_faults(&Faults {
+            gateway: Some(GatewayFault {
+                status: Some(502),
+                rate: 1.0,
+                routes: vec![routes[0].to_string()],
+                ..GatewayFault::default()
+            }),
+            ..Faults::default()
+        })
+        .await
+        .unwrap();
+    let resp = env.get(&format!("/projects/P/jobs/{id}/")).await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert!(resp.text().await.unwrap().contains("502 Bad Gateway"));
+    assert_eq!(
+        env.get("/projects/P/jobs/running/").await.status(),
+        StatusCode::OK
+    );
+    // A gateway answers 404 or 5xx only, and a bare errorStatus stays 5xx.
+    for bad in [
+        json!({"gateway": {"status": 200}}),
+        json!({"gateway": {"rate": 2.0}}),
+        json!({"errorStatus": 404, "errorRate": 1.0}),
+    ] {
+        let resp = env
+            .http
+            .put(format!("{}/__emulator/faults", env.handle.base_url()))
+            .body(bad.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    env.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hung_emulator_accepts_calls_and_answers_none_until_the_hang_is_lifted() {
+    let env = Env::new(config("")).await;
+    env.admin
+        .set_faults(&Faults {
+            hang: true,
+            ..Faults::default()
+        })
+        .await
+        .unwrap();
+    // Every route hangs: the call is accepted and not a byte comes back.
+    for path in ["/projects/", "/projects/P/jobs/"] {
+        let err = env
+            .http
+            .get(env.url(path))
+            .basic_auth(KEY, Some(""))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "{path}: {err:?}");
+    }
+    let mut stream = tokio::net::TcpStream::connect(env.handle.local_addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            b"GET /public/api/instance-info HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await;
+    assert!(read.is_err(), "no answer while hung, got {read:?}");
+    // The admin API still answers, and counts the held calls.
+    assert_eq!(env.admin.stats().await.unwrap().faults_injected.hung, 3);
+    // A held call is served once the hang is lifted.
+    let held = tokio::spawn({
+        let (http, url) = (env.http.clone(), env.url("/projects/"));
+        async move { http.get(url).basic_auth(KEY, Some("")).send().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished());
+    env.admin.clear_faults().await.unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("the held call is answered once the hang is lifted")
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // A call held when the emulator stops ends without an answer, and does not delay the stop.
+    env.admin
+        .set_faults(&Faults {
+            hang: true,
+            ..Faults::default()
+        })
+        .await
+        .unwrap();
+    let held = tokio::spawn({
+        let (http, url) = (env.http.clone(), env.url("/projects/"));
+        async move { http.get(url).basic_auth(KEY, Some("")).send().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    env.handle.shutdown().await;
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(held.await.unwrap().is_err());
 }

@@ -230,6 +230,16 @@ async fn kubectl_dss_status_logs_rerun_and_abort_with_the_users_rbac() {
         b.status.as_ref().and_then(|s| s.phase) == Some(Phase::Aborted)
     })
     .await;
+    let stalled = aborted
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Stalled"))
+        .map(|c| (c.status.clone(), c.reason.clone()));
+    assert_eq!(
+        stalled,
+        Some(("True".to_owned(), "AbortRequested".to_owned())),
+        "Stalled says why"
+    );
     let status = aborted.status.unwrap();
     assert_eq!(status.failure.map(|f| f.reason.as_str()), Some("AbortRequested"));
     assert_eq!(

@@ -1,11 +1,15 @@
 //! The chart's dashboard and alerts against a real Prometheus (built from the pinned module by
 //! `hack/build-tools.sh prometheus`) that scrapes a real operator during an end-to-end run: a build
-//! that succeeds, one that fails, one on a DSSConnection whose API key DSS refuses, and a small DSS
-//! budget so that calls wait for it. Every dashboard query and every alert expression is read from
-//! the shipped files and run through Prometheus's HTTP API: each must return series, and so must
-//! every selector inside it (Prometheus parses the expression, `/api/v1/parse_query`), so a renamed
-//! metric or label value breaks the test. The alerts that this run should fire do, the others do not,
-//! and the rule file loaded into the server evaluates without error.
+//! that succeeds, one that fails, one on a DSSConnection whose API key DSS refuses, polls that DSS
+//! answers with 500 (a reconcile error), and a small DSS budget (2 requests per second, one at a time). Every
+//! dashboard query and every alert expression is read from the shipped files and run through
+//! Prometheus's HTTP API: each must return series, and so must every selector inside it (Prometheus
+//! parses the expression, `/api/v1/parse_query`), so a renamed metric or label value breaks the test.
+//! The series must also carry the labels that are read from them: a panel's legend labels, and for an
+//! alert, what it measures (its expression without the threshold) must carry the labels it groups by
+//! and those its labels and annotations name, so a renamed label name breaks the test too. The
+//! alerts that this run should fire do, the others do not, and the rule file loaded into the server
+//! evaluates without error.
 
 // Set-up helpers fail loudly, like the tests themselves.
 #![allow(clippy::unwrap_used)]
@@ -13,6 +17,7 @@
 mod harness;
 
 use std::{
+    collections::BTreeSet,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -45,6 +50,12 @@ apiKeys:
 /// operator namespace the scrape labels the target with.
 const RATE_INTERVAL: &str = "5m";
 
+/// The operator pod, as a ServiceMonitor's scrape labels the target.
+const POD: &str = "kube-dss-5d8c7b9f4-x2k7q";
+
+/// PromQL's comparison operators: the threshold of an alert.
+const COMPARISONS: [&str; 6] = ["==", "!=", ">=", "<=", ">", "<"];
+
 /// A Prometheus server scraping one target every second, with the chart's rule file loaded.
 struct Prometheus {
     child: Child,
@@ -70,7 +81,7 @@ impl Prometheus {
         );
         let data = tempfile::tempdir().unwrap();
         let rules = harness::repo().join("charts/kube-dss/rules/kube-dss.rules.yaml");
-        // The namespace label is what a ServiceMonitor's scrape adds: the operator's namespace.
+        // The namespace and pod labels are what a ServiceMonitor's scrape adds: the operator's.
         let config = format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
              rule_files: [{rules}]\n\
@@ -78,7 +89,7 @@ impl Prometheus {
              - job_name: kube-dss\n  \
                static_configs:\n  \
                - targets: ['{target}']\n    \
-                 labels: {{namespace: {namespace}}}\n",
+                 labels: {{namespace: {namespace}, pod: {POD}}}\n",
             rules = rules.display(),
         );
         let config_path = data.path().join("prometheus.yml");
@@ -143,13 +154,49 @@ impl Prometheus {
         data["result"].as_array().unwrap().clone()
     }
 
+    /// The expression as Prometheus parses it.
+    async fn parse(&self, expr: &str) -> Value {
+        self.api("parse_query", &[("query", expr)]).await
+    }
+
     /// Every vector selector of an expression, as Prometheus parses it, written back as PromQL.
     async fn selectors(&self, expr: &str) -> Vec<String> {
-        let ast = self.api("parse_query", &[("query", expr)]).await;
+        let ast = self.parse(expr).await;
         let mut out = Vec::new();
         collect_selectors(&ast, &mut out);
         assert!(!out.is_empty(), "{expr}: no selector found in {ast}");
         out
+    }
+
+    /// What an alert measures: its expression without the threshold (the left-hand side of a
+    /// top-level comparison with a number), or the argument of a top-level `absent()`. Cut from the
+    /// rule file's text, and checked to be exactly that part of Prometheus's own parse of it.
+    async fn measured(&self, expr: &str) -> String {
+        let ast = self.parse(expr).await;
+        let text = expr.trim();
+        let op = ast["op"].as_str().unwrap_or_default();
+        let (cut, want) = if ast["type"] == "binaryExpr"
+            && COMPARISONS.contains(&op)
+            && ast["rhs"]["type"] == "numberLiteral"
+        {
+            // The threshold is a number at the end: the last occurrence of the operator is its.
+            let at = text.rfind(op).unwrap();
+            (text[..at].trim().to_string(), ast["lhs"].clone())
+        } else if ast["type"] == "call" && ast["func"]["name"] == "absent" {
+            let inner = text
+                .strip_prefix("absent(")
+                .and_then(|t| t.strip_suffix(')'))
+                .unwrap();
+            (inner.trim().to_string(), ast["args"][0].clone())
+        } else {
+            panic!("{expr}: neither a comparison with a threshold nor absent(): {ast}")
+        };
+        assert_eq!(
+            self.parse(&cut).await,
+            want,
+            "{expr}: {cut:?} is not what it measures"
+        );
+        cut
     }
 }
 
@@ -189,8 +236,55 @@ fn collect_selectors(node: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// The labels the outermost aggregations of an expression keep (`by (...)`).
+fn grouping(ast: &Value, out: &mut BTreeSet<String>) {
+    match ast {
+        Value::Object(map) if map.get("type").and_then(Value::as_str) == Some("aggregation") => {
+            assert_ne!(map.get("without"), Some(&Value::Bool(true)), "{ast}");
+            for label in map["grouping"].as_array().into_iter().flatten() {
+                out.insert(label.as_str().unwrap().to_string());
+            }
+        }
+        Value::Object(map) => map.values().for_each(|v| grouping(v, out)),
+        Value::Array(items) => items.iter().for_each(|v| grouping(v, out)),
+        _ => {}
+    }
+}
+
+/// The label names a Grafana legend (`{{label}}`) or an alert template (`$labels.label`) reads.
+fn label_names(text: &str, open: &str, close: fn(char) -> bool) -> BTreeSet<String> {
+    text.split(open)
+        .skip(1)
+        .map(|rest| {
+            let rest = rest.trim_start();
+            rest[..rest.find(close).unwrap_or(rest.len())].to_string()
+        })
+        .collect()
+}
+
+/// Every series carries each of `labels`, non-empty; and there is at least one.
+fn assert_labelled(what: &str, series: &[Value], labels: &BTreeSet<String>) {
+    assert!(!series.is_empty(), "{what}: no series");
+    for s in series {
+        for label in labels {
+            assert!(
+                s["metric"][label].as_str().is_some_and(|v| !v.is_empty()),
+                "{what}: a series without the label {label:?}: {s}"
+            );
+        }
+    }
+}
+
+/// A query of a dashboard panel.
+struct Panel {
+    title: String,
+    expr: String,
+    /// The labels its legend shows.
+    legend: BTreeSet<String>,
+}
+
 /// Every `targets[].expr` of the dashboard, with the panel title, variables replaced.
-fn dashboard_queries(namespace: &str) -> Vec<(String, String)> {
+fn dashboard_queries(namespace: &str) -> Vec<Panel> {
     let path = harness::repo().join("charts/kube-dss/dashboards/kube-dss.json");
     let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert!(
@@ -208,22 +302,45 @@ fn dashboard_queries(namespace: &str) -> Vec<(String, String)> {
                 .replace("$__rate_interval", RATE_INTERVAL)
                 .replace("$namespace", namespace);
             assert!(!expr.contains('$'), "unknown variable in {expr}");
-            queries.push((panel["title"].as_str().unwrap().to_string(), expr));
+            let legend = target["legendFormat"].as_str().unwrap_or_default();
+            queries.push(Panel {
+                title: panel["title"].as_str().unwrap().to_string(),
+                expr,
+                legend: label_names(legend, "{{", |c| c == '}' || c.is_whitespace()),
+            });
         }
     }
     queries
 }
 
-/// Every alert of the rule file: (name, expression).
-fn alert_rules(path: &Path) -> Vec<(String, String)> {
+/// An alert of the rule file.
+struct Alert {
+    name: String,
+    expr: String,
+    /// The labels of the alerting series its labels and annotations read (`$labels.x`).
+    templated: BTreeSet<String>,
+}
+
+/// Every alert of the rule file.
+fn alert_rules(path: &Path) -> Vec<Alert> {
     let file: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut rules = Vec::new();
     for group in file["groups"].as_array().unwrap() {
         for rule in group["rules"].as_array().unwrap() {
-            rules.push((
-                rule["alert"].as_str().unwrap().to_string(),
-                rule["expr"].as_str().unwrap().to_string(),
-            ));
+            let templates: String = ["labels", "annotations"]
+                .iter()
+                .filter_map(|k| rule[k].as_object())
+                .flat_map(|m| m.values())
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("\n");
+            rules.push(Alert {
+                name: rule["alert"].as_str().unwrap().to_string(),
+                expr: rule["expr"].as_str().unwrap().to_string(),
+                templated: label_names(&templates, "$labels.", |c| {
+                    !(c.is_ascii_alphanumeric() || c == '_')
+                }),
+            });
         }
     }
     rules
@@ -252,10 +369,22 @@ async fn every_dashboard_query_and_alert_expression_returns_series_from_a_real_p
     let target = op.admin.trim_start_matches("http://").to_string();
     let prom = Prometheus::start(&target, &ns.name);
     prom.ready().await;
+    // Scraped twice before anything happens: every counter then has a sample to grow from.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while prom
+        .query("count_over_time(kube_dss_leader[1m]) >= 2")
+        .await
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Prometheus never scraped the operator"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let builds = ns.api::<DatasetBuild>();
-    // "polled" runs long enough for its polls to fail for a while: DSS answers 500 to them for three
-    // seconds, a reconcile error the operator waits out.
+    // "polled" runs long enough for DSS to answer its polls with 500 for a while.
     for (name, conn, output) in [
         ("polled", "dss", "steady"),
         ("ok", "dss", "quick"),
@@ -272,17 +401,32 @@ async fn every_dashboard_query_and_alert_expression_returns_series_from_a_real_p
     }
     let phase = |p: Phase| move |b: &DatasetBuild| b.status.as_ref().and_then(|s| s.phase) == Some(p);
     wait_for(&builds, "polled", Duration::from_secs(120), phase(Phase::Running)).await;
+    // A running job is polled through the running-jobs listing, and through its own status when the
+    // listing fails: DSS answers 500 to both until the operator has counted the failed poll as a
+    // reconcile error (DssServerError), which it then waits out.
     let admin = AdminClient::new(emu.base_url());
     admin
         .set_faults(&Faults {
             error_rate: 1.0,
             error_status: Some(500),
-            routes: vec!["GET /projects/{pk}/jobs/{id}/".into()],
+            routes: vec![
+                "GET /projects/{pk}/jobs/running/".into(),
+                "GET /projects/{pk}/jobs/{id}/".into(),
+            ],
             ..Default::default()
         })
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let server_error = r#"kube_dss_reconcile_errors_total{category="DssServerError"}"#;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while op.metric(server_error).await.unwrap_or(0.0) < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reconcile error counted while DSS answered 500: {}",
+            op.metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     admin.clear_faults().await.unwrap();
     wait_for(
         &builds,
@@ -317,18 +461,25 @@ async fn every_dashboard_query_and_alert_expression_returns_series_from_a_real_p
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
-    // The dashboard: every query, and every selector in it, returns series.
+    // The reconcile error reached Prometheus, under its category.
+    let errors = prom
+        .query(&format!(
+            "kube_dss_reconcile_errors_total{{namespace=\"{}\", category=\"DssServerError\"}} > 0",
+            ns.name
+        ))
+        .await;
+    assert_eq!(errors.len(), 1, "the reconcile error in Prometheus: {errors:?}");
+
+    // The dashboard: every query, and every selector in it, returns series, and the series carry the
+    // labels the legend shows.
     let queries = dashboard_queries(&ns.name);
-    for (panel, expr) in &queries {
+    for Panel { title, expr, legend } in &queries {
         let result = prom.query(expr).await;
-        assert!(
-            !result.is_empty(),
-            "dashboard panel {panel:?}: {expr} returned no series"
-        );
+        assert_labelled(&format!("dashboard panel {title:?}: {expr}"), &result, legend);
         for selector in prom.selectors(expr).await {
             assert!(
                 !prom.query(&selector).await.is_empty(),
-                "panel {panel:?}: {selector} (in {expr}) matches no series"
+                "panel {title:?}: {selector} (in {expr}) matches no series"
             );
         }
     }
@@ -340,20 +491,50 @@ async fn every_dashboard_query_and_alert_expression_returns_series_from_a_real_p
         values.as_array().unwrap().iter().any(|v| v == ns.name.as_str()),
         "namespace variable: {values}"
     );
+    // The reconcile-errors panel shows the error's rate under its category.
+    let panel = queries
+        .iter()
+        .find(|p| p.title == "Reconcile errors by category" && p.legend.contains("category"))
+        .unwrap();
+    let rates = prom.query(&panel.expr).await;
+    let rate = rates
+        .iter()
+        .find(|s| s["metric"]["category"] == "DssServerError")
+        .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok());
+    assert!(rate.is_some_and(|r| r > 0.0), "{}: {rates:?}", panel.expr);
     println!("dashboard: {} queries returned series", queries.len());
 
-    // The alerts: every selector returns series; the whole expression fires exactly for the alerts
-    // this run provokes (a failed build, a refused key) and for no other.
+    // The alerts: every selector returns series; what each measures returns series carrying the
+    // labels it groups by and those its labels and annotations name; the whole expression fires
+    // exactly for the alerts this run provokes (a failed build, a refused key) and for no other.
     let rules_path = harness::repo().join("charts/kube-dss/rules/kube-dss.rules.yaml");
     let rules = alert_rules(&rules_path);
     assert_eq!(rules.len(), 9, "alerts in the rule file");
-    for (alert, expr) in &rules {
+    for Alert {
+        name: alert,
+        expr,
+        templated,
+    } in &rules
+    {
         for selector in prom.selectors(expr).await {
             assert!(
                 !prom.query(&selector).await.is_empty(),
                 "alert {alert}: {selector} (in {expr}) matches no series"
             );
         }
+        let measured = prom.measured(expr).await;
+        let mut labels = templated.clone();
+        grouping(&prom.parse(&measured).await, &mut labels);
+        let values = prom.query(&measured).await;
+        assert_labelled(&format!("alert {alert}, measuring {measured}"), &values, &labels);
+        for v in &values {
+            assert_eq!(v["metric"]["namespace"], ns.name.as_str(), "alert {alert}: {v}");
+        }
+        println!(
+            "alert {alert}: measures {} series labelled {labels:?}, e.g. {}",
+            values.len(),
+            values[0]["value"][1]
+        );
         let result = prom.query(expr).await;
         match alert.as_str() {
             "KubeDssConnectionNotReady" => {
@@ -372,7 +553,8 @@ async fn every_dashboard_query_and_alert_expression_returns_series_from_a_real_p
                 assert_eq!(result.len(), 1, "{alert}: {result:?}");
                 assert_eq!(result[0]["value"][1], "1", "{alert}: the one failed build");
             }
-            // Its ratio depends on how often polls wait for the budget in this run.
+            // Its ratio depends on how often calls wait for the budget in this run: only what it
+            // measures is checked, above.
             "KubeDssBudgetSaturated" => {}
             _ => assert!(
                 result.is_empty(),

@@ -131,6 +131,23 @@ impl Fixture {
         .unwrap()
     }
 
+    /// Waits until the operator's `/metrics` series reads `want` (metrics follow the status write the
+    /// test saw), and fails with what it reads otherwise.
+    async fn wait_metric(&self, series: &str, want: f64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let value = self.op.metric(series).await;
+            if value == Some(want) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{series} reads {value:?}, wanted {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn events(&self) -> Vec<Event> {
         let api: Api<Event> = self.ns.api();
         api.list(&ListParams::default()).await.unwrap().items
@@ -229,8 +246,24 @@ async fn a_scenario_run_succeeds_and_kubectl_wait_returns() {
     assert!(
         events.contains(&"ScenarioStarted".to_string()) && events.contains(&"ScenarioSucceeded".to_string())
     );
+    // The operator's metrics: one run fired and finished well, none adopted.
+    f.wait_metric(STARTED, 1.0).await;
+    f.wait_metric(
+        r#"kube_dss_scenario_run_duration_seconds_count{outcome="done"}"#,
+        1.0,
+    )
+    .await;
+    f.wait_metric(ADOPTED, 0.0).await;
+    f.wait_metric(
+        r#"kube_dss_scenario_run_duration_seconds_count{outcome="failed"}"#,
+        0.0,
+    )
+    .await;
     f.cleanup().await;
 }
+
+const STARTED: &str = "kube_dss_scenario_runs_started_total";
+const ADOPTED: &str = "kube_dss_scenario_runs_adopted_total";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_step_explains_the_failure() {
@@ -250,10 +283,22 @@ async fn a_failing_step_explains_the_failure() {
             .unwrap_or_default()
             .contains("Check failed: 0 rows")
     );
+    // The tail of the failing step's own log, not of the whole run's.
+    let tail = failure.log_tail.unwrap_or_default();
+    assert!(
+        tail.contains("Check failed: 0 rows") && tail.contains("Step 2/2 Check rows"),
+        "{tail}"
+    );
+    assert!(!tail.contains("Step 1/2"), "only the failing step: {tail}");
     assert_eq!(
         condition(&r, "Stalled").map(|c| c.reason.as_str()),
         Some("ScenarioFailed")
     );
+    f.wait_metric(
+        r#"kube_dss_scenario_run_duration_seconds_count{outcome="failed"}"#,
+        1.0,
+    )
+    .await;
     f.cleanup().await;
 }
 
@@ -376,6 +421,9 @@ async fn a_lost_fire_response_is_found_by_its_marker_not_fired_twice() {
             .iter()
             .any(|e| e.reason.as_deref() == Some("ScenarioAdopted"))
     );
+    // Adopted, not counted as fired: its fire's answer never reached the operator.
+    f.wait_metric(ADOPTED, 1.0).await;
+    f.wait_metric(STARTED, 0.0).await;
     f.cleanup().await;
 }
 
@@ -434,5 +482,59 @@ async fn a_new_rerun_token_runs_exactly_once_more() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(our_fires(&f.record("OK").await), 2);
     assert_eq!(f.runs.get("r").await.unwrap().status.unwrap().history.len(), 1);
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn suspend_fires_nothing_and_the_rerun_annotation_runs_exactly_once_more() {
+    let f = Fixture::new("scr-controls").await;
+    f.create("c", json!({"scenarioId": "OK", "suspend": true})).await;
+    f.wait_phase("c", Phase::Suspended, 60).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        our_fires(&f.record("OK").await),
+        0,
+        "a suspended ScenarioRun fires nothing"
+    );
+    f.runs
+        .patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
+        .await
+        .unwrap();
+    f.wait_phase("c", Phase::Succeeded, 120).await;
+    assert_eq!(our_fires(&f.record("OK").await), 1, "resumed: one run");
+    // The rerun annotation (what `kubectl dss rerun` and the Argo CD action stamp): one more run.
+    let stamp = "2026-12-01T02:00:00Z";
+    f.runs
+        .patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"kube-dss.dev/rerun": stamp}}})),
+        )
+        .await
+        .unwrap();
+    let r = wait_for(&f.runs, "c", Duration::from_secs(120), |r: &ScenarioRun| {
+        r.status.as_ref().is_some_and(|s| {
+            s.last_handled_rerun_annotation.as_deref() == Some(stamp) && s.phase == Some(Phase::Succeeded)
+        })
+    })
+    .await;
+    // Settled: no further fire follows.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let record = f.record("OK").await;
+    assert_eq!(our_fires(&record), 2, "exactly one more run");
+    assert_eq!(record.runs.len(), 2);
+    let s = r.status.unwrap();
+    assert_eq!(s.run_id.as_deref(), Some(record.runs[1].run_id.as_str()));
+    assert_eq!(s.history.len(), 1, "the first run is in the history");
+    f.wait_metric(STARTED, 2.0).await;
+    f.wait_metric(
+        r#"kube_dss_scenario_run_duration_seconds_count{outcome="done"}"#,
+        2.0,
+    )
+    .await;
     f.cleanup().await;
 }

@@ -175,6 +175,53 @@ impl Fixture {
         self.events().await.into_iter().filter_map(|e| e.reason).collect()
     }
 
+    /// Waits until the operator's `/metrics` series reads `want` (it is published right after the
+    /// status write the test saw), and fails with what it reads otherwise.
+    async fn wait_metric(&self, series: &str, want: f64) {
+        let op = self.op.as_ref().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let value = op.metric(series).await;
+            if value == Some(want) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{series} reads {value:?}, wanted {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `kubectl get dsbs NAME` as a table: the header's columns and the row's cells, cut at the
+    /// header's column starts (a cell may hold spaces: the schedule).
+    fn printed(&self, name: &str) -> Vec<(String, String)> {
+        let out = harness::kubectl(&["get", "dsbs", name, "-n", &self.ns.name]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut lines = text.lines();
+        let (header, row) = (lines.next().unwrap(), lines.next().unwrap());
+        let starts: Vec<usize> = header
+            .char_indices()
+            .filter(|(i, c)| !c.is_whitespace() && (*i == 0 || header[..*i].ends_with(' ')))
+            .map(|(i, _)| i)
+            .collect();
+        starts
+            .iter()
+            .enumerate()
+            .map(|(k, &start)| {
+                let end = starts.get(k + 1).copied();
+                let cell = |line: &str| {
+                    let line_end = line.len();
+                    line[start.min(line_end)..end.unwrap_or(line_end).min(line_end)]
+                        .trim()
+                        .to_string()
+                };
+                (cell(header), cell(row))
+            })
+            .collect()
+    }
+
     fn kill_operator(&mut self) {
         if let Some(mut op) = self.op.take() {
             op.kill();
@@ -337,6 +384,47 @@ async fn builds_are_named_labelled_and_partitioned_by_their_slot() {
         metrics.contains("kube_dss_schedule_lag_seconds_count"),
         "{metrics}"
     );
+    // What `kubectl get dsbs` prints: while scheduling, the next slot; once suspended and idle (the
+    // row then holds still), every column.
+    let next = f
+        .printed("names")
+        .into_iter()
+        .find(|(c, _)| c == "NEXT")
+        .unwrap()
+        .1;
+    assert!(
+        next.parse::<Timestamp>().is_ok(),
+        "NEXT is the next slot: {next:?}"
+    );
+    f.patch_spec("names", json!({"suspend": true})).await;
+    wait_for(
+        &f.schedules,
+        "names",
+        Duration::from_secs(30),
+        |s: &DatasetBuildSchedule| suspended(s) && status(s).active_count == Some(0),
+    )
+    .await;
+    let printed = f.printed("names");
+    let columns: Vec<&str> = printed.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(
+        columns,
+        [
+            "NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST", "NEXT"
+        ]
+    );
+    let cell = |column: &str| printed.iter().find(|(c, _)| c == column).unwrap().1.clone();
+    assert_eq!(cell("NAME"), "names");
+    assert_eq!(cell("SCHEDULE"), "*/2 * * * * *");
+    assert_eq!(cell("TIMEZONE"), zone);
+    assert_eq!(cell("SUSPEND"), "true");
+    assert_eq!(cell("ACTIVE"), "0");
+    // LAST is a date, printed as its age; a suspended schedule has no next slot (an empty cell).
+    let last = cell("LAST");
+    assert!(
+        last.ends_with('s') || last.ends_with('m'),
+        "LAST is the age of the last slot: {printed:?}"
+    );
+    assert_eq!(cell("NEXT"), "", "{printed:?}");
     f.cleanup().await;
 }
 
@@ -473,6 +561,89 @@ async fn after_downtime_catch_up_all_builds_every_missed_slot_once_with_its_part
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn after_downtime_catch_up_all_beyond_max_catch_up_runs_builds_the_newest_and_counts_the_rest() {
+    let mut f = Fixture::new("sch-cap").await;
+    f.schedule(
+        "cap",
+        "daily",
+        json!({"catchUp": "All", "maxCatchUpRuns": 2, "concurrencyPolicy": "Allow", "successfulBuildsHistoryLimit": 100}),
+    )
+    .await;
+    let d = downtime(&mut f, "cap", 11).await;
+    // Builds created before the restart are the killed operator's (creation times are whole seconds,
+    // and it was killed seconds before the restart); the restarted one's first two are its catch-up.
+    let made = |b: &DatasetBuild| b.metadata.creation_timestamp.as_ref().unwrap().0.as_second();
+    let old_last = *d
+        .children
+        .iter()
+        .filter(|(_, b)| made(b) < d.restarted)
+        .map(|(s, _)| s)
+        .next_back()
+        .unwrap();
+    let new: Vec<i64> = d
+        .children
+        .iter()
+        .filter(|(_, b)| made(b) >= d.restarted)
+        .map(|(s, _)| *s)
+        .collect();
+    // At its first reconcile the newest 2 due slots are built, the older ones are not; after them,
+    // every slot is built again.
+    let (first, last) = (new[0], *new.last().unwrap());
+    assert_eq!(
+        new,
+        (first..=last).filter(|s| s % 2 == 0).collect::<Vec<_>>(),
+        "from the first catch-up slot on, every slot has one build"
+    );
+    let missed: Vec<i64> = ((old_last + 1)..first).filter(|s| s % 2 == 0).collect();
+    assert!(
+        missed.len() >= 2,
+        "more slots were missed than maxCatchUpRuns runs: {missed:?}"
+    );
+    for slot in &new[..2] {
+        assert_eq!(
+            partition(&d.children[slot]),
+            format_slot(*slot, "UTC", SLOT_FORMAT)
+        );
+    }
+    let s = f.schedules.get("cap").await.unwrap();
+    let counted = i64::try_from(missed.len()).unwrap();
+    assert_eq!(
+        status(&s).missed_slots,
+        Some(counted),
+        "the older missed slots are counted"
+    );
+    let warned: Vec<String> = f
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("TooManyMissedSlots"))
+        .map(|e| format!("{} {}", e.type_.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].starts_with("Warning ")
+            && warned[0].contains(&format!(
+                "{} missed slot(s) are beyond maxCatchUpRuns=2",
+                missed.len()
+            )),
+        "{warned:?}"
+    );
+    f.wait_metric(
+        r#"kube_dss_schedule_slots_missed_total{reason="MaxCatchUpRuns"}"#,
+        missed.len() as f64,
+    )
+    .await;
+    println!(
+        "\ndowntime catch-up (catchUp: All, maxCatchUpRuns: 2): {} slots were due when the restarted operator caught up; the newest 2 built ({}, {}), {} counted in status.missedSlots and kube_dss_schedule_slots_missed_total{{reason=\"MaxCatchUpRuns\"}}",
+        missed.len() + 2,
+        hms(new[0]),
+        hms(new[1]),
+        missed.len()
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn after_downtime_catch_up_latest_builds_only_the_newest_missed_slot() {
     let mut f = Fixture::new("sch-latest").await;
     f.schedule(
@@ -515,6 +686,22 @@ async fn after_downtime_catch_up_latest_builds_only_the_newest_missed_slot() {
         partition(b),
         missing.len()
     );
+    // The restarted operator's metrics: the missed slots, and one lag per build it created.
+    f.patch_spec("latest", json!({"suspend": true})).await;
+    let s = wait_for(&f.schedules, "latest", Duration::from_secs(30), suspended).await;
+    f.wait_metric(
+        r#"kube_dss_schedule_slots_missed_total{reason="CatchUpLatest"}"#,
+        status(&s).missed_slots.unwrap() as f64,
+    )
+    .await;
+    let created = f
+        .children("latest")
+        .await
+        .values()
+        .filter(|b| b.metadata.creation_timestamp.as_ref().unwrap().0.as_second() >= d.restarted)
+        .count();
+    f.wait_metric("kube_dss_schedule_lag_seconds_count", created as f64)
+        .await;
     f.cleanup().await;
 }
 
@@ -770,6 +957,79 @@ async fn suspend_creates_nothing_and_resume_catches_up_within_the_deadline() {
         .collect();
     assert!(late.is_empty(), "builds for slots the deadline skipped: {late:?}");
     assert!(f.event_reasons().await.contains("SlotSkipped"));
+    let skipped = status(&f.schedules.get("s").await.unwrap())
+        .skipped_slots
+        .unwrap();
+    f.wait_metric("kube_dss_schedule_slots_skipped_total", skipped as f64)
+        .await;
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resume_with_catch_up_all_builds_every_slot_within_the_deadline() {
+    let f = Fixture::new("sch-resume").await;
+    f.schedule(
+        "r",
+        "daily",
+        json!({"catchUp": "All", "startingDeadlineSeconds": 8, "concurrencyPolicy": "Allow", "successfulBuildsHistoryLimit": 100}),
+    )
+    .await;
+    f.wait_children("r", 1, 60).await;
+    f.patch_spec("r", json!({"suspend": true})).await;
+    wait_for(&f.schedules, "r", Duration::from_secs(30), suspended).await;
+    let since = f.children("r").await.keys().next_back().copied().unwrap();
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let resumed_at = Timestamp::now().as_second();
+    f.patch_spec("r", json!({"suspend": false})).await;
+    let resumed = wait_for(
+        &f.schedules,
+        "r",
+        Duration::from_secs(30),
+        |s: &DatasetBuildSchedule| {
+            status(s).observed_generation == s.metadata.generation
+                && status(s)
+                    .last_schedule_time
+                    .is_some_and(|t| t.0.as_second() >= resumed_at - 1)
+        },
+    )
+    .await;
+    let children = f.children("r").await;
+    // The slots of the suspension that were due at the resume: those older than the deadline are
+    // skipped, and every one within it is built, not only the newest.
+    let caught_up: Vec<i64> = children
+        .keys()
+        .copied()
+        .filter(|s| *s > since && *s <= resumed_at)
+        .collect();
+    assert!(
+        caught_up.len() >= 2,
+        "catchUp All builds more than the newest: {caught_up:?} (resumed at {resumed_at})"
+    );
+    assert!(
+        caught_up.iter().all(|s| *s >= resumed_at - 8),
+        "a slot older than the deadline was built: {caught_up:?} (resumed at {resumed_at})"
+    );
+    let newest = resumed_at - resumed_at % 2;
+    assert_eq!(
+        caught_up,
+        (caught_up[0]..=newest).filter(|s| s % 2 == 0).collect::<Vec<_>>(),
+        "every slot from the oldest within the deadline to the newest is built"
+    );
+    for slot in &caught_up {
+        assert_eq!(partition(&children[slot]), format_slot(*slot, "UTC", SLOT_FORMAT));
+    }
+    let skipped = status(&resumed).skipped_slots.unwrap_or(0);
+    let older = ((since + 1)..caught_up[0]).filter(|s| s % 2 == 0).count();
+    assert_eq!(
+        skipped,
+        i64::try_from(older).unwrap(),
+        "the slots older than the deadline are skipped"
+    );
+    assert!(skipped >= 2, "{skipped}");
+    assert_eq!(status(&resumed).missed_slots, None, "All within maxCatchUpRuns");
+    assert!(f.event_reasons().await.contains("SlotSkipped"));
+    f.wait_metric("kube_dss_schedule_slots_skipped_total", skipped as f64)
+        .await;
     f.cleanup().await;
 }
 
@@ -797,6 +1057,11 @@ async fn invalid_input_stalls_the_schedule_until_it_is_fixed() {
     .await;
     assert!(condition(&s, "Stalled").unwrap().message.contains("Mars/Olympus"));
     assert_eq!(condition(&s, "Ready").unwrap().status, "False");
+    // `kube-dss schedules run` refuses it the same way: exit 2, nothing created.
+    let run = cli(&["run", "bad", "-n", &f.ns.name]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(err.contains("Mars/Olympus"), "{err}");
     f.patch_spec("bad", json!({"timeZone": "Europe/Paris"})).await;
     let s = wait_for(
         &f.schedules,
@@ -810,6 +1075,10 @@ async fn invalid_input_stalls_the_schedule_until_it_is_fixed() {
         message.contains("rerunToken") && message.contains("cannot be formatted"),
         "{message}"
     );
+    let run = cli(&["run", "bad", "-n", &f.ns.name]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(err.contains("rerunToken"), "{err}");
     assert!(
         f.children("bad").await.is_empty(),
         "nothing is built from an invalid schedule"

@@ -3,7 +3,12 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use super::{connections::DefaultConnection, context::Settings, run};
+use super::{
+    connection_policy::{ConnectionPolicy, Violation},
+    connections::DefaultConnection,
+    context::Settings,
+    run,
+};
 use crate::{dss, telemetry::LogFormat};
 
 /// Arguments of `kube-dss controller`.
@@ -32,6 +37,16 @@ pub struct Args {
     /// Skip TLS verification for the default connection (sandboxes only).
     #[arg(long, env = "DSS_INSECURE_SKIP_VERIFY")]
     pub dss_insecure_skip_verify: bool,
+
+    /// Refuse DSS connections that skip TLS verification (a DSSConnection with
+    /// `tls.insecureSkipVerify: true` is not Ready; `--dss-insecure-skip-verify` is an error).
+    #[arg(long, env = "REFUSE_INSECURE_CONNECTIONS")]
+    pub refuse_insecure_connections: bool,
+
+    /// Refuse DSS URLs that are not https:// (a DSSConnection with an http:// URL is not Ready;
+    /// an http:// `--dss-url` is an error).
+    #[arg(long, env = "REQUIRE_HTTPS")]
+    pub require_https: bool,
 
     /// Request budget of the default connection (requests per second).
     #[arg(long, env = "DSS_REQUESTS_PER_SECOND", default_value_t = 10)]
@@ -124,6 +139,15 @@ impl Args {
             listing_interval: Duration::from_millis(self.listing_interval_ms.max(100)),
             max_budget_wait: Duration::from_millis(self.max_budget_wait_ms),
             request_timeout: Duration::from_secs(self.dss_request_timeout_seconds.max(1)),
+            connection_policy: self.connection_policy(),
+        }
+    }
+
+    /// The connections refused by `--refuse-insecure-connections` and `--require-https`.
+    fn connection_policy(&self) -> ConnectionPolicy {
+        ConnectionPolicy {
+            refuse_insecure: self.refuse_insecure_connections,
+            require_https: self.require_https,
         }
     }
 
@@ -157,6 +181,19 @@ impl Args {
                 self.dss_api_prefix
             )
         })?;
+        let refused = self
+            .connection_policy()
+            .violations(url.as_str(), self.dss_insecure_skip_verify);
+        if let Some(v) = refused.first() {
+            return Err(match v {
+                Violation::NotHttps(scheme) => {
+                    format!("--dss-url is an {scheme}:// URL, and --require-https is set: use DSS's https:// address")
+                }
+                Violation::InsecureSkipVerify => "--dss-insecure-skip-verify contradicts --refuse-insecure-connections:                      drop it, and give DSS's CA with --dss-ca-file if its certificate is not publicly trusted"
+                    .to_string(),
+            }
+            .into());
+        }
         let rps = self.dss_requests_per_second.max(1);
         Ok(Some(DefaultConnection {
             url: url.clone(),
@@ -170,5 +207,59 @@ impl Args {
                 max_in_flight: self.dss_max_in_flight.max(1),
             },
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn default_connection(flags: &[&str]) -> Result<Option<DefaultConnection>, String> {
+        let base = ["controller", "--dss-api-key-file", "/keys/apiKey"];
+        let cli = Cli::try_parse_from(base.iter().chain(flags)).map_err(|e| e.to_string())?;
+        cli.args.default_connection().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_default_connection_the_policy_refuses_stops_the_operator() {
+        let https = ["--dss-url", "https://dss.example.com"];
+        let http = ["--dss-url", "http://dss.example.com"];
+        assert!(default_connection(&[&http[..], &["--dss-insecure-skip-verify"]].concat()).is_ok());
+        let err = default_connection(&[&http[..], &["--require-https"]].concat()).unwrap_err();
+        assert!(
+            err.contains("--dss-url is an http:// URL") && err.contains("--require-https"),
+            "{err}"
+        );
+        let err = default_connection(
+            &[
+                &https[..],
+                &["--dss-insecure-skip-verify", "--refuse-insecure-connections"],
+            ]
+            .concat(),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("--dss-insecure-skip-verify contradicts --refuse-insecure-connections"),
+            "{err}"
+        );
+        let ok =
+            default_connection(&[&https[..], &["--require-https", "--refuse-insecure-connections"]].concat());
+        assert!(ok.is_ok_and(|c| c.is_some()));
+        let cli = Cli::try_parse_from(["controller", "--require-https"]).unwrap();
+        assert_eq!(
+            cli.args.settings().connection_policy,
+            ConnectionPolicy {
+                refuse_insecure: false,
+                require_https: true
+            }
+        );
     }
 }

@@ -93,6 +93,8 @@ pub(crate) async fn reconcile(conn: Arc<DSSConnection>, ctx: Arc<Shared>) -> Res
         let action = EventAction::CheckConnection.as_str();
         events::publish(&ctx.recorder, conn.as_ref(), type_, r.as_str(), action, message).await;
     }
+    // The check's outcome is in Ready; only a failed reconcile (its status not written) backs off.
+    ctx.backoff.reset(&conn.uid().unwrap_or_default());
     Ok(Action::requeue(requeue))
 }
 

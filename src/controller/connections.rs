@@ -117,6 +117,8 @@ pub(crate) struct Connections {
     /// The longest a call waits for its connection's budget before it is refused (and its object
     /// requeued): one throttled or paused DSS never holds the reconcilers of the others.
     max_budget_wait: Duration,
+    /// The connections this operator refuses (set with `with_policy`).
+    pub(super) policy: super::connection_policy::ConnectionPolicy,
 }
 
 impl Connections {
@@ -137,6 +139,7 @@ impl Connections {
             observer,
             request_timeout,
             max_budget_wait,
+            policy: Default::default(),
         }
     }
 
@@ -196,6 +199,7 @@ impl Connections {
             namespace: namespace.to_string(),
             name: name.to_string(),
         };
+        self.policy.admit(&key, spec)?;
         let spec_hash = spec_hash(spec);
         if let Some(resolved) = self.cached(&key, |h| h.starts_with(&spec_hash), fresh) {
             return Ok(resolved);

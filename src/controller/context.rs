@@ -9,6 +9,7 @@ use kube::Client;
 
 use super::{
     backoff::ErrorBackoff,
+    connection_policy::ConnectionPolicy,
     connections::Connections,
     events::Recorder,
     execute::{RunKind, sightings::Sightings, starts::Starts},
@@ -34,6 +35,8 @@ pub(crate) struct Settings {
     pub(crate) max_budget_wait: Duration,
     /// Timeout of one DSS request.
     pub(crate) request_timeout: Duration,
+    /// The connections this operator refuses.
+    pub(crate) connection_policy: ConnectionPolicy,
 }
 
 /// Shared state of every reconciler of the process.

@@ -22,7 +22,7 @@ use kube::{
 };
 
 use crate::sync::lock;
-use crate::text::truncate;
+use crate::text::{NOTE_MAX, truncate};
 
 /// How long a published event is remembered: a repeat within this window (same type, reason,
 /// action and object reference) patches the first Event's series count instead of creating a new
@@ -189,10 +189,9 @@ impl Recorder {
                 }
             }
             None => {
-                let name = format!(
-                    "{}.{:x}",
+                let name = event_name(
                     reference.name.as_deref().unwrap_or(&self.controller),
-                    now.as_nanosecond()
+                    now.as_nanosecond(),
                 );
                 let event = K8sEvent {
                     action: Some(action.to_string()),
@@ -230,6 +229,24 @@ impl Recorder {
     }
 }
 
+/// The most characters of an object name (a DNS subdomain), so of an Event's name.
+const NAME_MAX: usize = 253;
+
+/// The name of a new Event about the object `object`, as Kubernetes' recorders name them
+/// (`<object>.<time in hex>`), within the 253 characters a name may have: a long object name is cut
+/// (and the cut never ends in `-` or `.`, which a DNS subdomain refuses there).
+fn event_name(object: &str, nanos: i128) -> String {
+    let suffix = format!(".{nanos:x}");
+    let room = NAME_MAX.saturating_sub(suffix.len());
+    // Object names are ASCII (DNS subdomains), so a byte cut is a character cut; stay safe anyway.
+    let mut end = object.len().min(room);
+    while !object.is_char_boundary(end) {
+        end -= 1;
+    }
+    let base = object[..end].trim_end_matches(['-', '.']);
+    format!("{base}{suffix}")
+}
+
 /// Publishes one event; failures are logged, never fatal (an event is a report, not a state).
 pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
     recorder: &Recorder,
@@ -252,7 +269,7 @@ pub(crate) async fn publish_about<K: Resource<DynamicType = ()>>(
     action: &str,
     note: impl Into<String>,
 ) {
-    let note = truncate(&note.into(), 1024);
+    let note = truncate(&note.into(), NOTE_MAX);
     let reference = obj.object_ref(&());
     if let Err(err) = recorder
         .publish_related(&reference, Some(related), type_, reason, action, note)
@@ -271,7 +288,7 @@ pub(crate) async fn publish_to(
     action: &str,
     note: impl Into<String>,
 ) {
-    let note = truncate(&note.into(), 1024);
+    let note = truncate(&note.into(), NOTE_MAX);
     if let Err(err) = recorder.publish(reference, type_, reason, action, note).await {
         tracing::warn!(error = %err, reason, "could not publish an event");
     }
@@ -364,6 +381,41 @@ mod tests {
             ..r.clone()
         };
         assert_ne!(base, key(EventType::Normal, "JobStarted", "StartJob", &empty));
+    }
+
+    /// Whether `name` is a DNS subdomain, as the API server checks an Event's name.
+    fn is_dns_subdomain(name: &str) -> bool {
+        name.len() <= NAME_MAX
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            })
+    }
+
+    #[test]
+    fn event_names_stay_within_253_characters_for_long_object_names() {
+        let nanos = 1_767_225_600_123_456_789_i128;
+        assert_eq!(event_name("nightly", nanos), "nightly.18867251f555cd15");
+        for object in [
+            "a".repeat(253),
+            format!("{}-{}", "a".repeat(235), "b".repeat(17)),
+            format!("{}.{}", "a".repeat(235), "b".repeat(17)),
+            format!("{}--x", "a".repeat(234)),
+            "a".repeat(236),
+        ] {
+            let name = event_name(&object, nanos);
+            assert!(name.len() <= 253, "{} characters: {name}", name.len());
+            assert!(is_dns_subdomain(&name), "{name}");
+            assert!(name.ends_with(".18867251f555cd15"), "{name}");
+            assert!(object.starts_with(&name[..name.len() - 17]), "{name}");
+        }
+        // Names of different times stay apart.
+        let long = "a".repeat(253);
+        assert_ne!(event_name(&long, nanos), event_name(&long, nanos + 1));
     }
 
     fn seen(name: &str, count: i32, at: Instant) -> Seen {

@@ -71,11 +71,55 @@ impl Fence {
     }
 }
 
+/// What of a Lease shows its holder is alive: any write changes one of these.
+#[derive(Clone, Debug, PartialEq)]
+struct Record {
+    resource_version: Option<String>,
+    holder: Option<String>,
+    renew_time: Option<MicroTime>,
+}
+
+impl Record {
+    fn of(lease: &Lease) -> Self {
+        let spec = lease.spec.as_ref();
+        Self {
+            resource_version: lease.metadata.resource_version.clone(),
+            holder: spec.and_then(|s| s.holder_identity.clone()),
+            renew_time: spec.and_then(|s| s.renew_time.clone()),
+        }
+    }
+}
+
+/// The Lease record as this replica last saw it change, and when, on this replica's own clock. The
+/// holder is judged gone once the record has not changed for a whole lease duration as measured
+/// here, as client-go does: comparing the holder's `renewTime` with this node's clock would let a
+/// clock difference between the two nodes hand the lease over while its holder still acts.
+#[derive(Debug, Default)]
+struct Observed {
+    last: Option<(Record, tokio::time::Instant)>,
+}
+
+impl Observed {
+    /// Notes `record`, read at `now`; whether its holder has let it expire, as seen from here. A
+    /// record without a duration has no holder to wait for.
+    fn expired(&mut self, record: Record, duration: Option<Duration>, now: tokio::time::Instant) -> bool {
+        let since = match &self.last {
+            Some((seen, at)) if *seen == record => *at,
+            _ => {
+                self.last = Some((record, now));
+                now
+            }
+        };
+        duration.is_none_or(|d| since + d <= now)
+    }
+}
+
 /// Campaigns for and holds the lease.
 pub(crate) struct Elector {
     api: Api<Lease>,
     settings: Settings,
     fence: Fence,
+    observed: Mutex<Observed>,
 }
 
 impl Elector {
@@ -85,6 +129,7 @@ impl Elector {
             api: Api::namespaced(client, &settings.namespace),
             settings,
             fence: Fence::lease(),
+            observed: Mutex::new(Observed::default()),
         }
     }
 
@@ -202,15 +247,15 @@ impl Elector {
                 Err(e) => Err(e),
             };
         };
+        let duration = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.lease_duration_seconds)
+            .map(|secs| Duration::from_secs(u64::try_from(secs).unwrap_or(0)));
+        let expired = lock(&self.observed).expired(Record::of(&lease), duration, tokio::time::Instant::now());
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
         let ours = holder.as_deref() == Some(me.as_str());
-        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(renew), Some(secs)) => {
-                renew.0.as_millisecond() + i64::from(secs) * 1000 < now.as_millisecond()
-            }
-            _ => true,
-        };
         if !(ours || holder.is_none() || expired) {
             return Ok(false);
         }
@@ -237,6 +282,45 @@ impl Elector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(rv: &str, holder: &str, renewed_at_second: i64) -> Record {
+        Record {
+            resource_version: Some(rv.into()),
+            holder: Some(holder.into()),
+            renew_time: Some(MicroTime(Timestamp::from_second(renewed_at_second).unwrap())),
+        }
+    }
+
+    #[test]
+    fn expiry_is_measured_on_the_followers_clock_from_the_last_change_it_saw() {
+        let d = Some(Duration::from_secs(15));
+        let t0 = tokio::time::Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut seen = Observed::default();
+        // The holder's renewTime is an hour behind this node's clock (skewed clocks): what counts is
+        // that the record keeps changing, not the timestamp in it.
+        let stale_clock = Timestamp::now().as_second() - 3600;
+        assert!(!seen.expired(record("1", "a", stale_clock), d, at(0)));
+        assert!(!seen.expired(record("2", "a", stale_clock + 5), d, at(10)));
+        assert!(!seen.expired(record("3", "a", stale_clock + 10), d, at(20)));
+        // Unchanged for less than a lease duration since it was last seen to change: still held.
+        assert!(!seen.expired(record("3", "a", stale_clock + 10), d, at(34)));
+        assert!(seen.expired(record("3", "a", stale_clock + 10), d, at(35)));
+        // A renewTime far ahead of this clock does not keep a silent holder alive either.
+        let mut seen = Observed::default();
+        let future_clock = Timestamp::now().as_second() + 3600;
+        assert!(!seen.expired(record("7", "b", future_clock), d, at(0)));
+        assert!(seen.expired(record("7", "b", future_clock), d, at(15)));
+        // A new holder (or any write) starts the count again.
+        assert!(!seen.expired(record("8", "c", future_clock), d, at(16)));
+        // A lease first seen is given a whole duration, whatever its renewTime says.
+        let mut seen = Observed::default();
+        assert!(!seen.expired(record("9", "a", 0), d, at(100)));
+        assert!(
+            seen.expired(record("9", "a", 0), None, at(100)),
+            "no duration: nothing to wait for"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_fence_holds_until_the_lease_could_expire() {

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     crd::{DSSConnection, DatasetBuild, Phase},
-    dss::{Operation, Outcome, RequestObserver},
+    dss::{Category, Operation, Outcome, RequestObserver},
     sync::lock,
 };
 
@@ -293,6 +293,9 @@ impl Metrics {
         }
         for reason in Forced::ALL.map(Forced::as_str) {
             let _ = self.finalizer_forced.get_or_create(&ReasonLabel { reason });
+        }
+        for category in Category::ALL.map(Category::as_str) {
+            let _ = self.reconcile_errors.get_or_create(&CategoryLabel { category });
         }
         for reason in MissedSlots::ALL.map(MissedSlots::as_str) {
             let _ = self.schedules.missed.get_or_create(&ReasonLabel { reason });
@@ -586,6 +589,8 @@ mod tests {
             "kube_dss_dss_requests_total{operation=\"get_status\",status_class=\"429\"} 0",
             "kube_dss_dss_throttled_total{operation=\"start_job\"} 0",
             "kube_dss_finalizer_forced_releases_total{reason=\"DssUnreachable\"} 0",
+            "kube_dss_reconcile_errors_total{category=\"DssServerError\"} 0",
+            "kube_dss_reconcile_errors_total{category=\"DssUnreachable\"} 0",
             "kube_dss_job_duration_seconds_count{outcome=\"failed\"} 0",
             "kube_dss_start_outcome_unknown_total 0",
             "kube_dss_leader 0",

@@ -14,13 +14,15 @@
 //! - [`job`]: the first kind of run, a DatasetBuild's DSS job; [`scenario`]: the second, a
 //!   ScenarioRun's DSS scenario run.
 //! - [`schedule`]: DatasetBuildSchedules, one DatasetBuild per cron slot.
-//! - [`connections`] / [`connection`]: DSS clients per connection, and the DSSConnection reconciler.
+//! - [`connections`] / [`connection`]: DSS clients per connection, and the DSSConnection reconciler;
+//!   [`connection_policy`]: the connections a cluster forbids.
 //! - [`events`], [`metrics`], [`admin`], [`leader`]: what the operator reports and how it runs.
 
 pub(crate) mod admin;
 mod args;
 mod backoff;
 pub(crate) mod connection;
+pub(crate) mod connection_policy;
 pub(crate) mod connections;
 pub(crate) mod context;
 pub(crate) mod error;

@@ -69,7 +69,8 @@ impl Common {
                 observer,
                 settings.request_timeout,
                 settings.max_budget_wait,
-            ),
+            )
+            .with_policy(settings.connection_policy),
             recorder: recorder.clone(),
             metrics: metrics.clone(),
             backoff: ErrorBackoff::default(),

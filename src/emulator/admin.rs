@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use super::{
-    faults::{DropMode, FaultCounters, Faults},
+    faults::{DropMode, FaultCounters, Faults, GatewayFault},
     stats::Stats,
 };
 

@@ -145,16 +145,13 @@ async fn put_faults(
 ) -> Result<Response, ApiError> {
     let faults: Faults = parse(body)?;
     faults.validate().map_err(ApiError::bad_request)?;
-    let mut f = lock(&st.faults);
-    f.set(faults);
-    tracing::info!(faults = ?f.current(), "faults changed");
-    json(&f.current())
+    let current = st.set_faults(faults);
+    tracing::info!(faults = ?current, "faults changed");
+    json(&current)
 }
 
 async fn clear_faults(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let mut f = lock(&st.faults);
-    f.set(Faults::default());
-    json(&f.current())
+    json(&st.set_faults(Faults::default()))
 }
 
 async fn stats(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {

@@ -1,7 +1,9 @@
-//! Faults injected into DSS API calls: latency, 5xx answers, 429 with `Retry-After`, connection
-//! resets, job starts and scenario runs whose response is lost, and a full outage. They never apply to the
-//! admin API. Random draws come from one seeded generator, so a run with a given seed and request
-//! order injects the same faults.
+//! Faults injected into DSS API calls: latency, 5xx answers, a gateway's bare 404 or 5xx pages,
+//! 429 with `Retry-After`, connection resets, job starts and scenario runs whose response is lost, a
+//! hung server and a full outage. They never apply to the admin API. Random draws come from one
+//! seeded generator, so a run with a given seed and request order injects the same faults.
+
+use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
@@ -65,6 +67,34 @@ pub struct Faults {
     /// the keys of `requestsByRoute` in the stats). Empty means every DSS route.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<String>,
+    /// A gateway in front of DSS answering instead of it (nginx while it reloads): a bare status
+    /// with an HTML page, never a DSS JSON error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayFault>,
+    /// While true, every DSS call is accepted and left without any answer (a hung DSS): it is held
+    /// until the hang is lifted (then served) or the emulator stops.
+    #[serde(default)]
+    pub hang: bool,
+}
+
+/// Calls answered by a gateway instead of DSS, for a window of time after the fault is set and/or
+/// at a rate.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayFault {
+    /// The status of the gateway's answer: 404 (default) or a 5xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// For this many milliseconds after the fault set is installed, every matching call gets the
+    /// gateway's answer. Read back, it is the time left.
+    #[serde(default)]
+    pub window_ms: u64,
+    /// Besides the window, the share of matching calls that get the gateway's answer.
+    #[serde(default)]
+    pub rate: f64,
+    /// The routes it applies to (stats keys, as `routes`); empty means every DSS route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
 }
 
 /// How a call fails when its response is dropped.
@@ -101,7 +131,25 @@ impl Faults {
         if let Some(status) = self.error_status
             && !(500..=599).contains(&status)
         {
-            return Err(format!("faults.errorStatus must be a 5xx status, got {status}"));
+            return Err(format!(
+                "faults.errorStatus must be a 5xx status, got {status} (a gateway's bare 404 is faults.gateway)"
+            ));
+        }
+        if let Some(g) = &self.gateway {
+            if !(0.0..=1.0).contains(&g.rate) {
+                return Err(format!(
+                    "faults.gateway.rate must be between 0 and 1, got {}",
+                    g.rate
+                ));
+            }
+            if let Some(status) = g.status
+                && status != 404
+                && !(500..=599).contains(&status)
+            {
+                return Err(format!(
+                    "faults.gateway.status must be 404 or a 5xx status, got {status}"
+                ));
+            }
         }
         Ok(())
     }
@@ -126,6 +174,12 @@ pub struct FaultCounters {
     pub dropped_run_responses: u64,
     /// Calls failed by the outage switch.
     pub outage: u64,
+    /// Calls answered by the gateway fault.
+    #[serde(default)]
+    pub gateway: u64,
+    /// Calls held by the hang switch.
+    #[serde(default)]
+    pub hung: u64,
 }
 
 /// What the fault layer decided for one call, before it reaches its handler.
@@ -139,6 +193,8 @@ pub(crate) enum Verdict {
     RateLimited(u64),
     /// Answer with this 5xx status.
     Error(u16),
+    /// Answer with a gateway's HTML page and this status.
+    Gateway(u16),
     /// Serve the call.
     Pass,
 }
@@ -160,39 +216,90 @@ pub(crate) struct FaultState {
     drops_left: u64,
     /// Dropped-run budget left from `dropRunResponses`.
     run_drops_left: u64,
+    /// When the gateway's window closes.
+    gateway_until: Option<Instant>,
     pub(crate) counters: FaultCounters,
 }
 
 impl FaultState {
     pub(crate) fn new(faults: Faults) -> FaultState {
-        FaultState {
-            rng: StdRng::seed_from_u64(faults.seed),
-            drops_left: faults.drop_start_responses,
-            run_drops_left: faults.drop_run_responses,
-            faults,
+        let mut state = FaultState {
+            rng: StdRng::seed_from_u64(0),
+            drops_left: 0,
+            run_drops_left: 0,
+            gateway_until: None,
+            faults: Faults::default(),
             counters: FaultCounters::default(),
-        }
+        };
+        state.set_at(faults, Instant::now());
+        state
     }
 
     /// Replaces the fault set, re-seeding the generator; the counters are kept.
     pub(crate) fn set(&mut self, faults: Faults) {
+        self.set_at(faults, Instant::now());
+    }
+
+    fn set_at(&mut self, faults: Faults, now: Instant) {
         self.rng = StdRng::seed_from_u64(faults.seed);
         self.drops_left = faults.drop_start_responses;
         self.run_drops_left = faults.drop_run_responses;
+        self.gateway_until = faults
+            .gateway
+            .as_ref()
+            .filter(|g| g.window_ms > 0)
+            .map(|g| now + Duration::from_millis(g.window_ms));
         self.faults = faults;
     }
 
-    /// The fault set as it stands, with the remaining dropped-start and dropped-run budgets.
+    /// The fault set as it stands, with the remaining dropped-start and dropped-run budgets and
+    /// what is left of the gateway's window.
     pub(crate) fn current(&self) -> Faults {
+        self.current_at(Instant::now())
+    }
+
+    fn current_at(&self, now: Instant) -> Faults {
+        let gateway = self.faults.gateway.clone().map(|g| GatewayFault {
+            window_ms: self.gateway_until.map_or(0, |until| {
+                u64::try_from(until.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+            }),
+            ..g
+        });
         Faults {
             drop_start_responses: self.drops_left,
             drop_run_responses: self.run_drops_left,
+            gateway,
             ..self.faults.clone()
         }
     }
 
+    /// Whether DSS calls are held without an answer; counts the call when it is.
+    pub(crate) fn hang(&mut self) -> bool {
+        if self.faults.hang && !self.faults.outage {
+            self.counters.hung += 1;
+            return true;
+        }
+        false
+    }
+
+    /// Whether the hang switch is on (a held call waits until it is off).
+    pub(crate) fn hanging(&self) -> bool {
+        self.faults.hang && !self.faults.outage
+    }
+
     fn applies_to(&self, route: &str) -> bool {
         self.faults.routes.is_empty() || self.faults.routes.iter().any(|r| r == route)
+    }
+
+    /// The status of the gateway's answer to a call on `route` at `now`, if the gateway answers.
+    fn gateway(&mut self, route: &str, now: Instant) -> Option<u16> {
+        let g = self.faults.gateway.as_ref()?;
+        if !(g.routes.is_empty() || g.routes.iter().any(|r| r == route)) {
+            return None;
+        }
+        let (status, rate) = (g.status.unwrap_or(404), g.rate);
+        let in_window = self.gateway_until.is_some_and(|until| now < until);
+        (in_window || self.roll(rate)).then_some(status)
     }
 
     fn roll(&mut self, rate: f64) -> bool {
@@ -217,9 +324,17 @@ impl FaultState {
 
     /// Decides whether a call on `route` fails before reaching its handler.
     pub(crate) fn verdict(&mut self, route: &str) -> Verdict {
+        self.verdict_at(route, Instant::now())
+    }
+
+    fn verdict_at(&mut self, route: &str, now: Instant) -> Verdict {
         if self.faults.outage {
             self.counters.outage += 1;
             return Verdict::Outage(self.faults.outage_mode.unwrap_or(DropMode::Unavailable));
+        }
+        if let Some(status) = self.gateway(route, now) {
+            self.counters.gateway += 1;
+            return Verdict::Gateway(status);
         }
         if !self.applies_to(route) {
             return Verdict::Pass;
@@ -345,6 +460,68 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_answers_its_routes_for_its_window_then_at_its_rate() {
+        let t0 = Instant::now();
+        let mut state = FaultState::new(Faults::default());
+        state.set_at(
+            Faults {
+                gateway: Some(GatewayFault {
+                    window_ms: 2000,
+                    routes: vec!["GET /a".into()],
+                    ..GatewayFault::default()
+                }),
+                ..Faults::default()
+            },
+            t0,
+        );
+        let soon = t0 + Duration::from_millis(500);
+        assert_eq!(state.verdict_at("GET /a", soon), Verdict::Gateway(404));
+        assert_eq!(state.verdict_at("GET /b", soon), Verdict::Pass);
+        assert_eq!(
+            state.current_at(soon).gateway.map(|g| g.window_ms),
+            Some(1500),
+            "the window left is read back"
+        );
+        let later = t0 + Duration::from_millis(2000);
+        assert_eq!(state.verdict_at("GET /a", later), Verdict::Pass);
+        assert_eq!(state.current_at(later).gateway.map(|g| g.window_ms), Some(0));
+        assert_eq!(state.counters.gateway, 1);
+        // Without a window, at a rate, with another status.
+        state.set_at(
+            Faults {
+                seed: 3,
+                gateway: Some(GatewayFault {
+                    status: Some(502),
+                    rate: 0.5,
+                    ..GatewayFault::default()
+                }),
+                ..Faults::default()
+            },
+            t0,
+        );
+        let answers: Vec<Verdict> = (0..200).map(|_| state.verdict_at("GET /b", t0)).collect();
+        let gateway = answers.iter().filter(|v| **v == Verdict::Gateway(502)).count();
+        assert!((60..=140).contains(&gateway), "{gateway}");
+        assert_eq!(
+            gateway + answers.iter().filter(|v| **v == Verdict::Pass).count(),
+            200
+        );
+    }
+
+    #[test]
+    fn the_hang_switch_holds_every_route_until_lifted() {
+        let mut state = FaultState::new(Faults {
+            hang: true,
+            ..Faults::default()
+        });
+        assert!(state.hang() && state.hang());
+        assert_eq!(state.counters.hung, 2);
+        state.set(Faults::default());
+        assert!(!state.hang() && !state.hanging());
+        assert_eq!(state.counters.hung, 2);
+    }
+
+    #[test]
     fn invalid_rates_are_refused() {
         assert!(
             Faults {
@@ -362,5 +539,18 @@ mod tests {
             .validate()
             .is_err()
         );
+        let gateway = |status, rate| Faults {
+            gateway: Some(GatewayFault {
+                status,
+                rate,
+                ..GatewayFault::default()
+            }),
+            ..Faults::default()
+        };
+        assert!(gateway(Some(404), 0.5).validate().is_ok());
+        assert!(gateway(Some(502), 0.0).validate().is_ok());
+        assert!(gateway(None, 1.0).validate().is_ok());
+        assert!(gateway(Some(200), 0.0).validate().is_err());
+        assert!(gateway(Some(404), 1.5).validate().is_err());
     }
 }

@@ -4,8 +4,8 @@
 //! Python client (`dataiku-api-client`) works against it unchanged. It simulates jobs from a
 //! configured flow (activities with durations, outcomes, warnings and log lines, an instance-wide
 //! limit on running activities, the four build types) and scenarios whose steps build objects with
-//! real jobs, wait, warn or fail. Faults (latency, 5xx, 429, resets, lost start and run responses,
-//! outages) can be injected, and an admin API under `/__emulator/` (on the DSS listener, or on one
+//! real jobs, wait, warn or fail. Faults (latency, 5xx, a gateway's bare 404, 429, resets, lost start and
+//! run responses, a hung server, outages) can be injected, and an admin API under `/__emulator/` (on the DSS listener, or on one
 //! of its own) lets tests see and finish jobs and see scenario runs. `docs/emulator.md` documents
 //! the configuration and both APIs.
 //!
@@ -56,7 +56,7 @@ pub use config::{
     RecipeConfig,
 };
 pub use error::Error;
-pub use faults::{DropMode, FaultCounters, Faults};
+pub use faults::{DropMode, FaultCounters, Faults, GatewayFault};
 pub use server::{Handle, Listen, spawn, spawn_with};
 pub use stats::Stats;
 

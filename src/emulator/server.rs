@@ -62,10 +62,33 @@ fn route_key(method: &Method, matched: Option<&MatchedPath>) -> String {
     format!("{method} {canonical}")
 }
 
+/// Holds a call while the hang switch is on, without sending any byte of an answer. True once the
+/// hang is lifted; false when the emulator stops first.
+async fn held(st: &AppState) -> bool {
+    let mut stopping = st.stopping.clone();
+    loop {
+        let changed = st.faults_changed.notified();
+        tokio::pin!(changed);
+        // Registered before the check, so a change in between is not missed.
+        changed.as_mut().enable();
+        if !lock(&st.faults).hanging() {
+            return true;
+        }
+        tokio::select! {
+            () = changed => {}
+            () = stopped(&mut stopping) => return false,
+        }
+    }
+}
+
 /// Counts the request, applies faults, and adds DSS's version headers.
 async fn dss_layer(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = route_key(req.method(), req.extensions().get::<MatchedPath>());
     lock(&st.stats).request(&route, chrono::Utc::now().timestamp());
+    let hang = lock(&st.faults).hang();
+    if hang && !held(&st).await {
+        return dropped(DropMode::Reset);
+    }
     let (latency, verdict) = {
         let mut f = lock(&st.faults);
         (f.latency_ms(&route), f.verdict(&route))
@@ -88,6 +111,9 @@ async fn dss_layer(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             r
+        }
+        Verdict::Gateway(status) => {
+            gateway_page(StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND))
         }
         Verdict::Error(status) => match StatusCode::from_u16(status) {
             Ok(StatusCode::INTERNAL_SERVER_ERROR) | Err(_) => {
@@ -351,13 +377,13 @@ pub async fn spawn(config: Config, listen: SocketAddr) -> Result<Handle, Error> 
 /// anything listens.
 pub async fn spawn_with(config: Config, listen: Listen) -> Result<Handle, Error> {
     let catalog = Catalog::build(&config)?;
-    let state = Arc::new(AppState::new(config, catalog));
+    let (stop, stopped) = watch::channel(false);
+    let state = Arc::new(AppState::new(config, catalog, stopped.clone()));
     let (listener, addr) = bind(listen.dss).await?;
     let admin = match listen.admin {
         Some(a) => Some(bind(a).await?),
         None => None,
     };
-    let (stop, stopped) = watch::channel(false);
     let scheduler = tokio::spawn(scheduler(state.clone(), stopped.clone()));
     let mut servers = vec![tokio::spawn(accept_loop(
         listener,

@@ -7,13 +7,13 @@ use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
 };
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::{
     catalog::{ApiKey, Catalog, Project},
     clock::Clock,
     config::Config,
-    faults::FaultState,
+    faults::{FaultState, Faults},
     stats::StatsState,
     wire::ApiError,
     world::World,
@@ -37,11 +37,15 @@ pub(crate) struct AppState {
     pub(crate) stats: Mutex<StatsState>,
     /// Wakes the scheduler when a job or a fire is created, or something finished early.
     pub(crate) wake: Notify,
+    /// Wakes the calls held by the hang switch when the faults change.
+    pub(crate) faults_changed: Notify,
+    /// True once the emulator is stopping (held calls then end without an answer).
+    pub(crate) stopping: watch::Receiver<bool>,
 }
 
 impl AppState {
     /// The state of an emulator serving `config`, compiled into `catalog`.
-    pub(crate) fn new(config: Config, catalog: Catalog) -> AppState {
+    pub(crate) fn new(config: Config, catalog: Catalog, stopping: watch::Receiver<bool>) -> AppState {
         let catalog = Arc::new(catalog);
         let keys = catalog
             .keys
@@ -56,7 +60,20 @@ impl AppState {
             catalog,
             config,
             wake: Notify::new(),
+            faults_changed: Notify::new(),
+            stopping,
         }
+    }
+
+    /// Replaces the fault set (wakes the calls held by a hang) and returns it as it now stands.
+    pub(crate) fn set_faults(&self, faults: Faults) -> Faults {
+        let current = {
+            let mut f = lock(&self.faults);
+            f.set(faults);
+            f.current()
+        };
+        self.faults_changed.notify_waiters();
+        current
     }
 
     /// Locks the jobs and scenario runs and replays them up to now, so the caller sees (and

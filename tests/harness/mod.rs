@@ -329,6 +329,19 @@ impl Operator {
             .await
             .expect("text")
     }
+
+    /// The value of one series of `/metrics`, written as the exposition writes it
+    /// (`kube_dss_reconcile_errors_total{category="DssServerError"}`); None when absent.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.metrics().await, series)
+    }
+}
+
+/// The value of one series in an OpenMetrics text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
 }
 
 impl Drop for Operator {

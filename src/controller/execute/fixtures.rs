@@ -246,6 +246,7 @@ fn settings() -> Settings {
         listing_interval: Duration::from_secs(1),
         max_budget_wait: Duration::from_secs(2),
         request_timeout: Duration::from_secs(30),
+        connection_policy: Default::default(),
     }
 }
 

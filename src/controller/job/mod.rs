@@ -1,10 +1,9 @@
 //! The first kind of run: a `DatasetBuild` runs one DSS job. This module maps the build onto the run
 //! core (its controls, its status) and makes the DSS job calls the executor needs: start
-//! ([`definition`]), observe ([`poller`], with the end of the log of a failed job from [`log`]),
-//! abort, and the search for a lost start ([`search`]).
+//! ([`definition`]), observe ([`poller`], and the end of the log of a failed job), abort, and the
+//! search for a lost start ([`search`]).
 
 pub(crate) mod definition;
-pub(crate) mod log;
 pub(crate) mod poller;
 pub(crate) mod search;
 
@@ -38,8 +37,11 @@ use crate::{
         ConnectionRef, DatasetBuild, DatasetBuildSpec, DatasetBuildStatus, FINALIZER, FailureReason,
         HistoryEntry, StartRequest,
     },
-    dss::{self, JobState},
+    dss::{self, JobState, LogTail, LogTailLimits},
 };
+
+/// The most bytes of a failed job's log kept in `status.failure.logTail`.
+const LOG_TAIL_BYTES: usize = 4096;
 
 /// The DSS job kind of run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -398,7 +400,9 @@ impl RunKind for JobKind {
     }
 }
 
-/// Where a FAILED job failed and the end of its log.
+/// Where a FAILED job failed, the end of its log and the line that explains the failure. The log is
+/// streamed and reduced to its end (the final error stays, however long its lines), with the API key
+/// and its Basic form removed before anything is cut.
 async fn failure_details(
     ctx: &RunContext<JobKind>,
     conn: &Resolved,
@@ -417,8 +421,13 @@ async fn failure_details(
             .ok()
             .and_then(|o| o.failed_activity),
     };
-    let tail = match conn.client.get_log(project, job_id, location.as_deref()).await {
-        Ok(text) => Some(log::log_tail(&text, ctx.shared.settings.log_tail_lines)),
+    let limits = LogTailLimits::new(ctx.shared.settings.log_tail_lines, LOG_TAIL_BYTES);
+    let tail = match conn
+        .client
+        .get_log_tail(project, job_id, location.as_deref(), limits)
+        .await
+    {
+        Ok(tail) => Some(tail),
         Err(e) => {
             tracing::warn!(error = %e, "could not read the DSS log of the failed job");
             None
@@ -427,7 +436,7 @@ async fn failure_details(
     FailureDetails {
         reason: None,
         location,
-        cause: tail.as_deref().and_then(|t| t.lines().last()).map(String::from),
-        log_tail: tail,
+        cause: tail.as_ref().and_then(LogTail::failure_message),
+        log_tail: tail.map(|t| t.text).filter(|t| !t.is_empty()),
     }
 }

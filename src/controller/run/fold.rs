@@ -10,7 +10,11 @@ use super::{
     plan::elapsed,
     vocabulary::{Ended, EventAction, EventReason, RunState},
 };
-use crate::crd::{AbortReason, Failure, FailureReason};
+use crate::{
+    crd::{AbortReason, Failure, FailureReason},
+    dss::failure_message,
+    text::{NOTE_MAX, message_and_log_end, truncate},
+};
 
 /// Records an observation of the current run; on a terminal state, records the outcome.
 pub(crate) fn observed<K: Kind>(c: &Controls, d: &mut Draft<K>, obs: Observation<K>, now: Timestamp) {
@@ -88,26 +92,21 @@ pub(crate) fn gone<K: Kind>(d: &mut Draft<K>, message: &str, now: Timestamp) {
     );
 }
 
-/// The failure record of a failed run and the event note (with the log tail).
+/// The failure record of a failed run and the event note: the message, then the end of the log
+/// tail (an event note is bounded, and the end of a log is where its final error is).
 fn failed(reason: FailureReason, name: &str, details: super::model::FailureDetails) -> (Failure, String) {
     let cause = details
         .cause
         .clone()
-        .or_else(|| {
-            details
-                .log_tail
-                .as_deref()
-                .and_then(|t| t.lines().last())
-                .map(String::from)
-        })
+        .or_else(|| details.log_tail.as_deref().and_then(failure_message))
         .unwrap_or_default();
     let message = match &details.location {
         Some(a) => format!("{name} failed in activity {a}: {cause}"),
         None => format!("{name} failed: {cause}"),
     };
     let note = match &details.log_tail {
-        Some(t) => format!("{message}\n{t}"),
-        None => message.clone(),
+        Some(t) => message_and_log_end(&message, t, NOTE_MAX),
+        None => truncate(&message, NOTE_MAX),
     };
     let failure = Failure {
         reason,
@@ -321,6 +320,38 @@ mod tests {
             );
             assert_eq!(reasons(&d), events, "{name}: events");
         }
+    }
+
+    #[test]
+    fn the_note_of_a_long_log_keeps_its_end_and_the_message_names_the_last_error() {
+        let settings = Settings::default();
+        let long = "x".repeat(3000);
+        let tail = format!("{long}\n[t] [main] [ERROR] [dku] - ValueError: no column\n{long}\nclosing");
+        let mut obs = observation("FAILED", 0);
+        obs.failure = Some(FailureDetails {
+            reason: None,
+            location: None,
+            cause: None,
+            log_tail: Some(tail.clone()),
+        });
+        let d = decide(
+            &input(&controls(), &settings, 20),
+            started(WANT, 0, Some("j1"), Some("RUNNING")),
+            Fact::Observed(obs),
+        );
+        let f = d.status.failure.unwrap();
+        assert_eq!(f.message.as_deref(), Some("job j1 failed: ValueError: no column"));
+        assert_eq!(f.log_tail.as_deref(), Some(tail.as_str()));
+        let note = &d.events[0].note;
+        assert!(note.len() <= crate::text::NOTE_MAX, "{}", note.len());
+        assert!(
+            note.starts_with("job j1 failed: ValueError: no column\n…"),
+            "{note}"
+        );
+        assert!(
+            note.ends_with("xxx\nclosing"),
+            "the note keeps the end of the log"
+        );
     }
 
     #[test]

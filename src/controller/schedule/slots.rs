@@ -491,6 +491,41 @@ mod tests {
         }
     }
 
+    /// croner-rust#16: `0 2 * * *` in New York searched from 01:30 local on the night of the 2025
+    /// spring forward (02:00 EST becomes 03:00 EDT) panicked in the library. The slot is the first
+    /// valid instant after the gap, found from before, inside and after the gap, both ways.
+    #[test]
+    fn the_spring_forward_slot_of_croner_issue_16_is_found_not_a_panic() {
+        let s = sched("0 2 * * *", "America/New_York");
+        let from = jiff::civil::datetime(2025, 3, 9, 1, 30, 0, 0)
+            .to_zoned(TimeZone::get("America/New_York").unwrap())
+            .unwrap()
+            .timestamp();
+        assert_eq!(from, t("2025-03-09T06:30:00Z"), "01:30 EST");
+        let gap = t("2025-03-09T07:00:00Z");
+        assert_eq!(s.after(from).unwrap(), Some(gap), "03:00 EDT");
+        assert_eq!(
+            s.after(gap).unwrap(),
+            Some(t("2025-03-10T06:00:00Z")),
+            "02:00 EDT the next day"
+        );
+        assert_eq!(s.before(from).unwrap(), Some(t("2025-03-08T07:00:00Z")));
+        assert_eq!(s.at_or_before(gap).unwrap(), Some(gap));
+        assert_eq!(
+            s.before(t("2025-03-09T12:00:00Z")).unwrap(),
+            Some(gap),
+            "walking back from the afternoon"
+        );
+        let w = Window {
+            after: from,
+            now: t("2025-03-09T07:00:30Z"),
+            starting_deadline: Some(Duration::from_secs(60)),
+            catch_up: CatchUp::Latest,
+            max_catch_up_runs: 31,
+        };
+        assert_eq!(slots_due(&s, &w).unwrap().runnable, vec![gap], "due once");
+    }
+
     #[test]
     fn parsing_accepts_five_or_six_fields_and_macros() {
         for ok in [
@@ -723,14 +758,17 @@ mod tests {
         ]
     }
 
-    /// Instants from 1990 to 2060, often near a DST change (late March, late October, early
-    /// November, early April), where the searches are most delicate.
+    /// Instants from 1990 to 2060, often near a DST change (the US spring-forward week of March 8
+    /// to 14, late March, late October, early November, early April), where the searches are most
+    /// delicate. Each date starts three days of instants.
     fn instant() -> impl Strategy<Value = Timestamp> {
         prop_oneof![
             (631_152_000i64..2_840_140_800).prop_map(|s| Timestamp::from_second(s).unwrap()),
             (
                 1990i16..2060,
-                field(&["03-25", "03-31", "10-25", "10-29", "11-03", "04-05", "09-28"]),
+                field(&[
+                    "03-08", "03-11", "03-25", "03-31", "10-25", "10-29", "11-03", "04-05", "09-28"
+                ]),
                 0i64..259_200
             )
                 .prop_map(|(y, md, offset)| {

@@ -1,7 +1,7 @@
 -- Argo CD health of a kube-dss.dev/v1alpha1 DSSConnection:
 --   Healthy      Ready=True: an authenticated call to DSS succeeded.
 --   Degraded     Ready=False for a reason that needs a person to act (bad or missing credentials, bad
---                CA, invalid spec), or Stalled=True.
+--                CA, invalid spec, a connection the operator's policy refuses), or Stalled=True.
 --   Progressing  anything else: no status yet, a stale status, or DSS unreachable for now (transient:
 --                the operator retries with backoff, so the connection is not marked Degraded for it).
 --
@@ -18,6 +18,8 @@ local permanent = {
   AuthenticationFailed = true,
   InvalidCA = true,
   TLSError = true,
+  HttpsRequired = true,
+  InsecureConnectionRefused = true,
 }
 
 local function condition(conditions, type)
