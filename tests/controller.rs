@@ -1070,10 +1070,10 @@ async fn a_hung_dss_delays_no_build_on_another_connection() {
         assert!(tokio::time::Instant::now() < deadline, "{running}/80 running");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // The hung DSS accepts connections and never answers (10 minutes, longer than any timeout).
+    // The hung DSS accepts every call and never answers.
     hung_admin
         .set_faults(&Faults {
-            latency_ms: 600_000,
+            hang: true,
             ..Default::default()
         })
         .await
@@ -1338,4 +1338,78 @@ async fn an_event_about_an_object_with_a_253_character_name_is_accepted() {
         Some(name.as_str())
     );
     ns.cleanup().await;
+}
+
+/// A gateway in front of DSS answering a bare HTML 404 for a few seconds (nginx while it reloads)
+/// is DSS trouble that passes, never DSS saying the job is gone: the running build still succeeds
+/// with its one job, the running-jobs listing comes back by itself, and a deletion in such a window
+/// keeps its finalizer until the abort went through.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_404_window_fails_nothing_and_releases_no_finalizer() {
+    let yaml = EMULATOR.replace(
+        "name: quick2\n        build: {durationMs: 1500}",
+        "name: quick2\n        build: {durationMs: 8000}",
+    );
+    let f = Fixture::with("e2e-gw404", &yaml, &[]).await;
+    let routes = vec![
+        "GET /projects/{pk}/jobs/{id}/".to_string(),
+        "GET /jobs/running/".to_string(),
+        "GET /projects/{pk}/jobs/running/".to_string(),
+        "POST /projects/{pk}/jobs/{id}/abort".to_string(),
+    ];
+    let window = |ms: u64| Faults {
+        gateway: Some(emulator::GatewayFault {
+            window_ms: ms,
+            routes: routes.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // A running job meets a 5 s window of 404s on its status, the listings and abort.
+    f.create("runs", json!({"outputs": [{"id": "quick2"}]})).await;
+    f.wait_phase("runs", Phase::Running, 30).await;
+    f.admin.set_faults(&window(5000)).await.unwrap();
+    let b = f.wait_phase("runs", Phase::Succeeded, 60).await;
+    let injected = f.admin.stats().await.unwrap().faults_injected;
+    assert!(
+        injected.gateway > 0,
+        "the window answered some calls: {injected:?}"
+    );
+    assert_eq!(f.jobs_of("quick2").await.len(), 1, "one job");
+    assert!(b.status.unwrap().failure.is_none());
+    // The listing came back by itself: a new build is watched by it again.
+    let listings = |s: &emulator::admin::Stats| {
+        s.requests_by_route
+            .get("GET /jobs/running/")
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = listings(&f.admin.stats().await.unwrap());
+    f.create("after", json!({"outputs": [{"id": "quick"}]})).await;
+    f.wait_phase("after", Phase::Succeeded, 60).await;
+    assert!(
+        listings(&f.admin.stats().await.unwrap()) > before,
+        "the running-jobs listing is asked again after the window"
+    );
+
+    // Deleted during a window: the finalizer holds until DSS itself confirms the abort.
+    f.create("deleted", json!({"outputs": [{"id": "slow"}]})).await;
+    f.wait_phase("deleted", Phase::Running, 30).await;
+    f.admin.set_faults(&window(6000)).await.unwrap();
+    f.builds
+        .delete("deleted", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = f.builds.get("deleted").await.unwrap();
+    assert_eq!(
+        held.finalizers(),
+        ["kube-dss.dev/abort-job"],
+        "no finalizer released on a gateway's answer"
+    );
+    wait_gone(&f.builds, "deleted", Duration::from_secs(60)).await;
+    let slow = f.jobs_of("slow").await;
+    assert_eq!(slow.len(), 1);
+    assert_eq!(slow[0].state, "ABORTED", "the job was aborted before the release");
+    f.cleanup().await;
 }

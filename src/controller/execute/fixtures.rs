@@ -695,6 +695,11 @@ mod tests {
         let job_id = dss.start_job(&base).await;
         let build = base.finalized().with_job(&job_id, JobState::Running);
         let s = setup(&dss.emulator.base_url(), Timestamp::now());
+        // A job new to this process waits for the connection's next listing (no call, no write);
+        // the listing (every second here) no longer shows the finished job, so the next look asks
+        // DSS, finds it DONE and writes.
+        reconcile_once(&build, &s.ctx).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
         let b = build.clone();
         let apiserver = s.apiserver.run(|v| async move {
             let (v, written) = v.status_apply(&b, "1", Reply::Conflict).await;
