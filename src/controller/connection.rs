@@ -16,9 +16,9 @@ use super::{
     context::Shared,
     error::{Error, chain},
     events,
+    execute::now_seconds,
     run::{
         contract::{READY, condition, set_condition},
-        fold::whole_seconds,
         vocabulary::{EventAction, EventReason},
     },
 };
@@ -59,7 +59,7 @@ pub(crate) async fn reconcile(conn: Arc<DSSConnection>, ctx: Arc<Shared>) -> Res
         Err(e) => return Err(e),
     };
     let was_ready = condition(&old.conditions, READY).map(|c| c.status.clone());
-    let now = whole_seconds(k8s_openapi::jiff::Timestamp::now());
+    let now = now_seconds();
     set_condition(
         &mut status.conditions,
         READY,

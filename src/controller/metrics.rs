@@ -21,7 +21,11 @@ use prometheus_client::{
 use kube::runtime::reflector::Store;
 
 use super::{
-    run::{cleanup::Forced, vocabulary::Ended},
+    run::{
+        cleanup::Forced,
+        contract::{READY, condition},
+        vocabulary::Ended,
+    },
     schedule::slots::MissedSlots,
 };
 use crate::{
@@ -345,10 +349,7 @@ impl Metrics {
         let mut counts: HashMap<ConnectionLabels, i64> = seen.iter().map(|l| (l.clone(), 0)).collect();
         for store in lock(&self.connection_stores).iter() {
             for conn in store.state() {
-                let ready = conn
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+                let ready = conn.status.as_ref().and_then(|s| condition(&s.conditions, READY));
                 if let Some(c) = ready {
                     let ready = if c.status == "True" { "true" } else { "false" };
                     let labels = ConnectionLabels {

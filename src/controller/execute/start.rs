@@ -8,12 +8,12 @@ use std::time::Duration;
 use kube::{Api, Resource, ResourceExt};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{Pass, RunKind, record};
+use super::{Pass, RunKind, now_seconds, record};
 use crate::{
     controller::{
         connections::Resolved,
         error::Error,
-        run::{Fact, StartOutcome, fold::whole_seconds},
+        run::{Fact, StartOutcome},
     },
     crd::Refusal,
     dss,
@@ -88,7 +88,7 @@ async fn still_stands<K: RunKind>(pass: &Pass<'_, K>, api: &Api<K::Resource>) ->
 /// outcome goes to the crash guard.
 async fn post<K: RunKind>(pass: &mut Pass<'_, K>, conn: &Resolved, _permit: OwnedSemaphorePermit) -> Fact<K> {
     let uid = pass.uid();
-    let sent_at = whole_seconds(k8s_openapi::jiff::Timestamp::now());
+    let sent_at = now_seconds();
     if let Some(request) = &pass.status.start_request {
         // Before the call, so a call cut short counts as sent.
         pass.ctx.starts.sending(&uid, request, sent_at);
