@@ -108,15 +108,7 @@ async fn release<K: RunKind>(
             EventType::Normal
         };
         let (reason, action) = (EventReason::FinalizerReleased, EventAction::ReleaseFinalizer);
-        events::publish(
-            &ctx.shared.recorder,
-            res,
-            type_,
-            reason.as_str(),
-            action.as_str(),
-            note,
-        )
-        .await;
+        events::publish(&ctx.shared.recorder, res, type_, reason, action, note).await;
     }
     if let Some(forced) = forced {
         ctx.shared.metrics.finalizer_forced(forced.as_str());
@@ -155,7 +147,7 @@ async fn failed<K: RunKind, H>(
         let _ = ctx.shared.connections.refresh_key(conn, None).await;
     }
     let trouble = Trouble {
-        category: err.category(),
+        category: err.class(),
         message: err.chain(),
         retry_after: None,
     };
@@ -256,15 +248,7 @@ async fn record_deleted<K: RunKind>(
     };
     let (reason, action) = (EventReason::AbortRequested, EventAction::AbortJob);
     let note = format!("resource deleted: aborting {name}");
-    events::publish(
-        &ctx.shared.recorder,
-        res,
-        EventType::Normal,
-        reason.as_str(),
-        action.as_str(),
-        note,
-    )
-    .await;
+    events::publish(&ctx.shared.recorder, res, EventType::Normal, reason, action, note).await;
     let now = whole_seconds(Timestamp::now());
     status.abort_request = Some(AbortRequest {
         reason: AbortReason::Deleted,

@@ -9,7 +9,7 @@ use super::{Look, Pass, RunKind};
 use crate::{
     controller::{
         connections::Resolved,
-        error::Error,
+        error::{Category, Error},
         run::{Fact, Trouble, plan},
     },
     crd::AbortReason,
@@ -30,7 +30,7 @@ pub(crate) async fn observe<K: RunKind>(pass: &Pass<'_, K>) -> Result<(Option<Re
         Ok(conn) => conn,
         Err(Error::Connection { reason, message }) => {
             let trouble = Trouble {
-                category: reason,
+                category: Category::Connection(reason),
                 message,
                 retry_after: None,
             };
@@ -90,7 +90,7 @@ pub(crate) async fn trouble<K: RunKind>(pass: &Pass<'_, K>, conn: &Resolved, err
         }
     }
     Fact::Trouble(Trouble {
-        category: err.category(),
+        category: err.class(),
         message: err.chain(),
         retry_after: source.and_then(dss::Error::retry_after),
     })

@@ -80,15 +80,7 @@ pub(crate) async fn record<K: RunKind>(
         } else {
             EventType::Normal
         };
-        events::publish(
-            &ctx.shared.recorder,
-            pass.res,
-            type_,
-            e.reason.as_str(),
-            e.action.as_str(),
-            e.note,
-        )
-        .await;
+        events::publish(&ctx.shared.recorder, pass.res, type_, e.reason, e.action, e.note).await;
     }
     Ok(match next {
         Next::Wait(wake) => action(wake, || ctx.shared.backoff.next(&uid)),

@@ -149,7 +149,7 @@ pub(crate) fn classify<H>(e: &dss::Error) -> StartOutcome<H> {
             refusal,
             after: e.retry_after().unwrap_or(Duration::from_secs(15)),
             message,
-            category: e.category(),
+            category: e.class(),
         };
     }
     if e.is_rejection() {

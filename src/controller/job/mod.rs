@@ -273,7 +273,7 @@ impl RunKind for JobKind {
             Signal::Adopted => metrics.job_adopted(),
             Signal::Finished { outcome, age } => metrics.job_finished(outcome.as_str(), age),
             Signal::OutcomeUnknown => metrics.start_outcome_unknown(),
-            Signal::Trouble(category) => metrics.reconcile_error(category),
+            Signal::Trouble(category) => metrics.reconcile_error(category.as_str()),
         }
     }
 

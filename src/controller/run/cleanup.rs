@@ -279,7 +279,7 @@ mod tests {
         testing::*,
         *,
     };
-    use crate::crd::DeletionPolicy;
+    use crate::{controller::error::Category, crd::DeletionPolicy, dss};
 
     #[test]
     fn deletion_table() {
@@ -295,7 +295,7 @@ mod tests {
         };
         let lost = Deleting::<String>::LostStart { since: ts(0) };
         let trouble = Trouble {
-            category: "DssUnreachable",
+            category: Category::Dss(dss::Category::Unreachable),
             message: "refused".into(),
             retry_after: None,
         };

@@ -12,7 +12,10 @@ use super::{
     plan::later,
     vocabulary::{EventAction, EventReason, WaitingReason},
 };
-use crate::crd::{FailureReason, Refusal, StartRequest};
+use crate::{
+    controller::error::Category,
+    crd::{FailureReason, Refusal, StartRequest},
+};
 
 /// Records a new start request for the wanted run request (the executor writes it, with the
 /// resourceVersion precondition, before anything is sent). The current run goes to the history.
@@ -100,7 +103,7 @@ pub(crate) fn sent<K: Kind>(
             }
             d.status.not_before = Some(Time(whole_seconds(later(now, after))));
             d.block(
-                WaitingReason::Trouble(category),
+                WaitingReason::Trouble(Category::Dss(category)),
                 format!("DSS refused to start the run: {message}"),
                 false,
             );
@@ -139,7 +142,10 @@ mod tests {
         testing::*,
         *,
     };
-    use crate::crd::{Phase, Refusal};
+    use crate::{
+        crd::{Phase, Refusal},
+        dss,
+    };
 
     #[test]
     fn start_outcomes() {
@@ -161,7 +167,7 @@ mod tests {
                     refusal: Refusal::RateLimited,
                     after: Duration::from_secs(15),
                     message: "429".into(),
-                    category: "DssRateLimited",
+                    category: dss::Category::RateLimited,
                 },
                 Phase::Pending,
                 Next::Wait(Wake::After(Duration::from_secs(15))),
@@ -226,7 +232,7 @@ mod tests {
                     refusal: Refusal::RateLimited,
                     after: Duration::from_secs(10),
                     message: "429".into(),
-                    category: "DssRateLimited",
+                    category: dss::Category::RateLimited,
                 },
                 sent_at: ts(2),
             },

@@ -2,7 +2,7 @@
 //! ([`WaitingReason`]), and what events say ([`EventReason`], [`EventAction`]). Each string is written
 //! once, in an `as_str()`. Failure, abort and refusal reasons are part of the CRDs (`crd::run`).
 
-use crate::crd::FailureReason;
+use crate::{controller::error::Category, crd::FailureReason};
 
 /// Where an external run is, in run-control terms. Each kind maps its own states onto these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -64,7 +64,7 @@ pub(crate) enum WaitingReason {
     RetryScheduled,
     /// The connection cannot be used, or DSS answered with an error: the reason is its category
     /// (`ConnectionNotFound`, `SecretNotFound`, `DssUnreachable`, `DssRateLimited`, ...).
-    Trouble(&'static str),
+    Trouble(Category),
 }
 
 impl WaitingReason {
@@ -75,7 +75,7 @@ impl WaitingReason {
             Self::StartPending => "StartPending",
             Self::StartOutcomeUnknown => "StartOutcomeUnknown",
             Self::RetryScheduled => "RetryScheduled",
-            Self::Trouble(category) => category,
+            Self::Trouble(category) => category.as_str(),
         }
     }
 }

@@ -357,7 +357,7 @@ impl RunKind for ScenarioKind {
             Signal::Adopted => metrics.scenario_run_adopted(),
             Signal::Finished { outcome, age } => metrics.scenario_run_finished(outcome.as_str(), age),
             Signal::OutcomeUnknown => metrics.start_outcome_unknown(),
-            Signal::Trouble(category) => metrics.reconcile_error(category),
+            Signal::Trouble(category) => metrics.reconcile_error(category.as_str()),
         }
     }
 
