@@ -38,11 +38,11 @@ pub(crate) enum Error {
         message: String,
     },
 
-    /// The finalizer is kept while DSS confirms that the job was aborted.
-    #[error("waiting for DSS to confirm that job {job_id} is aborted")]
+    /// The finalizer is kept while DSS confirms that the run was aborted.
+    #[error("waiting for DSS to confirm that {run} is aborted")]
     AbortPending {
-        /// The DSS job.
-        job_id: String,
+        /// The run, as its kind names it (`DSS job ...`).
+        run: String,
         /// When to look again.
         retry_after: Duration,
     },

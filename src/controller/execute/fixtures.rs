@@ -643,7 +643,7 @@ mod tests {
         });
         let err = reconcile_once(&build, &s.ctx).await.unwrap_err();
         let Error::AbortPending {
-            job_id: pending,
+            run: pending,
             retry_after,
         } = &err
         else {

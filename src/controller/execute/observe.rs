@@ -53,7 +53,7 @@ pub(crate) async fn observe<K: RunKind>(pass: &Pass<'_, K>) -> Result<(Option<Re
         Err(e) if e.is_not_found() => Fact::Gone {
             message: e.to_string(),
         },
-        Err(e) => trouble(pass, &conn, Error::dss("poll job")(e)).await,
+        Err(e) => trouble(pass, &conn, Error::dss("poll run")(e)).await,
     };
     Ok((Some(conn), fact))
 }
@@ -67,7 +67,7 @@ pub(crate) async fn abort<K: RunKind>(pass: &Pass<'_, K>, conn: &Resolved, reaso
     };
     match K::abort(pass.ctx, conn, pass.res, &current.handle).await {
         Ok(()) => Fact::AbortSent(reason),
-        Err(e) => trouble(pass, conn, Error::dss("abort job")(e)).await,
+        Err(e) => trouble(pass, conn, Error::dss("abort run")(e)).await,
     }
 }
 

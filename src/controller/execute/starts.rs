@@ -30,8 +30,8 @@ struct Entry {
     sent_at: Option<Timestamp>,
 }
 
-/// How long this process remembers a job id it started or adopted: long enough for the build's
-/// status (and so every other build's search) to show it.
+/// How long this process remembers a run it started or adopted: long enough for the object's
+/// status (and so every other object's search) to show it.
 const CLAIM_MEMORY: Duration = Duration::from_secs(600);
 
 /// The start requests this process recorded, by build uid, and the runs it claimed for a build.
@@ -39,8 +39,8 @@ pub(crate) struct Starts {
     acting_since: Timestamp,
     fence: Fence,
     entries: Mutex<HashMap<String, Entry>>,
-    /// Job ids this process started or adopted, with when: a search for another build's lost start
-    /// never takes one of them, even before the owner's status shows it.
+    /// The keys of the runs this process started or adopted, with when: a search for another
+    /// object's lost start never takes one of them, even before the owner's status shows it.
     claimed: Mutex<HashMap<String, std::time::Instant>>,
 }
 
@@ -61,21 +61,22 @@ impl Starts {
         }
     }
 
-    /// Claims a job for one build. False when this process already gave it to a build.
-    pub(crate) fn claim(&self, job_id: &str) -> bool {
+    /// Claims a run (by its kind's key) for one object. False when this process already gave it to
+    /// an object.
+    pub(crate) fn claim(&self, key: &str) -> bool {
         let mut claimed = lock(&self.claimed);
         claimed.retain(|_, at| at.elapsed() < CLAIM_MEMORY);
-        if claimed.contains_key(job_id) {
+        if claimed.contains_key(key) {
             return false;
         }
-        claimed.insert(job_id.to_string(), std::time::Instant::now());
+        claimed.insert(key.to_string(), std::time::Instant::now());
         true
     }
 
-    /// Whether this process recently started or adopted the job for a build.
-    pub(crate) fn claimed(&self, job_id: &str) -> bool {
+    /// Whether this process recently started or adopted the run for an object.
+    pub(crate) fn claimed(&self, key: &str) -> bool {
         lock(&self.claimed)
-            .get(job_id)
+            .get(key)
             .is_some_and(|at| at.elapsed() < CLAIM_MEMORY)
     }
 

@@ -25,7 +25,7 @@ use super::{
     run::{
         Candidate, Controls, Current, FailureDetails, Handled, Kind, Observation, Past, RunStatus, Signal,
         contract::Derived,
-        vocabulary::{EventReason, RunState, Words},
+        vocabulary::{EventAction, EventReason, RunState, Words},
     },
 };
 use crate::{
@@ -56,6 +56,7 @@ impl Kind for JobKind {
 
     const WORDS: Words = Words {
         success: "DONE",
+        request: "the job definition",
         failed: FailureReason::JobFailed,
         aborted: FailureReason::JobAborted,
         not_found: FailureReason::JobNotFound,
@@ -64,6 +65,10 @@ impl Kind for JobKind {
         succeeded: EventReason::JobSucceeded,
         failed_event: EventReason::JobFailed,
         aborted_event: EventReason::JobAborted,
+        start: EventAction::StartJob,
+        poll: EventAction::PollJob,
+        abort: EventAction::AbortJob,
+        adopt: EventAction::AdoptJob,
     };
 
     fn run_state(state: &JobState) -> RunState {

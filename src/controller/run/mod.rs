@@ -252,7 +252,17 @@ fn abort_sent<K: Kind>(
         .current
         .as_ref()
         .map_or_else(|| "the run".to_string(), |r| K::describe(&r.handle));
-    let (event, note) = match reason {
+    if reason == AbortReason::Requested {
+        d.status.handled.abort_annotation = c.abort_annotation.clone();
+    }
+    let (event, note) = announce_abort(reason, &name);
+    d.normal(event, K::WORDS.abort, note);
+    Next::Wait(Wake::After(settings.abort_poll))
+}
+
+/// The event reason and note of an abort of the run `name`.
+pub(crate) fn announce_abort(reason: AbortReason, name: &str) -> (EventReason, String) {
+    match reason {
         AbortReason::DeadlineExceeded => (
             EventReason::DeadlineExceeded,
             format!("deadline passed: aborting {name}"),
@@ -261,20 +271,15 @@ fn abort_sent<K: Kind>(
             EventReason::SpecChanged,
             format!("a new run request arrived and spec.onSpecChange is Abort: aborting {name}"),
         ),
-        AbortReason::Requested => {
-            d.status.handled.abort_annotation = c.abort_annotation.clone();
-            (
-                EventReason::AbortRequested,
-                format!("the kube-dss.dev/abort annotation asks to abort {name}"),
-            )
-        }
+        AbortReason::Requested => (
+            EventReason::AbortRequested,
+            format!("the kube-dss.dev/abort annotation asks to abort {name}"),
+        ),
         AbortReason::Deleted => (
             EventReason::AbortRequested,
             format!("resource deleted: aborting {name}"),
         ),
-    };
-    d.normal(event, EventAction::AbortJob, note);
-    Next::Wait(Wake::After(settings.abort_poll))
+    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use super::{
     run::{
         Candidate, Controls, Current, Handled, Kind, Observation, Past, RunStatus, Signal,
         contract::Derived,
-        vocabulary::{EventReason, RunState, Words},
+        vocabulary::{EventAction, EventReason, RunState, Words},
     },
 };
 use crate::{
@@ -103,6 +103,7 @@ impl Kind for ScenarioKind {
 
     const WORDS: Words = Words {
         success: "SUCCESS",
+        request: "the scenario's fire",
         failed: FailureReason::ScenarioFailed,
         aborted: FailureReason::ScenarioAborted,
         not_found: FailureReason::ScenarioRunNotFound,
@@ -111,6 +112,10 @@ impl Kind for ScenarioKind {
         succeeded: EventReason::ScenarioSucceeded,
         failed_event: EventReason::ScenarioFailed,
         aborted_event: EventReason::ScenarioAborted,
+        start: EventAction::StartScenario,
+        poll: EventAction::PollScenario,
+        abort: EventAction::AbortScenario,
+        adopt: EventAction::AdoptScenario,
     };
 
     fn run_state(state: &ScenarioState) -> RunState {
