@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tower_test::mock::SendResponse;
 
-use super::starts::Starts;
+use super::{RunKind, starts::Starts};
 use crate::{
     controller::{
         backoff::ErrorBackoff,
@@ -110,7 +110,7 @@ impl DatasetBuild {
 
     /// The start request the operator records for this build's run request at `at`.
     pub(crate) fn start_request(&self, at: Timestamp) -> StartRequest {
-        let controls = job::controls(self);
+        let controls = JobKind::controls(self);
         StartRequest {
             requested_at: Time(at),
             fingerprint: controls.want,
@@ -150,8 +150,8 @@ impl DatasetBuild {
 
     /// With the status the operator writes for `run`.
     fn with_run(mut self, run: RunStatus<JobKind>) -> Self {
-        let derived = contract::derive(&job::controls(&self), &run, None, Timestamp::now());
-        self.status = Some(job::write(run, derived));
+        let derived = contract::derive(&JobKind::controls(&self), &run, None, Timestamp::now());
+        self.status = Some(JobKind::write(run, derived));
         self
     }
 
