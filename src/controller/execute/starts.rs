@@ -5,7 +5,7 @@
 //! another status write. The status is the durable record; whether the request has been sent yet,
 //! and when, lives here and dies with the process. Another process (or this one after a restart)
 //! finds no entry and treats the request as possibly sent, so it waits for the crash guard's grace,
-//! counted from when it began to act, before it searches DSS for the job.
+//! counted from when it began to act, before it searches DSS for the run.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -115,7 +115,7 @@ impl Starts {
         self.set(uid, None);
     }
 
-    /// What is known of `request`, the build's recorded start request that has no job id.
+    /// What is known of `request`, the object's recorded start request that has no run yet.
     pub(crate) fn sending_state(&self, uid: &str, request: &StartRequest) -> Sending {
         let mine = lock(&self.entries)
             .get(uid)
@@ -135,7 +135,7 @@ impl Starts {
     }
 
     /// Whether another build of this process sent a start of the same definition less than `within`
-    /// ago: its job may be listed before its id is known, so a search must wait for it.
+    /// ago: its run may be listed before its handle is known, so a search must wait for it.
     pub(crate) fn sending_alike(&self, uid: &str, definition_hash: Option<&str>, within: Duration) -> bool {
         let now = Timestamp::now();
         lock(&self.entries).iter().any(|(other, e)| {

@@ -93,13 +93,13 @@ pub(crate) enum EventReason {
     JobFailed,
     /// The job was aborted.
     JobAborted,
-    /// A deadline passed and the job was aborted.
+    /// A deadline passed and the run was aborted.
     DeadlineExceeded,
-    /// A new run request aborted the active job (`onSpecChange: Abort`).
+    /// A new run request aborted the active run (`onSpecChange: Abort`).
     SpecChanged,
-    /// Several DSS jobs match a lost start.
+    /// Several DSS runs match a lost start.
     StartOutcomeUnknown,
-    /// DSS refused the job definition.
+    /// DSS rejected what a start asked for.
     StartRejected,
     /// The finalizer was released.
     FinalizerReleased,
