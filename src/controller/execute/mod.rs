@@ -19,6 +19,8 @@ pub(crate) mod record;
 pub(crate) mod search;
 pub(crate) mod start;
 pub(crate) mod starts;
+#[cfg(test)]
+mod tests;
 
 use std::{fmt::Debug, future::Future, sync::Arc, time::Duration};
 

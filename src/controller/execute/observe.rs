@@ -9,7 +9,7 @@ use super::{Look, Pass, RunKind};
 use crate::{
     controller::{
         connections::Resolved,
-        error::Error,
+        error::{Category, Error},
         run::{Fact, Trouble, plan},
     },
     crd::AbortReason,
@@ -30,7 +30,7 @@ pub(crate) async fn observe<K: RunKind>(pass: &Pass<'_, K>) -> Result<(Option<Re
         Ok(conn) => conn,
         Err(Error::Connection { reason, message }) => {
             let trouble = Trouble {
-                category: reason,
+                category: Category::Connection(reason),
                 message,
                 retry_after: None,
             };
@@ -53,7 +53,7 @@ pub(crate) async fn observe<K: RunKind>(pass: &Pass<'_, K>) -> Result<(Option<Re
         Err(e) if e.is_not_found() => Fact::Gone {
             message: e.to_string(),
         },
-        Err(e) => trouble(pass, &conn, Error::dss("poll job")(e)).await,
+        Err(e) => trouble(pass, &conn, Error::dss("poll run")(e)).await,
     };
     Ok((Some(conn), fact))
 }
@@ -67,7 +67,7 @@ pub(crate) async fn abort<K: RunKind>(pass: &Pass<'_, K>, conn: &Resolved, reaso
     };
     match K::abort(pass.ctx, conn, pass.res, &current.handle).await {
         Ok(()) => Fact::AbortSent(reason),
-        Err(e) => trouble(pass, conn, Error::dss("abort job")(e)).await,
+        Err(e) => trouble(pass, conn, Error::dss("abort run")(e)).await,
     }
 }
 
@@ -90,7 +90,7 @@ pub(crate) async fn trouble<K: RunKind>(pass: &Pass<'_, K>, conn: &Resolved, err
         }
     }
     Fact::Trouble(Trouble {
-        category: err.category(),
+        category: err.class(),
         message: err.chain(),
         retry_after: source.and_then(dss::Error::retry_after),
     })
