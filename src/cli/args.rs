@@ -45,8 +45,8 @@ pub struct ConnectionArgs {
     pub api_key_file: Option<PathBuf>,
     /// The API path prefix: public-api (/public/api, documented) or dip-publicapi (/dip/publicapi, used by
     /// the Python client).
-    #[arg(long, value_enum, default_value_t = PrefixArg::PublicApi, env = "DSS_API_PREFIX", global = true)]
-    pub prefix: PrefixArg,
+    #[arg(long, default_value = "public-api", env = "DSS_API_PREFIX", global = true)]
+    pub prefix: ApiPrefix,
     /// Extra CA certificates (PEM) to trust for DSS's TLS certificate.
     #[arg(long, env = "DSS_CA_FILE", global = true)]
     pub ca_file: Option<PathBuf>,
@@ -56,24 +56,6 @@ pub struct ConnectionArgs {
     /// Timeout of each HTTP request, e.g. 30s, 2m.
     #[arg(long, value_parser = parse_duration, default_value = "30s", env = "DSS_REQUEST_TIMEOUT", global = true)]
     pub request_timeout: Duration,
-}
-
-/// `--prefix` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum PrefixArg {
-    /// `/public/api`
-    PublicApi,
-    /// `/dip/publicapi`
-    DipPublicapi,
-}
-
-impl From<PrefixArg> for ApiPrefix {
-    fn from(value: PrefixArg) -> Self {
-        match value {
-            PrefixArg::PublicApi => ApiPrefix::PublicApi,
-            PrefixArg::DipPublicapi => ApiPrefix::DipPublicApi,
-        }
-    }
 }
 
 /// Output formats.

@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 use url::Url;
 
 pub use args::{
-    AbortArgs, ConnectionArgs, Format, JobsArgs, JobsCommand, ListArgs, LogArgs, OutputSpec, PrefixArg,
-    StartArgs, StatusArgs, WaitArgs,
+    AbortArgs, ConnectionArgs, Format, JobsArgs, JobsCommand, ListArgs, LogArgs, OutputSpec, StartArgs,
+    StatusArgs, WaitArgs,
 };
 pub use scenario_args::{
     ScenarioAbortArgs, ScenarioListArgs, ScenarioLogArgs, ScenarioRunArgs, ScenarioStatusArgs,
@@ -153,7 +153,7 @@ pub(crate) fn connect(conn: &ConnectionArgs) -> Result<DssClient, CliError> {
         return Err(CliError::Usage("the API key is empty".to_owned()));
     }
     let mut config = ClientConfig::new(url, key);
-    config.prefix = conn.prefix.into();
+    config.prefix = conn.prefix;
     config.insecure_skip_verify = conn.insecure_skip_verify;
     config.request_timeout = conn.request_timeout;
     if let Some(ca_file) = &conn.ca_file {

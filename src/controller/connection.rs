@@ -14,11 +14,11 @@ use serde_json::json;
 use super::{
     connections::{ConnKey, Freshness},
     context::Shared,
-    error::{Error, chain},
+    error::{Error, Unusable, chain},
     events,
+    execute::now_seconds,
     run::{
         contract::{READY, condition, set_condition},
-        fold::whole_seconds,
         vocabulary::{EventAction, EventReason},
     },
 };
@@ -49,9 +49,9 @@ pub(crate) async fn reconcile(conn: Arc<DSSConnection>, ctx: Arc<Shared>) -> Res
         Ok(identity) => {
             let msg = format!("authenticated to DSS as {identity}");
             status.auth_identifier = Some(identity);
-            ("True", "Authenticated", msg, RECHECK)
+            ("True", Ready::Authenticated, msg, RECHECK)
         }
-        Err(Error::Connection { reason, message }) => ("False", reason, message, RETRY),
+        Err(Error::Connection { reason, message }) => ("False", Ready::Unusable(reason), message, RETRY),
         Err(Error::Dss { source, .. }) => {
             let (reason, what) = not_ready(&source);
             ("False", reason, format!("{what}: {}", chain(&source)), RETRY)
@@ -59,12 +59,12 @@ pub(crate) async fn reconcile(conn: Arc<DSSConnection>, ctx: Arc<Shared>) -> Res
         Err(e) => return Err(e),
     };
     let was_ready = condition(&old.conditions, READY).map(|c| c.status.clone());
-    let now = whole_seconds(k8s_openapi::jiff::Timestamp::now());
+    let now = now_seconds();
     set_condition(
         &mut status.conditions,
         READY,
         ready,
-        reason,
+        reason.as_str(),
         &message,
         generation,
         now,
@@ -90,21 +90,53 @@ pub(crate) async fn reconcile(conn: Arc<DSSConnection>, ctx: Arc<Shared>) -> Res
         } else {
             (EventType::Warning, EventReason::ConnectionFailed)
         };
-        let action = EventAction::CheckConnection.as_str();
-        events::publish(&ctx.recorder, conn.as_ref(), type_, r.as_str(), action, message).await;
+        let action = EventAction::CheckConnection;
+        events::publish(&ctx.recorder, conn.as_ref(), type_, r, action, message).await;
     }
     // The check's outcome is in Ready; only a failed reconcile (its status not written) backs off.
     ctx.backoff.reset(&conn.uid().unwrap_or_default());
     Ok(Action::requeue(requeue))
 }
 
+/// The reason of a DSSConnection's `Ready` condition: the DSS error categories a user can act on,
+/// in the words of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ready {
+    /// DSS accepted the key.
+    Authenticated,
+    /// The connection cannot be used (no Secret, a bad URL, ...).
+    Unusable(Unusable),
+    /// DSS refused the key.
+    Unauthorized,
+    /// The TLS handshake failed.
+    TlsError,
+    /// DSS cannot be reached.
+    Unreachable,
+    /// DSS answered with another error.
+    DssError,
+}
+
+impl Ready {
+    /// The PascalCase reason.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Authenticated => "Authenticated",
+            Self::Unusable(u) => u.as_str(),
+            Self::Unauthorized => "Unauthorized",
+            Self::TlsError => "TLSError",
+            Self::Unreachable => "Unreachable",
+            Self::DssError => "DssError",
+        }
+    }
+}
+
 /// The `Ready=False` reason for a failed check, from the error's category.
-fn not_ready(err: &dss::Error) -> (&'static str, &'static str) {
+fn not_ready(err: &dss::Error) -> (Ready, &'static str) {
     match err.class() {
-        dss::Category::Unauthorized => ("Unauthorized", "DSS refused the API key"),
-        dss::Category::Tls => ("TLSError", "the TLS handshake with DSS failed"),
-        dss::Category::Unreachable | dss::Category::Timeout => ("Unreachable", "DSS cannot be reached"),
-        _ => ("DssError", "DSS answered with an error"),
+        dss::Category::Unauthorized => (Ready::Unauthorized, "DSS refused the API key"),
+        dss::Category::Tls => (Ready::TlsError, "the TLS handshake with DSS failed"),
+        dss::Category::Unreachable | dss::Category::Timeout => (Ready::Unreachable, "DSS cannot be reached"),
+        _ => (Ready::DssError, "DSS answered with an error"),
     }
 }
 

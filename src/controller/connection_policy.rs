@@ -4,7 +4,7 @@
 
 use super::{
     connections::{ConnKey, Connections},
-    error::Error,
+    error::{Error, Unusable},
 };
 use crate::crd::DSSConnectionSpec;
 
@@ -55,8 +55,8 @@ impl ConnectionPolicy {
             return Ok(());
         };
         let reason = match first {
-            Violation::NotHttps(_) => "HttpsRequired",
-            Violation::InsecureSkipVerify => "InsecureConnectionRefused",
+            Violation::NotHttps(_) => Unusable::HttpsRequired,
+            Violation::InsecureSkipVerify => Unusable::InsecureConnectionRefused,
         };
         let what: Vec<String> = violations
             .iter()
@@ -119,7 +119,7 @@ mod tests {
     fn refusal(policy: ConnectionPolicy, spec: &DSSConnectionSpec) -> Option<(&'static str, String)> {
         match policy.admit(&key(), spec) {
             Ok(()) => None,
-            Err(Error::Connection { reason, message }) => Some((reason, message)),
+            Err(Error::Connection { reason, message }) => Some((reason.as_str(), message)),
             Err(other) => panic!("{other:?}"),
         }
     }

@@ -17,7 +17,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, runtime::reflector::ObjectRef};
 use sha2::{Digest, Sha256};
 
-use super::{error::Error, metrics::DssObserver, stores::Stores};
+use super::{
+    error::{Error, Unusable},
+    metrics::DssObserver,
+    stores::Stores,
+};
 use crate::{
     crd::{ConnectionRef, DSSConnection, DSSConnectionSpec, SecretKeyRef},
     dss::{self, ApiKey, ClientConfig, DssClient, Limits},
@@ -174,7 +178,7 @@ impl Connections {
                         name: r.name.clone(),
                     });
                     return Err(Error::Connection {
-                        reason: "ConnectionNotFound",
+                        reason: Unusable::ConnectionNotFound,
                         message: format!(
                             "DSSConnection {namespace}/{} does not exist; create it or fix spec.connectionRef",
                             r.name
@@ -234,7 +238,7 @@ impl Connections {
         );
         let mut config =
             client_config(spec, ApiKey::new(api_key.clone()), ca_pem).map_err(|e| Error::Connection {
-                reason: "InvalidURL",
+                reason: Unusable::InvalidUrl,
                 message: format!("spec.url of {key} is not a URL: {e}"),
             })?;
         config.request_timeout = self.request_timeout;
@@ -245,7 +249,7 @@ impl Connections {
     async fn resolve_default(&self, fresh: Freshness) -> Result<Resolved, Error> {
         let Some(default) = &self.default else {
             return Err(Error::Connection {
-                reason: "NoConnection",
+                reason: Unusable::NoConnection,
                 message: "spec.connectionRef is not set and the operator has no default connection \
                           (--dss-url / --dss-api-key-file): set spec.connectionRef"
                     .to_string(),
@@ -265,7 +269,7 @@ impl Connections {
         };
         let ca_pem = match &default.ca_file {
             Some(path) => Some(tokio::fs::read(path).await.map_err(|e| Error::Connection {
-                reason: "CAFileUnreadable",
+                reason: Unusable::CaFileUnreadable,
                 message: format!(
                     "cannot read the default connection's CA file {}: {e}",
                     path.display()
@@ -352,7 +356,7 @@ impl Connections {
         // client is simplest and correct: in-flight calls of the old one finish on their own.
         let client = DssClient::new(config)
             .map_err(|source| Error::Connection {
-                reason: "InvalidConnection",
+                reason: Unusable::InvalidConnection,
                 message: format!("cannot build a DSS client for {key}: {source}"),
             })?
             .with_observer(self.observer.clone())
@@ -470,13 +474,13 @@ impl Connections {
             Ok(Some(s)) => s,
             Ok(None) => {
                 return Err(Error::Connection {
-                    reason: "SecretNotFound",
+                    reason: Unusable::SecretNotFound,
                     message: format!("Secret {namespace}/{} named by {field} does not exist", r.name),
                 });
             }
             Err(kube::Error::Api(status)) if status.code == 403 => {
                 return Err(Error::Connection {
-                    reason: "SecretForbidden",
+                    reason: Unusable::SecretForbidden,
                     message: format!(
                         "the operator may not read Secret {namespace}/{} named by {field}: is namespace {namespace} \
                          one the operator serves?",
@@ -487,7 +491,7 @@ impl Connections {
             Err(e) => return Err(Error::kube("read secret")(e)),
         };
         secret_value(&secret, &r.key).ok_or_else(|| Error::Connection {
-            reason: "SecretKeyNotFound",
+            reason: Unusable::SecretKeyNotFound,
             message: format!(
                 "Secret {namespace}/{} has no non-empty key {:?} (named by {field})",
                 r.name, r.key
@@ -535,7 +539,7 @@ async fn read_key_file(path: &std::path::Path) -> Result<String, Error> {
     let text = tokio::fs::read_to_string(path)
         .await
         .map_err(|e| Error::Connection {
-            reason: "APIKeyFileUnreadable",
+            reason: Unusable::ApiKeyFileUnreadable,
             message: format!(
                 "cannot read the default connection's API key file {}: {e}",
                 path.display()
@@ -544,7 +548,7 @@ async fn read_key_file(path: &std::path::Path) -> Result<String, Error> {
     let key = text.trim().to_string();
     if key.is_empty() {
         return Err(Error::Connection {
-            reason: "APIKeyFileEmpty",
+            reason: Unusable::ApiKeyFileEmpty,
             message: format!(
                 "the default connection's API key file {} is empty",
                 path.display()

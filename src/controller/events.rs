@@ -21,8 +21,11 @@ use kube::{
     runtime::events::{EventType, Reporter},
 };
 
-use crate::sync::lock;
-use crate::text::{NOTE_MAX, truncate};
+use super::run::vocabulary::{EventAction, EventReason};
+use crate::{
+    sync::lock,
+    text::{NOTE_MAX, truncate},
+};
 
 /// How long a published event is remembered: a repeat within this window (same type, reason,
 /// action and object reference) patches the first Event's series count instead of creating a new
@@ -252,11 +255,20 @@ pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
     recorder: &Recorder,
     obj: &K,
     type_: EventType,
-    reason: &str,
-    action: &str,
+    reason: EventReason,
+    action: EventAction,
     note: impl Into<String>,
 ) {
-    publish_to(recorder, &obj.object_ref(&()), type_, reason, action, note).await;
+    let reference = obj.object_ref(&());
+    publish_to(
+        recorder,
+        &reference,
+        type_,
+        reason.as_str(),
+        action.as_str(),
+        note,
+    )
+    .await;
 }
 
 /// Publishes one event about `obj` whose action created or deleted `related` (a schedule's build).
@@ -265,21 +277,23 @@ pub(crate) async fn publish_about<K: Resource<DynamicType = ()>>(
     obj: &K,
     related: &ObjectReference,
     type_: EventType,
-    reason: &str,
-    action: &str,
+    reason: EventReason,
+    action: EventAction,
     note: impl Into<String>,
 ) {
     let note = truncate(&note.into(), NOTE_MAX);
     let reference = obj.object_ref(&());
+    let reason = reason.as_str();
     if let Err(err) = recorder
-        .publish_related(&reference, Some(related), type_, reason, action, note)
+        .publish_related(&reference, Some(related), type_, reason, action.as_str(), note)
         .await
     {
         tracing::warn!(error = %err, reason, "could not publish an event");
     }
 }
 
-/// Publishes one event about the object `reference` points at (for callers that hold no object).
+/// Publishes one event about the object `reference` points at, with a reason from outside
+/// [`EventReason`]: a failed reconcile's error category, or a schedule's `Stalled` reason.
 pub(crate) async fn publish_to(
     recorder: &Recorder,
     reference: &ObjectReference,

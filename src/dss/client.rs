@@ -12,7 +12,7 @@
 use std::{
     collections::VecDeque,
     fmt,
-    sync::{Arc, PoisonError, RwLock},
+    sync::{Arc, RwLock},
     time::Duration,
 };
 
@@ -33,6 +33,7 @@ use super::{
         decode_status,
     },
 };
+use crate::sync::{read, write};
 
 /// The class of a call's result, for metrics. A closed set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -288,11 +289,7 @@ impl DssClient {
     /// Replaces the API key (rotation). Calls started afterwards use the new key; the budget and the
     /// connection pool are kept.
     pub fn set_api_key(&self, key: ApiKey) {
-        *self
-            .shared
-            .api_key
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = key;
+        *write(&self.shared.api_key) = key;
     }
 
     /// Changes the request budget at run time, for every clone. Invalid fields are replaced (see
@@ -661,11 +658,7 @@ impl DssClient {
     }
 
     fn current_key(&self) -> ApiKey {
-        self.shared
-            .api_key
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        read(&self.shared.api_key).clone()
     }
 
     fn headers(&self, key: &ApiKey, json_body: bool) -> HeaderMap {

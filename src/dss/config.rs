@@ -83,10 +83,11 @@ pub enum ApiPrefix {
 
 impl std::str::FromStr for ApiPrefix {
     type Err = String;
+    /// The prefix itself (`/public/api`) or its name (`public-api`, as command lines spell it).
     fn from_str(s: &str) -> Result<Self, String> {
         [ApiPrefix::PublicApi, ApiPrefix::DipPublicApi]
             .into_iter()
-            .find(|p| p.as_str() == s)
+            .find(|p| p.as_str() == s || p.name() == s)
             .ok_or_else(|| format!("unknown API prefix {s}"))
     }
 }
@@ -97,6 +98,14 @@ impl ApiPrefix {
         match self {
             ApiPrefix::PublicApi => "/public/api",
             ApiPrefix::DipPublicApi => "/dip/publicapi",
+        }
+    }
+
+    /// Its name on a command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiPrefix::PublicApi => "public-api",
+            ApiPrefix::DipPublicApi => "dip-publicapi",
         }
     }
 }

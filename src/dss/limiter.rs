@@ -10,7 +10,7 @@
 //! instants, which lets tests run on a paused clock.
 
 use std::sync::{
-    Arc, Mutex, PoisonError,
+    Arc, Mutex,
     atomic::{AtomicUsize, Ordering},
 };
 
@@ -20,6 +20,7 @@ use tokio::{
 };
 
 use super::Limits;
+use crate::sync::lock;
 
 /// Shared by every clone of a client.
 #[derive(Debug)]
@@ -94,14 +95,14 @@ impl Limiter {
     pub(crate) fn set_limits(&self, limits: Limits) {
         let limits = limits.sanitized();
         {
-            let mut bucket = self.bucket.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut bucket = lock(&self.bucket);
             bucket.refill(Instant::now());
             bucket.rate = limits.requests_per_second;
             bucket.burst = f64::from(limits.burst);
             bucket.tokens = bucket.tokens.min(bucket.burst);
         }
         let new_max = limits.max_in_flight.min(Semaphore::MAX_PERMITS);
-        let mut max = self.max_in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut max = lock(&self.max_in_flight);
         if new_max > *max {
             let mut grow = new_max - *max;
             // Cancel debts first, then hand out new slots.
@@ -130,7 +131,7 @@ impl Limiter {
 
     /// Blocks every call until `until` (a 429 answer). An earlier deadline never shortens a pause.
     pub(crate) fn pause_until(&self, until: Instant) {
-        let mut bucket = self.bucket.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut bucket = lock(&self.bucket);
         if bucket.paused_until.is_none_or(|current| current < until) {
             bucket.paused_until = Some(until);
         }
@@ -185,7 +186,7 @@ impl Limiter {
 
         // Reserve a token, then sleep until it is ours and no pause is in force.
         let mut ready_at = {
-            let mut bucket = self.bucket.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut bucket = lock(&self.bucket);
             let now = Instant::now();
             bucket.refill(now);
             let token_at = if bucket.tokens >= 1.0 {
@@ -211,7 +212,7 @@ impl Limiter {
                 tokio::time::sleep_until(ready_at).await;
             }
             // A 429 may have arrived while we slept: honour it too.
-            let mut bucket = self.bucket.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut bucket = lock(&self.bucket);
             let now = Instant::now();
             match bucket.paused_until {
                 Some(until) if until > now => {

@@ -21,10 +21,11 @@ use super::{
     faults::Faults,
     scenario_view,
     sim::{Finish, JobError, JobState},
-    state::{AppState, lock},
+    state::AppState,
     stats::Started,
     wire::{ApiError, P, error_type},
 };
+use crate::sync::lock;
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()

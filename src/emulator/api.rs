@@ -23,9 +23,10 @@ use super::{
     config::BuildType,
     faults::Lost,
     sim::{JobError, NewJob, Origin, job_label, resolve_output},
-    state::{AppState, lock},
+    state::AppState,
     wire::{ApiError, P, Query, both, dropped, error_type, to_json},
 };
+use crate::sync::lock;
 
 /// The canonical route templates (the forms the official client sends), used as stats keys.
 pub(crate) const ROUTES: &[&str] = &[

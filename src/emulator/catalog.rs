@@ -18,7 +18,7 @@ use super::{
 /// Build time used when nothing in the config sets one.
 const DEFAULT_DURATION_MS: u64 = 1000;
 
-/// The six object types a job can build.
+/// The six object types a job can build (the emulator's own: see `config::BuildType` for why).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum ObjectType {
     Dataset,

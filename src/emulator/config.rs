@@ -421,7 +421,9 @@ pub struct StepOutput {
     pub partition: Option<String>,
 }
 
-/// The four build modes of a job.
+/// The four build modes of a job. The emulator keeps its own wire types (this one and `ObjectType`)
+/// rather than the client's in `crate::dss`: it models DSS independently of the client it is tested
+/// against, so a mistake in the client's types cannot hide in both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BuildType {
     /// `NON_RECURSIVE_FORCED_BUILD`: the outputs only.

@@ -26,10 +26,11 @@ use super::{
     faults::Lost,
     scenario_view as view,
     scenarios::{Fire, FireState, MANUAL_TRIGGER_ID, Run},
-    state::{AppState, lock},
+    state::AppState,
     wire::{ApiError, P, Query, both, dropped, error_type, to_json},
     world::World,
 };
+use crate::sync::lock;
 
 const READ: &str = "READ_CONF";
 const RUN: &str = "RUN_SCENARIOS";

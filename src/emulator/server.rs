@@ -27,9 +27,10 @@ use super::{
     error::Error,
     faults::{DropMode, Verdict},
     scenario_api,
-    state::{AppState, lock},
+    state::AppState,
     wire::{ApiError, ResetConnection, dropped, error_type, gateway_page, toggle_slash},
 };
+use crate::sync::lock;
 
 /// The documented API prefix, and the one the official Python client uses.
 pub(crate) const PREFIXES: [&str; 2] = ["/public/api", "/dip/publicapi"];

@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
+    sync::{Arc, Mutex, MutexGuard, RwLock},
 };
 
 use tokio::sync::{Notify, watch};
@@ -18,12 +18,7 @@ use super::{
     wire::ApiError,
     world::World,
 };
-
-/// Locks a mutex, ignoring poisoning: every critical section leaves the state consistent, and a
-/// panic in one request must not take the whole emulator down.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::sync::{lock, read, write};
 
 /// Everything the handlers share.
 pub(crate) struct AppState {
@@ -94,30 +89,26 @@ impl AppState {
     }
 
     pub(crate) fn key(&self, secret: &str) -> Option<ApiKey> {
-        self.keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(secret)
-            .cloned()
+        read(&self.keys).get(secret).cloned()
     }
 
     /// Adds or replaces (by id) an API key.
     pub(crate) fn put_key(&self, key: ApiKey) {
-        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        let mut keys = write(&self.keys);
         keys.retain(|_, k| k.config.id != key.config.id);
         keys.insert(key.config.key.clone(), key);
     }
 
     /// Revokes the key with this id; returns whether it existed.
     pub(crate) fn delete_key(&self, id: &str) -> bool {
-        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        let mut keys = write(&self.keys);
         let before = keys.len();
         keys.retain(|_, k| k.config.id != id);
         keys.len() != before
     }
 
     pub(crate) fn key_list(&self) -> Vec<ApiKey> {
-        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        let keys = read(&self.keys);
         let mut list: Vec<ApiKey> = keys.values().cloned().collect();
         list.sort_by(|a, b| a.config.id.cmp(&b.config.id));
         list

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Event;
 
 use crate::{
     cli::output::table,
+    controller::run::contract::{READY, condition},
     crd::{DSSConnection, DatasetBuild, DatasetBuildStatus},
 };
 
@@ -119,10 +120,7 @@ fn connection_line(info: &ConnectionInfo) -> String {
         ConnectionInfo::Default => "the operator's default connection".to_owned(),
         ConnectionInfo::Named { name, read: Err(why) } => format!("{name} ({why})"),
         ConnectionInfo::Named { name, read: Ok(conn) } => {
-            let ready = conn
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+            let ready = conn.status.as_ref().and_then(|s| condition(&s.conditions, READY));
             match ready {
                 Some(c) => format!("{name} {}, Ready={} ({})", conn.spec.url, c.status, c.reason),
                 None => format!("{name} {}, not checked yet", conn.spec.url),

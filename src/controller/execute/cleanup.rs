@@ -3,29 +3,25 @@
 //! Bounded: past `--finalizer-timeout-seconds` with DSS unreachable or the credentials gone, the core
 //! releases anyway, with a Warning event and a metric.
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
-use kube::{
-    Api, Resource, ResourceExt,
-    runtime::{controller::Action, events::EventType},
-};
+use k8s_openapi::jiff::Timestamp;
+use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
 
-use super::{Look, RunKind, record::write_status};
-use crate::{
-    controller::{
-        connections::{Freshness, Resolved},
-        context::RunContext,
-        error::Error,
-        events,
-        run::{
-            Current, RunStatus, Search, Trouble,
-            cleanup::{self, Cleanup, Deleting, Forced, Learned},
-            contract,
-            fold::whole_seconds,
-            plan::elapsed,
-            vocabulary::{EventAction, EventReason},
-        },
+use super::{
+    Look, RunKind, now_seconds,
+    record::{publish, write_status},
+    search::find,
+};
+use crate::controller::{
+    connections::{Freshness, Resolved},
+    context::RunContext,
+    error::Error,
+    run::{
+        Controls, Current, Event, RunStatus, Search, Trouble,
+        cleanup::{self, Cleanup, Deleting, Forced, Learned},
+        contract,
+        plan::elapsed,
+        vocabulary::{EventAction, EventReason},
     },
-    crd::{AbortReason, AbortRequest},
 };
 
 /// The most DSS calls one cleanup pass makes (search, status, abort).
@@ -42,13 +38,17 @@ pub(crate) async fn cleanup<K: RunKind>(
     let uid = res.uid().unwrap_or_default();
     let settings = &ctx.shared.settings;
     let process = ctx.starts.process(&uid, &status, settings.run.start_grace);
-    let now = Timestamp::now();
+    let now = now_seconds();
     let since = res.meta().deletion_timestamp.as_ref().map_or(now, |t| t.0);
     let overdue = elapsed(since, now) > settings.finalizer_timeout;
     let mut state = cleanup::deleting(&controls, &status, &process);
     let mut learned = Learned::Nothing;
-    let mut conn = None;
-    let mut last_error = None;
+    let mut calls = Calls {
+        ctx,
+        res,
+        conn: None,
+        last: None,
+    };
     for _ in 0..MAX_STEPS {
         let step = cleanup::next(
             &state,
@@ -67,25 +67,25 @@ pub(crate) async fn cleanup<K: RunKind>(
             } => return release(ctx, res, &uid, note, warning, forced).await,
             Cleanup::Observe(next) => {
                 state = next;
-                look(ctx, res, &mut conn, &state, &mut last_error).await
+                calls.look(&state).await
             }
-            Cleanup::Abort => abort(ctx, res, &mut conn, &state, &mut last_error).await,
-            Cleanup::Search { since } => search(ctx, res, &mut conn, &status, since, &mut last_error).await,
+            Cleanup::Abort => calls.abort(&state).await,
+            Cleanup::Search { since } => calls.search(&status, since).await,
             Cleanup::Wait { after, record_abort } => {
                 if record_abort {
-                    record_deleted(ctx, res, api, &controls, status.clone(), &state).await;
+                    record(ctx, res, api, &controls, status.clone(), &state).await;
                 }
-                let job_id = match &state {
+                let run = match &state {
                     Deleting::Active { name, .. } => name.clone(),
                     _ => "(start in flight)".to_string(),
                 };
                 return Err(Error::AbortPending {
-                    job_id,
+                    run,
                     retry_after: after,
                 });
             }
             Cleanup::Backoff(trouble) => {
-                return Err(last_error.unwrap_or(Error::Finalizer(trouble.message)));
+                return Err(calls.last.unwrap_or(Error::Finalizer(trouble.message)));
             }
         };
     }
@@ -102,21 +102,13 @@ async fn release<K: RunKind>(
     forced: Option<Forced>,
 ) -> Result<Action, Error> {
     if let Some(note) = note {
-        let type_ = if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        let (reason, action) = (EventReason::FinalizerReleased, EventAction::ReleaseFinalizer);
-        events::publish(
-            &ctx.shared.recorder,
-            res,
-            type_,
-            reason.as_str(),
-            action.as_str(),
+        let event = Event {
+            warning,
+            reason: EventReason::FinalizerReleased,
+            action: EventAction::ReleaseFinalizer,
             note,
-        )
-        .await;
+        };
+        publish(&ctx.shared.recorder, res, event).await;
     }
     if let Some(forced) = forced {
         ctx.shared.metrics.finalizer_forced(forced.as_str());
@@ -126,161 +118,136 @@ async fn release<K: RunKind>(
     Ok(Action::await_change())
 }
 
-/// Resolves the connection once per pass.
-async fn connection<K: RunKind>(
-    ctx: &RunContext<K>,
-    res: &K::Resource,
-    conn: &mut Option<Resolved>,
-) -> Result<Resolved, Error> {
-    if let Some(c) = conn {
-        return Ok(c.clone());
-    }
-    let ns = res.namespace().unwrap_or_default();
-    let resolved = ctx
-        .shared
-        .connections
-        .resolve(&ns, K::connection(res), Freshness::Recent)
-        .await?;
-    *conn = Some(resolved.clone());
-    Ok(resolved)
+/// The DSS calls of one cleanup pass: the connection is resolved once, and the last error is kept
+/// for the error policy.
+struct Calls<'a, K: RunKind> {
+    ctx: &'a RunContext<K>,
+    res: &'a K::Resource,
+    conn: Option<Resolved>,
+    last: Option<Error>,
 }
 
-/// What a failed step teaches; a refused key is re-read for the next try.
-async fn failed<K: RunKind, H>(
-    ctx: &RunContext<K>,
-    conn: Option<&Resolved>,
-    err: Error,
-    last: &mut Option<Error>,
-) -> Learned<H> {
-    let credentials = matches!(err, Error::Connection { .. });
-    if let (Some(conn), Error::Dss { source, .. }) = (conn, &err)
-        && source.is_unauthorized()
-    {
-        let _ = ctx.shared.connections.refresh_key(conn, None).await;
-    }
-    let trouble = Trouble {
-        category: err.category(),
-        message: err.chain(),
-        retry_after: None,
-    };
-    *last = Some(err);
-    Learned::Failed { trouble, credentials }
-}
-
-/// Asks DSS whether the run is still going.
-async fn look<K: RunKind>(
-    ctx: &RunContext<K>,
-    res: &K::Resource,
-    conn: &mut Option<Resolved>,
-    state: &Deleting<K::Handle>,
-    last: &mut Option<Error>,
-) -> Learned<K::Handle> {
-    let Deleting::Active { handle, .. } = state else {
-        return Learned::Nothing;
-    };
-    let c = match connection(ctx, res, conn).await {
-        Ok(c) => c,
-        Err(e) => return failed(ctx, None, e, last).await,
-    };
-    let current = Current::<K> {
-        handle: handle.clone(),
-        state: None,
-        start_time: None,
-        completion_time: None,
-        warnings: None,
-        details: K::Details::default(),
-    };
-    match K::observe(ctx, &c, res, &current, std::time::Duration::ZERO, Look::Confirm).await {
-        Ok(seen)
-            if seen
-                .observation
-                .as_ref()
-                .is_some_and(|o| K::run_state(&o.state).is_terminal()) =>
-        {
-            Learned::Ended
+impl<K: RunKind> Calls<'_, K> {
+    /// The connection, resolved once per pass; what its failure teaches otherwise.
+    async fn connection(&mut self) -> Result<Resolved, Learned<K::Handle>> {
+        if let Some(c) = &self.conn {
+            return Ok(c.clone());
         }
-        Ok(_) => Learned::Running,
-        Err(e) if e.is_not_found() => Learned::Ended,
-        Err(e) => failed(ctx, Some(&c), Error::dss("job status")(e), last).await,
+        let ns = self.res.namespace().unwrap_or_default();
+        match self
+            .ctx
+            .shared
+            .connections
+            .resolve(&ns, K::connection(self.res), Freshness::Recent)
+            .await
+        {
+            Ok(resolved) => {
+                self.conn = Some(resolved.clone());
+                Ok(resolved)
+            }
+            Err(e) => Err(self.failed(None, e).await),
+        }
+    }
+
+    /// The active run and the connection to call about it.
+    async fn active<'s>(
+        &mut self,
+        state: &'s Deleting<K::Handle>,
+    ) -> Result<(&'s K::Handle, Resolved), Learned<K::Handle>> {
+        let Deleting::Active { handle, .. } = state else {
+            return Err(Learned::Nothing);
+        };
+        Ok((handle, self.connection().await?))
+    }
+
+    /// What a failed call teaches; a refused key is re-read for the next try.
+    async fn failed(&mut self, conn: Option<&Resolved>, err: Error) -> Learned<K::Handle> {
+        let credentials = matches!(err, Error::Connection { .. });
+        if let (Some(conn), Error::Dss { source, .. }) = (conn, &err)
+            && source.is_unauthorized()
+        {
+            let _ = self.ctx.shared.connections.refresh_key(conn, None).await;
+        }
+        let trouble = Trouble {
+            category: err.class(),
+            message: err.chain(),
+            retry_after: None,
+        };
+        self.last = Some(err);
+        Learned::Failed { trouble, credentials }
+    }
+
+    /// Asks DSS whether the run is still going.
+    async fn look(&mut self, state: &Deleting<K::Handle>) -> Learned<K::Handle> {
+        let (handle, c) = match self.active(state).await {
+            Ok(found) => found,
+            Err(learned) => return learned,
+        };
+        let current = Current::<K> {
+            handle: handle.clone(),
+            state: None,
+            start_time: None,
+            completion_time: None,
+            warnings: None,
+            details: K::Details::default(),
+        };
+        let age = std::time::Duration::ZERO;
+        match K::observe(self.ctx, &c, self.res, &current, age, Look::Confirm).await {
+            Ok(seen)
+                if seen
+                    .observation
+                    .as_ref()
+                    .is_some_and(|o| K::run_state(&o.state).is_terminal()) =>
+            {
+                Learned::Ended
+            }
+            Ok(_) => Learned::Running,
+            Err(e) if e.is_not_found() => Learned::Ended,
+            Err(e) => self.failed(Some(&c), Error::dss("run status")(e)).await,
+        }
+    }
+
+    /// Sends the abort.
+    async fn abort(&mut self, state: &Deleting<K::Handle>) -> Learned<K::Handle> {
+        let (handle, c) = match self.active(state).await {
+            Ok(found) => found,
+            Err(learned) => return learned,
+        };
+        match K::abort(self.ctx, &c, self.res, handle).await {
+            Ok(()) => Learned::AbortSent,
+            Err(e) => self.failed(Some(&c), Error::dss("abort run")(e)).await,
+        }
+    }
+
+    /// Looks for the run of a start request in flight.
+    async fn search(&mut self, status: &RunStatus<K>, since: Timestamp) -> Learned<K::Handle> {
+        let Some(request) = &status.start_request else {
+            return Learned::Searched(Search::Found(Vec::new()));
+        };
+        let c = match self.connection().await {
+            Ok(c) => c,
+            Err(learned) => return learned,
+        };
+        match find(self.ctx, &c, self.res, status, request, since).await {
+            Ok(search) => Learned::Searched(search),
+            Err(e) => self.failed(Some(&c), e).await,
+        }
     }
 }
 
-/// Sends the abort.
-async fn abort<K: RunKind>(
-    ctx: &RunContext<K>,
-    res: &K::Resource,
-    conn: &mut Option<Resolved>,
-    state: &Deleting<K::Handle>,
-    last: &mut Option<Error>,
-) -> Learned<K::Handle> {
-    let Deleting::Active { handle, .. } = state else {
-        return Learned::Nothing;
-    };
-    let c = match connection(ctx, res, conn).await {
-        Ok(c) => c,
-        Err(e) => return failed(ctx, None, e, last).await,
-    };
-    match K::abort(ctx, &c, res, handle).await {
-        Ok(()) => Learned::AbortSent,
-        Err(e) => failed(ctx, Some(&c), Error::dss("abort job")(e), last).await,
-    }
-}
-
-/// Looks for the run of a start request in flight.
-async fn search<K: RunKind>(
-    ctx: &RunContext<K>,
-    res: &K::Resource,
-    conn: &mut Option<Resolved>,
-    status: &RunStatus<K>,
-    since: Timestamp,
-    last: &mut Option<Error>,
-) -> Learned<K::Handle> {
-    let Some(request) = &status.start_request else {
-        return Learned::Searched(Search::Found(Vec::new()));
-    };
-    let c = match connection(ctx, res, conn).await {
-        Ok(c) => c,
-        Err(e) => return failed(ctx, None, e, last).await,
-    };
-    match K::search(ctx, &c, res, status, request, since).await {
-        Ok(found) => match found.as_slice() {
-            [one] if !ctx.starts.claim(&K::key(&one.handle)) => Learned::Searched(Search::Raced),
-            _ => Learned::Searched(Search::Found(found)),
-        },
-        Err(e) => failed(ctx, Some(&c), e, last).await,
-    }
-}
-
-/// Records the abort request in the status and says so in an event. Best effort: it is informative
-/// only.
-async fn record_deleted<K: RunKind>(
+/// Records the abort the core decided on (`abortRequest: Deleted`) and publishes its event. Best
+/// effort: it is informative only.
+async fn record<K: RunKind>(
     ctx: &RunContext<K>,
     res: &K::Resource,
     api: &Api<K::Resource>,
-    controls: &crate::controller::run::Controls,
-    mut status: RunStatus<K>,
+    controls: &Controls,
+    status: RunStatus<K>,
     state: &Deleting<K::Handle>,
 ) {
-    let name = match state {
-        Deleting::Active { name, .. } => name.clone(),
-        _ => "the run".to_string(),
-    };
-    let (reason, action) = (EventReason::AbortRequested, EventAction::AbortJob);
-    let note = format!("resource deleted: aborting {name}");
-    events::publish(
-        &ctx.shared.recorder,
-        res,
-        EventType::Normal,
-        reason.as_str(),
-        action.as_str(),
-        note,
-    )
-    .await;
-    let now = whole_seconds(Timestamp::now());
-    status.abort_request = Some(AbortRequest {
-        reason: AbortReason::Deleted,
-        requested_at: Time(now),
-    });
+    let now = now_seconds();
+    let (status, event) = cleanup::abort_recorded(status, state, now);
+    publish(&ctx.shared.recorder, res, event).await;
     let derived = contract::derive(controls, &status, None, now);
     let written = K::write(status, derived);
     let _ = write_status(api, res, &written, res.resource_version().as_deref()).await;

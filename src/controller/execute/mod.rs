@@ -20,6 +20,8 @@ pub(crate) mod search;
 pub(crate) mod sightings;
 pub(crate) mod start;
 pub(crate) mod starts;
+#[cfg(test)]
+mod tests;
 
 use std::{fmt::Debug, future::Future, sync::Arc, time::Duration};
 

@@ -9,7 +9,7 @@ use super::{Look, Pass, RunKind};
 use crate::{
     controller::{
         connections::{Freshness, Resolved},
-        error::Error,
+        error::{Category, Error},
         run::{Fact, Trouble, plan},
     },
     crd::AbortReason,
@@ -32,7 +32,7 @@ pub(crate) async fn observe<K: RunKind>(
         Ok(conn) => conn,
         Err(Error::Connection { reason, message }) => {
             let trouble = Trouble {
-                category: reason,
+                category: Category::Connection(reason),
                 message,
                 retry_after: None,
             };
@@ -64,7 +64,7 @@ pub(crate) async fn observe<K: RunKind>(
                 .gone(&pass.uid(), &K::key(&current.handle), pass.now),
             message: e.to_string(),
         },
-        Err(e) => trouble(pass, &conn, Error::dss("poll job")(e)).await,
+        Err(e) => trouble(pass, &conn, Error::dss("poll run")(e)).await,
     };
     Ok((Some(conn), fact))
 }
@@ -78,7 +78,7 @@ pub(crate) async fn abort<K: RunKind>(pass: &Pass<'_, K>, conn: &Resolved, reaso
     };
     match K::abort(pass.ctx, conn, pass.res, &current.handle).await {
         Ok(()) => Fact::AbortSent(reason),
-        Err(e) => trouble(pass, conn, Error::dss("abort job")(e)).await,
+        Err(e) => trouble(pass, conn, Error::dss("abort run")(e)).await,
     }
 }
 
@@ -107,7 +107,7 @@ pub(crate) async fn trouble<K: RunKind>(pass: &Pass<'_, K>, conn: &Resolved, err
         }
     }
     Fact::Trouble(Trouble {
-        category: err.category(),
+        category: err.class(),
         message: err.chain(),
         retry_after: source.and_then(dss::Error::retry_after),
     })

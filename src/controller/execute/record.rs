@@ -17,8 +17,8 @@ use super::{Pass, RunKind};
 use crate::{
     controller::{
         error::Error,
-        events,
-        run::{Next, Wake, plan},
+        events::{self, Recorder},
+        run::{Event, Next, Wake, plan},
     },
     crd::FIELD_MANAGER,
 };
@@ -78,25 +78,22 @@ pub(crate) async fn record<K: RunKind>(
         K::count(ctx.shared.metrics.as_ref(), signal);
     }
     for e in pass.events.drain(..) {
-        let type_ = if e.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        events::publish(
-            &ctx.shared.recorder,
-            pass.res,
-            type_,
-            e.reason.as_str(),
-            e.action.as_str(),
-            e.note,
-        )
-        .await;
+        publish(&ctx.shared.recorder, pass.res, e).await;
     }
     Ok(match next {
         Next::Wait(wake) => action(wake, || ctx.shared.backoff.next(&uid)),
         _ => Action::requeue(Duration::from_secs(1)),
     })
+}
+
+/// Publishes one of the core's events about `res`.
+pub(crate) async fn publish<R: Resource<DynamicType = ()>>(recorder: &Recorder, res: &R, e: Event) {
+    let type_ = if e.warning {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    events::publish(recorder, res, type_, e.reason, e.action, e.note).await;
 }
 
 /// The object changed (an edit, a label) between recording the start request and recording the new
@@ -112,7 +109,7 @@ async fn rewrite_started<K: RunKind>(
     let latest = api
         .get(&pass.res.name_any())
         .await
-        .map_err(Error::kube("read build"))?;
+        .map_err(Error::kube("read object"))?;
     if K::read(&latest).start_request != pass.sent {
         return Err(conflict);
     }

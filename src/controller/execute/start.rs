@@ -8,14 +8,13 @@ use std::time::Duration;
 use kube::{Api, Resource, ResourceExt};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{Pass, RunKind, record};
+use super::{Pass, RunKind, now_seconds, record};
 use crate::{
     controller::{
         connections::{Freshness, Resolved},
-        error::Error,
-        run::{Fact, StartOutcome, Trouble, fold::whole_seconds},
+        error::{Category, Error},
+        run::{Fact, StartOutcome, Trouble, start},
     },
-    crd::Refusal,
     dss,
 };
 
@@ -66,7 +65,7 @@ async fn credentials_now<K: RunKind>(pass: &Pass<'_, K>) -> Result<Result<Resolv
     {
         Ok(conn) => Ok(Ok(conn)),
         Err(Error::Connection { reason, message }) => Ok(Err(Fact::Unavailable(Trouble {
-            category: reason,
+            category: Category::Connection(reason),
             message,
             retry_after: None,
         }))),
@@ -103,7 +102,7 @@ async fn still_stands<K: RunKind>(pass: &Pass<'_, K>, api: &Api<K::Resource>) ->
     let latest = api
         .get(&pass.res.name_any())
         .await
-        .map_err(Error::kube("read build"))?;
+        .map_err(Error::kube("read object"))?;
     let controls = K::controls(&latest);
     let status = K::read(&latest);
     Ok(latest.meta().deletion_timestamp.is_none()
@@ -117,7 +116,7 @@ async fn still_stands<K: RunKind>(pass: &Pass<'_, K>, api: &Api<K::Resource>) ->
 /// outcome goes to the crash guard.
 async fn post<K: RunKind>(pass: &mut Pass<'_, K>, conn: &Resolved, _permit: OwnedSemaphorePermit) -> Fact<K> {
     let uid = pass.uid();
-    let sent_at = whole_seconds(k8s_openapi::jiff::Timestamp::now());
+    let sent_at = now_seconds();
     if let Some(request) = &pass.status.start_request {
         // Before the call, so a call cut short counts as sent.
         pass.ctx.starts.sending(&uid, request, sent_at);
@@ -155,7 +154,7 @@ async fn post<K: RunKind>(pass: &mut Pass<'_, K>, conn: &Resolved, _permit: Owne
             StartOutcome::Accepted(handle)
         }
         Err(e) => {
-            let outcome = classify(&e);
+            let outcome = start::classify(&e);
             if e.is_unauthorized() {
                 let _ = pass.ctx.shared.connections.refresh_key(conn, None).await;
             }
@@ -166,30 +165,4 @@ async fn post<K: RunKind>(pass: &mut Pass<'_, K>, conn: &Resolved, _permit: Owne
         }
     };
     Fact::Started { outcome, sent_at }
-}
-
-/// What a failed start means, by the error's own classification: refused before anything was
-/// created (try again later), rejected (only a new run request helps), or unknown.
-pub(crate) fn classify<H>(e: &dss::Error) -> StartOutcome<H> {
-    let message = e.to_string();
-    let refusal = if e.is_rate_limited() {
-        Some(Refusal::RateLimited)
-    } else if e.is_unauthorized() {
-        Some(Refusal::Unauthorized)
-    } else {
-        None
-    };
-    if let Some(refusal) = refusal {
-        return StartOutcome::RetryLater {
-            refusal,
-            after: e.retry_after().unwrap_or(Duration::from_secs(15)),
-            message,
-            category: e.category(),
-        };
-    }
-    if e.is_rejection() {
-        StartOutcome::Rejected { message }
-    } else {
-        StartOutcome::Unknown { message }
-    }
 }

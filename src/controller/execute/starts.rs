@@ -5,7 +5,7 @@
 //! another status write. The status is the durable record; whether the request has been sent yet,
 //! and when, lives here and dies with the process. Another process (or this one after a restart)
 //! finds no entry and treats the request as possibly sent, so it waits for the crash guard's grace,
-//! counted from when it began to act, before it searches DSS for the job.
+//! counted from when it began to act, before it searches DSS for the run.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -30,8 +30,8 @@ struct Entry {
     sent_at: Option<Timestamp>,
 }
 
-/// How long this process remembers a job id it started or adopted: long enough for the build's
-/// status (and so every other build's search) to show it.
+/// How long this process remembers a run it started or adopted: long enough for the object's
+/// status (and so every other object's search) to show it.
 const CLAIM_MEMORY: Duration = Duration::from_secs(600);
 
 /// The start requests this process recorded, by build uid, and the runs it claimed for a build.
@@ -39,8 +39,8 @@ pub(crate) struct Starts {
     acting_since: Timestamp,
     fence: Fence,
     entries: Mutex<HashMap<String, Entry>>,
-    /// Job ids this process started or adopted, with when: a search for another build's lost start
-    /// never takes one of them, even before the owner's status shows it.
+    /// The keys of the runs this process started or adopted, with when: a search for another
+    /// object's lost start never takes one of them, even before the owner's status shows it.
     claimed: Mutex<HashMap<String, std::time::Instant>>,
 }
 
@@ -61,21 +61,22 @@ impl Starts {
         }
     }
 
-    /// Claims a job for one build. False when this process already gave it to a build.
-    pub(crate) fn claim(&self, job_id: &str) -> bool {
+    /// Claims a run (by its kind's key) for one object. False when this process already gave it to
+    /// an object.
+    pub(crate) fn claim(&self, key: &str) -> bool {
         let mut claimed = lock(&self.claimed);
         claimed.retain(|_, at| at.elapsed() < CLAIM_MEMORY);
-        if claimed.contains_key(job_id) {
+        if claimed.contains_key(key) {
             return false;
         }
-        claimed.insert(job_id.to_string(), std::time::Instant::now());
+        claimed.insert(key.to_string(), std::time::Instant::now());
         true
     }
 
-    /// Whether this process recently started or adopted the job for a build.
-    pub(crate) fn claimed(&self, job_id: &str) -> bool {
+    /// Whether this process recently started or adopted the run for an object.
+    pub(crate) fn claimed(&self, key: &str) -> bool {
         lock(&self.claimed)
-            .get(job_id)
+            .get(key)
             .is_some_and(|at| at.elapsed() < CLAIM_MEMORY)
     }
 
@@ -114,7 +115,7 @@ impl Starts {
         self.set(uid, None);
     }
 
-    /// What is known of `request`, the build's recorded start request that has no job id.
+    /// What is known of `request`, the object's recorded start request that has no run yet.
     pub(crate) fn sending_state(&self, uid: &str, request: &StartRequest) -> Sending {
         let mine = lock(&self.entries)
             .get(uid)
@@ -134,7 +135,7 @@ impl Starts {
     }
 
     /// Whether another build of this process sent a start of the same definition less than `within`
-    /// ago: its job may be listed before its id is known, so a search must wait for it.
+    /// ago: its run may be listed before its handle is known, so a search must wait for it.
     pub(crate) fn sending_alike(&self, uid: &str, definition_hash: Option<&str>, within: Duration) -> bool {
         let now = Timestamp::now();
         lock(&self.entries).iter().any(|(other, e)| {

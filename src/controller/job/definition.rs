@@ -6,7 +6,10 @@ use std::collections::BTreeSet;
 use crate::controller::execute::controls::digest;
 use serde_json::{Value, json};
 
-use crate::{crd::DatasetBuildSpec, dss};
+use crate::{
+    crd::{BuildOutput, DatasetBuildSpec},
+    dss,
+};
 
 /// The DSS job definition for a spec, in the exact shape the official client sends.
 pub(crate) fn job_definition(spec: &DatasetBuildSpec) -> dss::JobDefinition {
@@ -15,12 +18,18 @@ pub(crate) fn job_definition(spec: &DatasetBuildSpec) -> dss::JobDefinition {
         .with_auto_update_schema_before_each_recipe_run(
             spec.auto_update_schema_before_each_recipe_run.unwrap_or(false),
         );
-    for output in &spec.outputs {
+    for BuildOutput {
+        id,
+        object_type,
+        partition,
+        project_key,
+    } in &spec.outputs
+    {
         builder = builder.with_output(
-            output.id.clone(),
-            Some(output.object_type.unwrap_or_default()),
-            output.project_key.as_deref(),
-            output.partition.as_deref(),
+            id.clone(),
+            Some(object_type.unwrap_or_default()),
+            project_key.as_deref(),
+            partition.as_deref(),
         );
     }
     builder.build()
@@ -36,15 +45,23 @@ struct NormalOutput {
     partition: String,
 }
 
-fn normal_spec_outputs(spec: &DatasetBuildSpec) -> BTreeSet<NormalOutput> {
-    spec.outputs
+/// The outputs of a spec in `project` (the spec's project key), normalised.
+fn normal_spec_outputs(project: &str, outputs: &[BuildOutput]) -> BTreeSet<NormalOutput> {
+    outputs
         .iter()
-        .map(|o| NormalOutput {
-            project_key: o.project_key.clone().unwrap_or_else(|| spec.project_key.clone()),
-            object_type: o.object_type.unwrap_or_default().as_str().to_string(),
-            id: o.id.clone(),
-            partition: o.partition.clone().unwrap_or_else(|| "NP".to_string()),
-        })
+        .map(
+            |BuildOutput {
+                 id,
+                 object_type,
+                 partition,
+                 project_key,
+             }| NormalOutput {
+                project_key: project_key.clone().unwrap_or_else(|| project.to_string()),
+                object_type: object_type.unwrap_or_default().as_str().to_string(),
+                id: id.clone(),
+                partition: partition.clone().unwrap_or_else(|| "NP".to_string()),
+            },
+        )
         .collect()
 }
 
@@ -58,7 +75,7 @@ pub(crate) fn run_fingerprint(spec: &DatasetBuildSpec, rerun_annotation: Option<
         connection_ref: _,
         project_key,
         build_type,
-        outputs: _,
+        outputs,
         refresh_hive_metastore,
         auto_update_schema_before_each_recipe_run,
         rerun_token,
@@ -76,7 +93,7 @@ pub(crate) fn run_fingerprint(spec: &DatasetBuildSpec, rerun_annotation: Option<
     digest(&json!({
         "projectKey": project_key,
         "type": build_type.unwrap_or_default().as_str(),
-        "outputs": outputs_json(&normal_spec_outputs(spec)),
+        "outputs": outputs_json(&normal_spec_outputs(project_key, outputs)),
         "refreshHiveMetastore": refresh_hive_metastore.unwrap_or(false),
         "autoUpdateSchemaBeforeEachRecipeRun": auto_update_schema_before_each_recipe_run.unwrap_or(false),
         "rerunToken": rerun_token,
@@ -90,7 +107,7 @@ pub(crate) fn definition_hash(spec: &DatasetBuildSpec) -> String {
     hash_of(
         &spec.project_key,
         spec.build_type.unwrap_or_default().as_str(),
-        &normal_spec_outputs(spec),
+        &normal_spec_outputs(&spec.project_key, &spec.outputs),
     )
 }
 

@@ -28,7 +28,7 @@ use super::{
     run::{
         Candidate, Controls, Current, FailureDetails, Handled, Kind, Observation, Past, RunStatus, Signal,
         contract::Derived,
-        vocabulary::{EventReason, RunState, Words},
+        vocabulary::{EventAction, EventReason, RunState, Words},
     },
     stores::Stores,
 };
@@ -68,6 +68,7 @@ impl Kind for JobKind {
 
     const WORDS: Words = Words {
         success: "DONE",
+        request: "the job definition",
         failed: FailureReason::JobFailed,
         aborted: FailureReason::JobAborted,
         not_found: FailureReason::JobNotFound,
@@ -76,6 +77,10 @@ impl Kind for JobKind {
         succeeded: EventReason::JobSucceeded,
         failed_event: EventReason::JobFailed,
         aborted_event: EventReason::JobAborted,
+        start: EventAction::StartJob,
+        poll: EventAction::PollJob,
+        abort: EventAction::AbortJob,
+        adopt: EventAction::AdoptJob,
     };
 
     fn run_state(state: &JobState) -> RunState {
@@ -101,152 +106,6 @@ impl Kind for JobKind {
     }
 }
 
-/// The run controls of a build: its spec (named field by field, so a new one cannot be forgotten)
-/// and its annotations.
-pub(crate) fn controls(build: &DatasetBuild) -> Controls {
-    let DatasetBuildSpec {
-        connection_ref: _,
-        project_key: _,
-        build_type: _,
-        outputs: _,
-        refresh_hive_metastore: _,
-        auto_update_schema_before_each_recipe_run: _,
-        rerun_token,
-        on_spec_change,
-        suspend,
-        active_deadline_seconds,
-        start_deadline_seconds,
-        retry,
-        fail_on_warnings,
-        deletion_policy,
-    } = &build.spec;
-    let fields = RunFields {
-        rerun_token,
-        on_spec_change,
-        suspend,
-        active_deadline_seconds,
-        start_deadline_seconds,
-        retry,
-        fail_on_warnings,
-        deletion_policy,
-    };
-    controls::controls(
-        fields,
-        &build.metadata,
-        |rerun| definition::run_fingerprint(&build.spec, rerun),
-        definition::definition_hash(&build.spec),
-    )
-}
-
-/// The run core's view of a build's status. Phase, attempts, conditions' derivation inputs and the
-/// observed generation are derived again when written.
-pub(crate) fn read(status: Option<&DatasetBuildStatus>) -> RunStatus<JobKind> {
-    let Some(s) = status.cloned() else {
-        return RunStatus::default();
-    };
-    let DatasetBuildStatus {
-        observed_generation: _,
-        phase: _,
-        job_id,
-        state,
-        start_time,
-        completion_time,
-        warnings_count,
-        attempts: _,
-        start_request,
-        not_before,
-        abort_request,
-        last_handled_rerun_token,
-        last_handled_rerun_annotation,
-        last_handled_abort_annotation,
-        failure,
-        history,
-        conditions,
-    } = s;
-    RunStatus {
-        current: job_id.map(|handle| Current {
-            handle,
-            state: state.as_deref().map(JobState::from_dss),
-            start_time,
-            completion_time,
-            warnings: warnings_count,
-            details: (),
-        }),
-        start_request,
-        not_before,
-        abort_request,
-        handled: Handled {
-            rerun_token: last_handled_rerun_token,
-            rerun_annotation: last_handled_rerun_annotation,
-            abort_annotation: last_handled_abort_annotation,
-        },
-        failure,
-        history: history
-            .into_iter()
-            .map(|h| Past {
-                handle: h.job_id,
-                state: h.state.as_deref().map(JobState::from_dss),
-                start_time: h.start_time,
-                completion_time: h.completion_time,
-                details: (),
-            })
-            .collect(),
-        conditions,
-    }
-}
-
-/// The build's status for the run core's status and the derived fields.
-pub(crate) fn write(run: RunStatus<JobKind>, derived: Derived) -> DatasetBuildStatus {
-    let RunStatus {
-        current,
-        start_request,
-        not_before,
-        abort_request,
-        handled,
-        failure,
-        history,
-        conditions: _,
-    } = run;
-    let state = |s: Option<JobState>| s.map(|s| s.as_str().to_string());
-    let (job_id, job_state, start_time, completion_time, warnings_count) = match current {
-        Some(c) => (
-            Some(c.handle),
-            state(c.state),
-            c.start_time,
-            c.completion_time,
-            c.warnings,
-        ),
-        None => (None, None, None, None, None),
-    };
-    DatasetBuildStatus {
-        observed_generation: derived.observed_generation,
-        phase: Some(derived.phase),
-        job_id,
-        state: job_state,
-        start_time,
-        completion_time,
-        warnings_count,
-        attempts: derived.attempts,
-        start_request,
-        not_before,
-        abort_request,
-        last_handled_rerun_token: handled.rerun_token,
-        last_handled_rerun_annotation: handled.rerun_annotation,
-        last_handled_abort_annotation: handled.abort_annotation,
-        failure,
-        history: history
-            .into_iter()
-            .map(|h| HistoryEntry {
-                job_id: h.handle,
-                state: state(h.state),
-                start_time: h.start_time,
-                completion_time: h.completion_time,
-            })
-            .collect(),
-        conditions: derived.conditions,
-    }
-}
-
 impl RunKind for JobKind {
     type Resource = DatasetBuild;
     type Status = DatasetBuildStatus;
@@ -255,24 +114,158 @@ impl RunKind for JobKind {
     const FINALIZER: &'static str = FINALIZER;
     const CONTROLLER: &'static str = "datasetbuild";
 
-    fn controls(res: &DatasetBuild) -> Controls {
-        controls(res)
+    /// The run controls of a build: its spec (named field by field, so a new one cannot be forgotten)
+    /// and its annotations.
+    fn controls(build: &DatasetBuild) -> Controls {
+        let DatasetBuildSpec {
+            connection_ref: _,
+            project_key: _,
+            build_type: _,
+            outputs: _,
+            refresh_hive_metastore: _,
+            auto_update_schema_before_each_recipe_run: _,
+            rerun_token,
+            on_spec_change,
+            suspend,
+            active_deadline_seconds,
+            start_deadline_seconds,
+            retry,
+            fail_on_warnings,
+            deletion_policy,
+        } = &build.spec;
+        let fields = RunFields {
+            rerun_token,
+            on_spec_change,
+            suspend,
+            active_deadline_seconds,
+            start_deadline_seconds,
+            retry,
+            fail_on_warnings,
+            deletion_policy,
+        };
+        controls::controls(
+            fields,
+            &build.metadata,
+            |rerun| definition::run_fingerprint(&build.spec, rerun),
+            definition::definition_hash(&build.spec),
+        )
     }
 
     fn connection(res: &DatasetBuild) -> Option<&ConnectionRef> {
         res.spec.connection_ref.as_ref()
     }
 
+    /// The run core's view of a build's status. Phase, attempts, conditions' derivation inputs and the
+    /// observed generation are derived again when written.
     fn read(res: &DatasetBuild) -> RunStatus<Self> {
-        read(res.status.as_ref())
+        let Some(s) = res.status.clone() else {
+            return RunStatus::default();
+        };
+        let DatasetBuildStatus {
+            observed_generation: _,
+            phase: _,
+            job_id,
+            state,
+            start_time,
+            completion_time,
+            warnings_count,
+            attempts: _,
+            start_request,
+            not_before,
+            abort_request,
+            last_handled_rerun_token,
+            last_handled_rerun_annotation,
+            last_handled_abort_annotation,
+            failure,
+            history,
+            conditions,
+        } = s;
+        RunStatus {
+            current: job_id.map(|handle| Current {
+                handle,
+                state: state.as_deref().map(JobState::from_dss),
+                start_time,
+                completion_time,
+                warnings: warnings_count,
+                details: (),
+            }),
+            start_request,
+            not_before,
+            abort_request,
+            handled: Handled {
+                rerun_token: last_handled_rerun_token,
+                rerun_annotation: last_handled_rerun_annotation,
+                abort_annotation: last_handled_abort_annotation,
+            },
+            failure,
+            history: history
+                .into_iter()
+                .map(|h| Past {
+                    handle: h.job_id,
+                    state: h.state.as_deref().map(JobState::from_dss),
+                    start_time: h.start_time,
+                    completion_time: h.completion_time,
+                    details: (),
+                })
+                .collect(),
+            conditions,
+        }
     }
 
     fn written(res: &DatasetBuild) -> Option<&DatasetBuildStatus> {
         res.status.as_ref()
     }
 
+    /// The build's status for the run core's status and the derived fields.
     fn write(run: RunStatus<Self>, derived: Derived) -> DatasetBuildStatus {
-        write(run, derived)
+        let RunStatus {
+            current,
+            start_request,
+            not_before,
+            abort_request,
+            handled,
+            failure,
+            history,
+            conditions: _,
+        } = run;
+        let state = |s: Option<JobState>| s.map(|s| s.as_str().to_string());
+        let (job_id, job_state, start_time, completion_time, warnings_count) = match current {
+            Some(c) => (
+                Some(c.handle),
+                state(c.state),
+                c.start_time,
+                c.completion_time,
+                c.warnings,
+            ),
+            None => (None, None, None, None, None),
+        };
+        DatasetBuildStatus {
+            observed_generation: derived.observed_generation,
+            phase: Some(derived.phase),
+            job_id,
+            state: job_state,
+            start_time,
+            completion_time,
+            warnings_count,
+            attempts: derived.attempts,
+            start_request,
+            not_before,
+            abort_request,
+            last_handled_rerun_token: handled.rerun_token,
+            last_handled_rerun_annotation: handled.rerun_annotation,
+            last_handled_abort_annotation: handled.abort_annotation,
+            failure,
+            history: history
+                .into_iter()
+                .map(|h| HistoryEntry {
+                    job_id: h.handle,
+                    state: state(h.state),
+                    start_time: h.start_time,
+                    completion_time: h.completion_time,
+                })
+                .collect(),
+            conditions: derived.conditions,
+        }
     }
 
     fn key(job_id: &String) -> String {
@@ -293,7 +286,7 @@ impl RunKind for JobKind {
             Signal::Adopted => metrics.job_adopted(),
             Signal::Finished { outcome, age } => metrics.job_finished(outcome.as_str(), age),
             Signal::OutcomeUnknown => metrics.start_outcome_unknown(),
-            Signal::Trouble(category) => metrics.reconcile_error(category),
+            Signal::Trouble(category) => metrics.reconcile_error(category.as_str()),
         }
     }
 

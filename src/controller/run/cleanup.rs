@@ -7,13 +7,14 @@
 
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use super::{
-    model::{Candidate, Controls, Kind, Process, RunStatus, Search, Sending, Settings, Trouble},
+    announce_abort,
+    model::{Candidate, Controls, Event, Kind, Process, RunStatus, Search, Sending, Settings, Trouble},
     plan::{active, elapsed, in_flight},
 };
-use crate::crd::DeletionPolicy;
+use crate::crd::{AbortReason, AbortRequest, DeletionPolicy};
 
 /// Where the run is when its resource is being deleted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -232,6 +233,32 @@ pub(crate) fn next<H: Clone>(
     }
 }
 
+/// Deletion's abort, once sent, is recorded: `abortRequest: Deleted` in the status (the phase and
+/// the conditions then show the abort) and an event naming the run. Written once, when `next` says
+/// `record_abort`.
+pub(crate) fn abort_recorded<K: Kind>(
+    mut status: RunStatus<K>,
+    state: &Deleting<K::Handle>,
+    now: Timestamp,
+) -> (RunStatus<K>, Event) {
+    status.abort_request = Some(AbortRequest {
+        reason: AbortReason::Deleted,
+        requested_at: Time(now),
+    });
+    let name = match state {
+        Deleting::Active { name, .. } => name.as_str(),
+        _ => "the run",
+    };
+    let (reason, note) = announce_abort(AbortReason::Deleted, name);
+    let event = Event {
+        warning: false,
+        reason,
+        action: K::WORDS.abort,
+        note,
+    };
+    (status, event)
+}
+
 /// A start in flight: its starter may still record its run, so look again when it surely has; then
 /// search.
 fn wait_or_search<H>(since: Timestamp, now: Timestamp, settings: &Settings) -> Cleanup<H> {
@@ -272,224 +299,4 @@ fn lost_start<H: Clone>(found: Vec<Candidate<H>>) -> Cleanup<H> {
 }
 
 #[cfg(test)]
-mod tests {
-
-    use super::super::{
-        cleanup::{self, Cleanup, Deleting, Forced, Learned},
-        testing::*,
-        *,
-    };
-    use crate::crd::DeletionPolicy;
-
-    #[test]
-    fn deletion_table() {
-        let settings = Settings::default();
-        let base = controls();
-        let orphan = Controls {
-            deletion_policy: DeletionPolicy::Orphan,
-            ..controls()
-        };
-        let active = Deleting::Active {
-            handle: "j1".to_string(),
-            name: "job j1".into(),
-        };
-        let lost = Deleting::<String>::LostStart { since: ts(0) };
-        let trouble = Trouble {
-            category: "DssUnreachable",
-            message: "refused".into(),
-            retry_after: None,
-        };
-        let failed = |credentials| Learned::Failed {
-            trouble: trouble.clone(),
-            credentials,
-        };
-        let released = |warning, forced| move |c: &Cleanup<String>| matches!(c, Cleanup::Release { warning: w, forced: f, .. } if *w == warning && *f == forced);
-        // The state at deletion.
-        let states: Vec<(&str, &Controls, S, Process, Deleting<String>)> = vec![
-            (
-                "never started",
-                &base,
-                S::default(),
-                unknown_sending(),
-                Deleting::NothingStarted,
-            ),
-            (
-                "an ended run",
-                &base,
-                started(WANT, 0, Some("j1"), Some("DONE")),
-                unknown_sending(),
-                Deleting::Ended,
-            ),
-            (
-                "an active run",
-                &base,
-                started(WANT, 0, Some("j1"), Some("RUNNING")),
-                unknown_sending(),
-                active.clone(),
-            ),
-            (
-                "an orphaned run",
-                &orphan,
-                started(WANT, 0, Some("j1"), Some("RUNNING")),
-                unknown_sending(),
-                Deleting::Orphan {
-                    what: "job j1 left running".into(),
-                },
-            ),
-            (
-                "an unsent start",
-                &base,
-                started(WANT, 0, None, None),
-                process(Sending::NotSent),
-                Deleting::Unsent,
-            ),
-            (
-                "a start in flight",
-                &base,
-                started(WANT, 0, None, None),
-                process(Sending::MaybeSent { since: ts(-5) }),
-                lost.clone(),
-            ),
-        ];
-        for (name, c, s, p, expected) in states {
-            assert_eq!(cleanup::deleting(c, &s, &p), expected, "{name}");
-        }
-        // The steps.
-        type Check = Box<dyn Fn(&Cleanup<String>) -> bool>;
-        type Case<'a> = (&'a str, &'a Deleting<String>, Learned<String>, bool, i64, Check);
-        let cases: Vec<Case> = vec![
-            (
-                "nothing started: released at once",
-                &Deleting::NothingStarted,
-                Learned::Nothing,
-                false,
-                0,
-                Box::new(|c| matches!(c, Cleanup::Release { note: None, .. })),
-            ),
-            (
-                "an active run is observed first",
-                &active,
-                Learned::Nothing,
-                false,
-                0,
-                Box::new(|c| matches!(c, Cleanup::Observe(_))),
-            ),
-            (
-                "an active run is aborted",
-                &active,
-                Learned::Running,
-                false,
-                0,
-                Box::new(|c| *c == Cleanup::Abort),
-            ),
-            (
-                "an abort is awaited",
-                &active,
-                Learned::AbortSent,
-                false,
-                0,
-                Box::new(|c| {
-                    matches!(
-                        c,
-                        Cleanup::Wait {
-                            record_abort: true,
-                            ..
-                        }
-                    )
-                }),
-            ),
-            (
-                "an abort unconfirmed past the timeout is released by force",
-                &active,
-                Learned::AbortSent,
-                true,
-                0,
-                Box::new(released(true, Some(Forced::AbortUnconfirmed))),
-            ),
-            (
-                "an ended run is released",
-                &active,
-                Learned::Ended,
-                false,
-                0,
-                Box::new(released(false, None)),
-            ),
-            (
-                "DSS trouble keeps the finalizer",
-                &active,
-                failed(false),
-                false,
-                0,
-                Box::new(|c| matches!(c, Cleanup::Backoff(_))),
-            ),
-            (
-                "DSS unreachable past the timeout is released by force",
-                &active,
-                failed(false),
-                true,
-                0,
-                Box::new(released(true, Some(Forced::DssUnreachable))),
-            ),
-            (
-                "credentials gone past the timeout say so",
-                &active,
-                failed(true),
-                true,
-                0,
-                Box::new(released(true, Some(Forced::CredentialsUnavailable))),
-            ),
-            (
-                "a lost start waits for the grace",
-                &lost,
-                Learned::Nothing,
-                false,
-                10,
-                Box::new(|c| {
-                    matches!(
-                        c,
-                        Cleanup::Wait {
-                            record_abort: false,
-                            ..
-                        }
-                    )
-                }),
-            ),
-            (
-                "then searches",
-                &lost,
-                Learned::Nothing,
-                false,
-                41,
-                Box::new(|c| matches!(c, Cleanup::Search { .. })),
-            ),
-            (
-                "its one run is observed",
-                &lost,
-                Learned::Searched(Search::Found(vec![candidate("j7")])),
-                false,
-                41,
-                Box::new(|c| matches!(c, Cleanup::Observe(Deleting::Active { .. }))),
-            ),
-            (
-                "no run: released",
-                &lost,
-                Learned::Searched(Search::Found(vec![])),
-                false,
-                41,
-                Box::new(released(true, None)),
-            ),
-            (
-                "a search that fails keeps the finalizer",
-                &lost,
-                failed(false),
-                false,
-                41,
-                Box::new(|c| matches!(c, Cleanup::Backoff(_))),
-            ),
-        ];
-        for (name, state, learned, overdue, now, check) in cases {
-            let got = cleanup::next(state, learned, overdue, false, ts(now), &settings);
-            assert!(check(&got), "{name}: {got:?}");
-        }
-    }
-}
+mod tests;

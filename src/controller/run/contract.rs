@@ -122,7 +122,7 @@ fn shape<'a, K: Kind>(
         (Phase::Succeeded, _) => {
             let msg = format!("{run} finished {}", K::WORDS.success);
             (
-                ("True", "Succeeded", msg.clone()),
+                ("True", Phase::Succeeded.as_str(), msg.clone()),
                 None,
                 None,
                 ("True", K::WORDS.succeeded.as_str(), msg),
@@ -152,11 +152,12 @@ fn shape<'a, K: Kind>(
         }
         (Phase::Suspended, _) => {
             let msg = "spec.suspend is true: no new run is started".to_string();
+            let reason = Phase::Suspended.as_str();
             (
-                ("False", "Suspended", msg.clone()),
+                ("False", reason, msg.clone()),
                 None,
                 None,
-                ("Unknown", "Suspended", msg),
+                ("Unknown", reason, msg),
             )
         }
         (_, blocker) => {

@@ -8,7 +8,7 @@ use super::{
     Draft,
     model::{Controls, Kind, Observation, Signal},
     plan::elapsed,
-    vocabulary::{Ended, EventAction, EventReason, RunState},
+    vocabulary::{Ended, EventReason, RunState},
 };
 use crate::{
     crd::{AbortReason, Failure, FailureReason},
@@ -48,20 +48,20 @@ pub(crate) fn observed<K: Kind>(c: &Controls, d: &mut Draft<K>, obs: Observation
                 words.success, obs.warnings
             );
             d.fail(FailureReason::FailedWithWarnings, &msg);
-            d.warn(words.failed_event, EventAction::PollJob, msg);
+            d.warn(words.failed_event, K::WORDS.poll, msg);
             Ended::Failed
         }
         RunState::Succeeded => {
             d.status.failure = None;
             let msg = format!("{name} finished {} ({} warning(s))", words.success, obs.warnings);
-            d.normal(words.succeeded, EventAction::PollJob, msg);
+            d.normal(words.succeeded, K::WORDS.poll, msg);
             Ended::Done
         }
         RunState::Failed => {
             let details = obs.failure.unwrap_or_default();
             let (failure, note) = failed(details.reason.unwrap_or(words.failed), &name, details);
             d.status.failure = Some(failure);
-            d.warn(words.failed_event, EventAction::PollJob, note);
+            d.warn(words.failed_event, K::WORDS.poll, note);
             Ended::Failed
         }
         _ => {
@@ -87,7 +87,7 @@ pub(crate) fn gone<K: Kind>(d: &mut Draft<K>, message: &str, now: Timestamp) {
     );
     d.warn(
         K::WORDS.failed_event,
-        EventAction::PollJob,
+        K::WORDS.poll,
         format!("DSS no longer knows {name}"),
     );
 }
@@ -125,7 +125,7 @@ fn aborted<K: Kind>(c: &Controls, d: &mut Draft<K>, name: &str) {
         Some(AbortReason::DeadlineExceeded) => {
             let msg = format!("{name} was aborted because a deadline passed");
             d.fail(FailureReason::DeadlineExceeded, &msg);
-            d.warn(EventReason::DeadlineExceeded, EventAction::AbortJob, msg);
+            d.warn(EventReason::DeadlineExceeded, K::WORDS.abort, msg);
         }
         // Superseded by a new run request, which starts next.
         Some(AbortReason::SpecChanged) if superseded => d.status.failure = None,
@@ -137,12 +137,12 @@ fn aborted<K: Kind>(c: &Controls, d: &mut Draft<K>, name: &str) {
         Some(AbortReason::Requested) => {
             let msg = format!("{name} was aborted as the kube-dss.dev/abort annotation asked");
             d.fail(FailureReason::AbortRequested, &msg);
-            d.normal(K::WORDS.aborted_event, EventAction::AbortJob, msg);
+            d.normal(K::WORDS.aborted_event, K::WORDS.abort, msg);
         }
         Some(AbortReason::Deleted) | None => {
             let msg = format!("{name} was aborted outside the operator");
             d.fail(K::WORDS.aborted, &msg);
-            d.warn(K::WORDS.aborted_event, EventAction::PollJob, msg);
+            d.warn(K::WORDS.aborted_event, K::WORDS.poll, msg);
         }
     }
 }
@@ -162,45 +162,50 @@ mod tests {
     use super::super::{contract, testing::*, *};
     use crate::crd::{AbortReason, AbortRequest, FailureReason, Phase};
 
-    #[test]
-    fn folding_observations() {
+    /// (name, controls, status, observation, phase, failure reason, events)
+    type Case<'a> = (
+        &'a str,
+        &'a Controls,
+        S,
+        Observation<TestKind>,
+        Phase,
+        Option<FailureReason>,
+        Vec<(bool, &'static str)>,
+    );
+
+    fn check(cases: Vec<Case>) {
         let settings = Settings::default();
+        for (name, c, status, obs, phase, failure, events) in cases {
+            let d = decide(&input(c, &settings, 20), status, Fact::Observed(obs));
+            assert_eq!(contract::phase(c, &d.status), phase, "{name}: phase");
+            assert_eq!(
+                d.status.failure.as_ref().map(|f| f.reason),
+                failure,
+                "{name}: failure"
+            );
+            assert_eq!(reasons(&d), events, "{name}: events");
+        }
+    }
+
+    /// A running run whose abort was asked for `reason` (the status of the wanted request `fp`).
+    fn aborting(fp: &str, reason: AbortReason) -> S {
+        let mut s = started(fp, 0, Some("j1"), Some("RUNNING"));
+        s.abort_request = Some(AbortRequest {
+            reason,
+            requested_at: Time(ts(5)),
+        });
+        s
+    }
+
+    #[test]
+    fn observing_a_run_and_its_outcome() {
         let base = controls();
         let strict = Controls {
             fail_on_warnings: true,
             ..controls()
         };
-        let mut deadline_abort = started(WANT, 0, Some("j1"), Some("RUNNING"));
-        deadline_abort.abort_request = Some(AbortRequest {
-            reason: AbortReason::DeadlineExceeded,
-            requested_at: Time(ts(5)),
-        });
-        let mut superseded = started("old", 0, Some("j1"), Some("RUNNING"));
-        superseded.abort_request = Some(AbortRequest {
-            reason: AbortReason::SpecChanged,
-            requested_at: Time(ts(5)),
-        });
-        let mut reverted = superseded.clone();
-        if let Some(r) = reverted.start_request.as_mut() {
-            r.fingerprint = WANT.into();
-        }
-        let mut asked = started(WANT, 0, Some("j1"), Some("RUNNING"));
-        asked.abort_request = Some(AbortRequest {
-            reason: AbortReason::Requested,
-            requested_at: Time(ts(5)),
-        });
         let running = || started(WANT, 0, Some("j1"), Some("RUNNING"));
-        // (name, controls, status, observation, phase, failure reason, events)
-        type Case<'a> = (
-            &'a str,
-            &'a Controls,
-            S,
-            Observation<TestKind>,
-            Phase,
-            Option<FailureReason>,
-            Vec<(bool, &'static str)>,
-        );
-        let cases: Vec<Case> = vec![
+        check(vec![
             (
                 "a running run stays running",
                 &base,
@@ -256,9 +261,26 @@ mod tests {
                 vec![(true, "JobFailed")],
             ),
             (
+                "a terminal state seen again changes nothing",
+                &base,
+                started(WANT, 0, Some("j1"), Some("DONE")),
+                observation("DONE", 0),
+                Phase::Succeeded,
+                None,
+                vec![],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn an_aborted_run_ends_as_its_abort_reason_says() {
+        let base = controls();
+        let reverted = aborting(WANT, AbortReason::SpecChanged);
+        check(vec![
+            (
                 "ABORTED outside the operator",
                 &base,
-                running(),
+                started(WANT, 0, Some("j1"), Some("RUNNING")),
                 observation("ABORTED", 0),
                 Phase::Aborted,
                 Some(FailureReason::JobAborted),
@@ -267,7 +289,7 @@ mod tests {
             (
                 "ABORTED after a deadline fails with DeadlineExceeded",
                 &base,
-                deadline_abort,
+                aborting(WANT, AbortReason::DeadlineExceeded),
                 observation("ABORTED", 0),
                 Phase::Failed,
                 Some(FailureReason::DeadlineExceeded),
@@ -276,7 +298,7 @@ mod tests {
             (
                 "ABORTED for a spec change is superseded: the new request starts",
                 &base,
-                superseded,
+                aborting("old", AbortReason::SpecChanged),
                 observation("ABORTED", 0),
                 Phase::Starting,
                 None,
@@ -294,32 +316,13 @@ mod tests {
             (
                 "ABORTED as the annotation asked",
                 &base,
-                asked,
+                aborting(WANT, AbortReason::Requested),
                 observation("ABORTED", 0),
                 Phase::Aborted,
                 Some(FailureReason::AbortRequested),
                 vec![(false, "JobAborted")],
             ),
-            (
-                "a terminal state seen again changes nothing",
-                &base,
-                started(WANT, 0, Some("j1"), Some("DONE")),
-                observation("DONE", 0),
-                Phase::Succeeded,
-                None,
-                vec![],
-            ),
-        ];
-        for (name, c, status, obs, phase, failure, events) in cases {
-            let d = decide(&input(c, &settings, 20), status, Fact::Observed(obs));
-            assert_eq!(contract::phase(c, &d.status), phase, "{name}: phase");
-            assert_eq!(
-                d.status.failure.as_ref().map(|f| f.reason),
-                failure,
-                "{name}: failure"
-            );
-            assert_eq!(reasons(&d), events, "{name}: events");
-        }
+        ]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::{
     Draft,
     model::{Candidate, Controls, Current, Kind, Next, Search, Settings, Signal, Wake},
     start,
-    vocabulary::{EventAction, EventReason, WaitingReason},
+    vocabulary::{EventReason, WaitingReason},
 };
 
 use crate::crd::ADOPT_ANNOTATION as ADOPT;
@@ -78,7 +78,7 @@ fn adopt<K: Kind>(d: &mut Draft<K>, found: Candidate<K::Handle>) -> Next {
         details: K::Details::default(),
     });
     let note = format!("adopted {} whose start response was not recorded", found.name);
-    d.normal(K::WORDS.adopted, EventAction::AdoptJob, note);
+    d.normal(K::WORDS.adopted, K::WORDS.adopt, note);
     d.signal(Signal::Adopted);
     Next::Wait(Wake::After(Duration::ZERO))
 }
@@ -95,7 +95,7 @@ fn unknown<K: Kind>(d: &mut Draft<K>, many: &[Candidate<K::Handle>]) -> Next {
         d.signal(Signal::OutcomeUnknown);
         d.warn(
             EventReason::StartOutcomeUnknown,
-            EventAction::AdoptJob,
+            K::WORDS.adopt,
             format!("several runs match the lost start: {}", names.join(", ")),
         );
     }
@@ -115,27 +115,42 @@ mod tests {
     use super::super::{contract, testing::*, *};
     use crate::crd::Phase;
 
-    #[test]
-    fn the_crash_guard_verdicts() {
+    /// (name, controls, what the search found, next, phase, the blocker's reason and stalledness)
+    type Case<'a> = (
+        &'a str,
+        &'a Controls,
+        Search<String>,
+        Next,
+        Phase,
+        Option<(&'a str, bool)>,
+    );
+
+    fn check(cases: Vec<Case>) {
         let settings = Settings::default();
+        for (name, c, search, next, phase, blocker) in cases {
+            let d = decide(
+                &input(c, &settings, 50),
+                started(WANT, 0, None, None),
+                Fact::Searched(search),
+            );
+            assert_eq!(d.next, next, "{name}: next");
+            assert_eq!(contract::phase(c, &d.status), phase, "{name}: phase");
+            assert_eq!(
+                d.blocker.as_ref().map(|b| (b.reason.as_str(), b.stalled)),
+                blocker,
+                "{name}: blocker"
+            );
+        }
+    }
+
+    #[test]
+    fn the_crash_guard_adopts_one_match_or_starts_again() {
         let base = controls();
         let suspended = Controls {
             suspend: true,
             ..controls()
         };
-        let named = Controls {
-            adopt: Some("j9".into()),
-            ..controls()
-        };
-        type Case<'a> = (
-            &'a str,
-            &'a Controls,
-            Search<String>,
-            Next,
-            Phase,
-            Option<(&'a str, bool)>,
-        );
-        let cases: Vec<Case> = vec![
+        check(vec![
             (
                 "one match is adopted",
                 &base,
@@ -161,6 +176,26 @@ mod tests {
                 None,
             ),
             (
+                "a raced match is searched again",
+                &base,
+                Search::Raced,
+                Next::Wait(Wake::After(Duration::from_secs(1))),
+                Phase::Starting,
+                None,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn the_crash_guard_asks_a_human_when_it_cannot_tell() {
+        let settings = Settings::default();
+        let base = controls();
+        let named = Controls {
+            adopt: Some("j9".into()),
+            ..controls()
+        };
+        check(vec![
+            (
                 "no match for a named run asks a human",
                 &named,
                 Search::Found(vec![]),
@@ -176,29 +211,7 @@ mod tests {
                 Phase::Starting,
                 Some(("StartOutcomeUnknown", true)),
             ),
-            (
-                "a raced match is searched again",
-                &base,
-                Search::Raced,
-                Next::Wait(Wake::After(Duration::from_secs(1))),
-                Phase::Starting,
-                None,
-            ),
-        ];
-        for (name, c, search, next, phase, blocker) in cases {
-            let d = decide(
-                &input(c, &settings, 50),
-                started(WANT, 0, None, None),
-                Fact::Searched(search),
-            );
-            assert_eq!(d.next, next, "{name}: next");
-            assert_eq!(contract::phase(c, &d.status), phase, "{name}: phase");
-            assert_eq!(
-                d.blocker.as_ref().map(|b| (b.reason.as_str(), b.stalled)),
-                blocker,
-                "{name}: blocker"
-            );
-        }
+        ]);
         // The outcome-unknown event is published once, not at every look.
         let mut already = started(WANT, 0, None, None);
         contract::set_condition(

@@ -34,7 +34,11 @@ pub(crate) use model::*;
 use plan::Step;
 use vocabulary::{EventAction, EventReason, WaitingReason};
 
-use crate::crd::{AbortReason, AbortRequest, Failure, FailureReason};
+use crate::{
+    controller::error::Category,
+    crd::{AbortReason, AbortRequest, Failure, FailureReason},
+    dss,
+};
 
 /// A decision in the making: the status being changed, and what the decision says besides.
 #[derive(Clone, Debug)]
@@ -224,14 +228,14 @@ fn plan_next<K: Kind>(input: &Input<'_>, d: &mut Draft<K>) -> Next {
         Step::Deferred { after } => {
             let refusal = d.status.start_request.as_ref().and_then(|r| r.refused);
             let category = match refusal {
-                Some(crate::crd::Refusal::Unauthorized) => "DssUnauthorized",
-                _ => "DssRateLimited",
+                Some(crate::crd::Refusal::Unauthorized) => dss::Category::Unauthorized,
+                _ => dss::Category::RateLimited,
             };
             let msg = format!(
                 "DSS refused the last start; the next one is due in {}s",
                 after.as_secs()
             );
-            d.block(WaitingReason::Trouble(category), msg, false);
+            d.block(WaitingReason::Trouble(Category::Dss(category)), msg, false);
             Next::Wait(Wake::After(after))
         }
     }
@@ -263,7 +267,17 @@ fn abort_sent<K: Kind>(
         .current
         .as_ref()
         .map_or_else(|| "the run".to_string(), |r| K::describe(&r.handle));
-    let (event, note) = match reason {
+    if reason == AbortReason::Requested {
+        d.status.handled.abort_annotation = c.abort_annotation.clone();
+    }
+    let (event, note) = announce_abort(reason, &name);
+    d.normal(event, K::WORDS.abort, note);
+    Next::Wait(Wake::After(settings.abort_poll))
+}
+
+/// The event reason and note of an abort of the run `name`.
+pub(crate) fn announce_abort(reason: AbortReason, name: &str) -> (EventReason, String) {
+    match reason {
         AbortReason::DeadlineExceeded => (
             EventReason::DeadlineExceeded,
             format!("deadline passed: aborting {name}"),
@@ -272,20 +286,15 @@ fn abort_sent<K: Kind>(
             EventReason::SpecChanged,
             format!("a new run request arrived and spec.onSpecChange is Abort: aborting {name}"),
         ),
-        AbortReason::Requested => {
-            d.status.handled.abort_annotation = c.abort_annotation.clone();
-            (
-                EventReason::AbortRequested,
-                format!("the kube-dss.dev/abort annotation asks to abort {name}"),
-            )
-        }
+        AbortReason::Requested => (
+            EventReason::AbortRequested,
+            format!("the kube-dss.dev/abort annotation asks to abort {name}"),
+        ),
         AbortReason::Deleted => (
             EventReason::AbortRequested,
             format!("resource deleted: aborting {name}"),
         ),
-    };
-    d.normal(event, EventAction::AbortJob, note);
-    Next::Wait(Wake::After(settings.abort_poll))
+    }
 }
 
 #[cfg(test)]
@@ -397,7 +406,7 @@ mod tests {
         let c = controls();
         let running = started(WANT, 0, Some("j1"), Some("RUNNING"));
         let trouble = Trouble {
-            category: "DssUnreachable",
+            category: Category::Dss(dss::Category::Unreachable),
             message: "connection refused".into(),
             retry_after: None,
         };
@@ -405,8 +414,8 @@ mod tests {
         assert_eq!(d.status, running);
         assert_eq!(d.next, Next::Wait(Wake::Backoff { at_least: None }));
         assert_eq!(
-            d.blocker.as_ref().map(|b| b.reason),
-            Some(WaitingReason::Trouble("DssUnreachable"))
+            d.blocker.as_ref().map(|b| b.reason.as_str()),
+            Some("DssUnreachable")
         );
         let queued = started(WANT, 0, None, None);
         let d = decide(&input(&c, &settings, 5), queued.clone(), Fact::Queued);

@@ -10,7 +10,11 @@ use k8s_openapi::{
 };
 
 use super::vocabulary::{EventAction, EventReason, RunState, WaitingReason, Words};
-use crate::crd::{AbortReason, AbortRequest, DeletionPolicy, Failure, OnSpecChange, StartRequest};
+use crate::{
+    controller::error::Category,
+    crd::{AbortReason, AbortRequest, DeletionPolicy, Failure, OnSpecChange, StartRequest},
+    dss,
+};
 
 /// A kind of run, as the run core sees it: its types and words, no IO (the executor's `RunKind`
 /// adds that).
@@ -236,7 +240,7 @@ pub(crate) struct FailureDetails {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Trouble {
     /// The category (`DssUnreachable`, `SecretNotFound`, ...).
-    pub(crate) category: &'static str,
+    pub(crate) category: Category,
     /// What went wrong, for the condition message.
     pub(crate) message: String,
     /// How long DSS asked to wait, if it did.
@@ -257,7 +261,7 @@ pub(crate) enum StartOutcome<H> {
         /// DSS's words.
         message: String,
         /// The error category, for the condition.
-        category: &'static str,
+        category: dss::Category,
     },
     /// DSS rejected the definition: only a new run request helps.
     Rejected {
@@ -407,7 +411,7 @@ pub(crate) enum Signal {
     /// A lost start matched several runs.
     OutcomeUnknown,
     /// A DSS call failed (its category).
-    Trouble(&'static str),
+    Trouble(Category),
 }
 
 /// The core's answer: the whole next status, what keeps it waiting, the events, what to count and

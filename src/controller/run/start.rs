@@ -1,5 +1,6 @@
-//! Starts: recording a start request before it is sent, and what each outcome of the send makes of
-//! the status (accepted, retry later, rejected, outcome unknown).
+//! Starts: recording a start request before it is sent, what a failed send means ([`classify`], by
+//! the DSS error's own classification), and what each outcome makes of the status (accepted, retry
+//! later, rejected, outcome unknown).
 
 use std::time::Duration;
 
@@ -10,9 +11,13 @@ use super::{
     fold::whole_seconds,
     model::{Controls, Current, Kind, Next, Past, Settings, Signal, StartOutcome, Wake},
     plan::later,
-    vocabulary::{EventAction, EventReason, WaitingReason},
+    vocabulary::{EventReason, WaitingReason},
 };
-use crate::crd::{FailureReason, Refusal, StartRequest};
+use crate::{
+    controller::error::Category,
+    crd::{FailureReason, Refusal, StartRequest},
+    dss,
+};
 
 /// Records a new start request for the wanted run request (the executor writes it, with the
 /// resourceVersion precondition, before anything is sent). The current run goes to the history.
@@ -52,6 +57,36 @@ pub(crate) fn record<K: Kind>(
     d.blocker = None;
 }
 
+/// What a failed start means, by the error's own classification: refused before anything was
+/// created (try again later), rejected (only a new run request helps), or unknown (the run may
+/// exist: the crash guard finds out).
+pub(crate) fn classify<H>(e: &dss::Error) -> StartOutcome<H> {
+    let message = e.to_string();
+    let refusal = if e.is_rate_limited() {
+        Some(Refusal::RateLimited)
+    } else if e.is_unauthorized() {
+        Some(Refusal::Unauthorized)
+    } else {
+        None
+    };
+    if let Some(refusal) = refusal {
+        return StartOutcome::RetryLater {
+            refusal,
+            after: e.retry_after().unwrap_or(REFUSED_RETRY),
+            message,
+            category: e.class(),
+        };
+    }
+    if e.is_rejection() {
+        StartOutcome::Rejected { message }
+    } else {
+        StartOutcome::Unknown { message }
+    }
+}
+
+/// How long a refused start waits when DSS did not say.
+const REFUSED_RETRY: Duration = Duration::from_secs(15);
+
 /// What the answer to a start request makes of the status, and the next step.
 pub(crate) fn sent<K: Kind>(
     d: &mut Draft<K>,
@@ -83,7 +118,7 @@ pub(crate) fn sent<K: Kind>(
                 1 => format!("started {name}"),
                 n => format!("started {name} (attempt {n})"),
             };
-            d.normal(K::WORDS.started, EventAction::StartJob, note);
+            d.normal(K::WORDS.started, K::WORDS.start, note);
             d.signal(Signal::Started);
             Next::Wait(Wake::After(settings.poll_min))
         }
@@ -100,7 +135,7 @@ pub(crate) fn sent<K: Kind>(
             }
             d.status.not_before = Some(Time(whole_seconds(later(now, after))));
             d.block(
-                WaitingReason::Trouble(category),
+                WaitingReason::Trouble(Category::Dss(category)),
                 format!("DSS refused to start the run: {message}"),
                 false,
             );
@@ -111,9 +146,9 @@ pub(crate) fn sent<K: Kind>(
             if let Some(r) = d.status.start_request.as_mut() {
                 r.refused = Some(Refusal::Rejected);
             }
-            let msg = format!("DSS rejected the job definition: {message}");
+            let msg = format!("DSS rejected {}: {message}", K::WORDS.request);
             d.fail(FailureReason::StartRejected, &msg);
-            d.warn(EventReason::StartRejected, EventAction::StartJob, msg);
+            d.warn(EventReason::StartRejected, K::WORDS.start, msg);
             Next::Wait(Wake::OnChange)
         }
         StartOutcome::Unknown { message } => {
@@ -136,16 +171,36 @@ mod tests {
     use super::super::{
         contract,
         plan::{self, Step},
+        start,
         testing::*,
         *,
     };
-    use crate::crd::{Phase, Refusal};
+    use crate::{
+        crd::{Phase, Refusal},
+        dss::{self, Operation},
+    };
+
+    fn sent(outcome: StartOutcome<String>) -> Decision<TestKind> {
+        let (c, settings) = (controls(), Settings::default());
+        let fact = Fact::Started {
+            outcome,
+            sent_at: ts(2),
+        };
+        decide(&input(&c, &settings, 3), started(WANT, 0, None, None), fact)
+    }
+
+    fn rate_limited(after: u64) -> StartOutcome<String> {
+        StartOutcome::RetryLater {
+            refusal: Refusal::RateLimited,
+            after: Duration::from_secs(after),
+            message: "429".into(),
+            category: dss::Category::RateLimited,
+        }
+    }
 
     #[test]
     fn start_outcomes() {
-        let settings = Settings::default();
-        let c = controls();
-        let recorded = || started(WANT, 0, None, None);
+        let (c, settings) = (controls(), Settings::default());
         type Case<'a> = (&'a str, StartOutcome<String>, Phase, Next, Option<&'a str>);
         let cases: Vec<Case> = vec![
             (
@@ -157,12 +212,7 @@ mod tests {
             ),
             (
                 "rate limited: same attempt after notBefore",
-                StartOutcome::RetryLater {
-                    refusal: Refusal::RateLimited,
-                    after: Duration::from_secs(15),
-                    message: "429".into(),
-                    category: "DssRateLimited",
-                },
+                rate_limited(15),
                 Phase::Pending,
                 Next::Wait(Wake::After(Duration::from_secs(15))),
                 Some("DssRateLimited"),
@@ -187,14 +237,7 @@ mod tests {
             ),
         ];
         for (name, outcome, phase, next, blocker) in cases {
-            let d = decide(
-                &input(&c, &settings, 3),
-                recorded(),
-                Fact::Started {
-                    outcome,
-                    sent_at: ts(2),
-                },
-            );
+            let d = sent(outcome);
             assert_eq!(contract::phase(&c, &d.status), phase, "{name}: phase");
             assert_eq!(d.next, next, "{name}: next");
             assert_eq!(
@@ -203,42 +246,164 @@ mod tests {
                 "{name}: blocker"
             );
         }
-        // An accepted start counts its age from when it was sent, and waits for nothing more.
-        let d = decide(
-            &input(&c, &settings, 3),
-            recorded(),
-            Fact::Started {
-                outcome: StartOutcome::Accepted("j1".into()),
-                sent_at: ts(2),
-            },
-        );
+    }
+
+    #[test]
+    fn an_accepted_start_counts_its_age_from_when_it_was_sent() {
+        let d = sent(StartOutcome::Accepted("j1".into()));
         assert_eq!(
             d.status.start_request.as_ref().map(|r| r.requested_at.0),
             Some(ts(2))
         );
         assert_eq!(reasons(&d), vec![(false, "JobStarted")]);
-        // After a refusal the next plan waits for notBefore, then sends the same attempt again.
-        let refused = decide(
-            &input(&c, &settings, 3),
-            recorded(),
-            Fact::Started {
-                outcome: StartOutcome::RetryLater {
-                    refusal: Refusal::RateLimited,
-                    after: Duration::from_secs(10),
-                    message: "429".into(),
-                    category: "DssRateLimited",
-                },
-                sent_at: ts(2),
-            },
-        );
+    }
+
+    #[test]
+    fn a_refused_start_is_sent_again_as_the_same_attempt_after_not_before() {
+        let refused = sent(rate_limited(10));
         assert_eq!(
             plan::in_flight(&refused.status),
             None,
             "a refused request is not in flight"
         );
         assert_eq!(
-            step(&c, &refused.status, unknown_sending(), 14),
+            step(&controls(), &refused.status, unknown_sending(), 14),
             Step::Start { attempt: 1 }
         );
+    }
+
+    /// What a failed start should mean.
+    #[derive(Debug, PartialEq)]
+    enum Means {
+        /// Refused before anything was created: the same attempt after this many seconds.
+        Retry(Refusal, u64, dss::Category),
+        /// Only a new run request helps.
+        Rejected,
+        /// The run may exist.
+        Unknown,
+    }
+
+    /// An error status; with `error_type`, DSS's own JSON error.
+    fn api(status: u16, error_type: Option<&str>, message: &str, retry_after: Option<u64>) -> dss::Error {
+        dss::Error::Api {
+            operation: Operation::StartJob,
+            status,
+            error_type: error_type.map(String::from),
+            message: Some(message.to_string()).filter(|_| error_type.is_some()),
+            detailed_message: None,
+            body_excerpt: if error_type.is_some() {
+                String::new()
+            } else {
+                message.to_string()
+            },
+            retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    const UNAUTHORIZED: Option<&str> = Some("com.dataiku.dip.exceptions.UnauthorizedException");
+    const BAD_REQUEST: Option<&str> = Some("java.lang.IllegalArgumentException");
+    const NOT_FOUND: Option<&str> = Some("com.dataiku.dip.server.controllers.NotFoundException");
+    const SERVER: Option<&str> = Some("java.lang.IllegalStateException");
+
+    fn check(cases: Vec<(&str, dss::Error, Means)>) {
+        for (name, error, means) in cases {
+            let got = match start::classify::<String>(&error) {
+                StartOutcome::RetryLater {
+                    refusal,
+                    after,
+                    message,
+                    category,
+                } => {
+                    assert_eq!(message, error.to_string(), "{name}: message");
+                    Means::Retry(refusal, after.as_secs(), category)
+                }
+                StartOutcome::Rejected { .. } => Means::Rejected,
+                StartOutcome::Unknown { .. } => Means::Unknown,
+                StartOutcome::Accepted(_) => panic!("{name}: a failed start is never accepted"),
+            };
+            assert_eq!(got, means, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_start_refused_before_anything_was_created_is_sent_again_later() {
+        use dss::Category as C;
+        check(vec![
+            (
+                "DSS's 429 waits as long as DSS asks",
+                api(429, SERVER, "slow down", Some(20)),
+                Means::Retry(Refusal::RateLimited, 20, C::RateLimited),
+            ),
+            (
+                "a gateway's 429 page is rate limiting too",
+                api(429, None, "<html>Too Many Requests</html>", None),
+                Means::Retry(Refusal::RateLimited, 15, C::RateLimited),
+            ),
+            (
+                "the connection's own budget refused to wait",
+                dss::Error::Throttled {
+                    operation: Operation::StartJob,
+                    retry_after: Duration::from_secs(3),
+                },
+                Means::Retry(Refusal::RateLimited, 3, C::Throttled),
+            ),
+            (
+                "DSS refusing the key waits for a new one",
+                api(401, UNAUTHORIZED, "invalid key", None),
+                Means::Retry(Refusal::Unauthorized, 15, C::Unauthorized),
+            ),
+            (
+                "DSS refusing the key's privileges too",
+                api(403, UNAUTHORIZED, "no RUN_JOBS", None),
+                Means::Retry(Refusal::Unauthorized, 15, C::Unauthorized),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_start_is_rejected_only_on_dss_own_word_and_otherwise_unknown() {
+        // A request that never left the client: building it failed.
+        let unsent = reqwest::Client::new().get("not a url").build().unwrap_err();
+        let op = Operation::StartJob;
+        check(vec![
+            (
+                "DSS rejecting the definition",
+                api(400, BAD_REQUEST, "unknown dataset", None),
+                Means::Rejected,
+            ),
+            (
+                "DSS saying the project does not exist",
+                api(404, NOT_FOUND, "Project P does not exist", None),
+                Means::Rejected,
+            ),
+            (
+                "an argument refused before anything was sent",
+                dss::Error::InvalidArgument {
+                    operation: op,
+                    detail: "no outputs".into(),
+                },
+                Means::Rejected,
+            ),
+            (
+                "a proxy's 401 page says nothing of the run",
+                api(401, None, "<html>Sign in</html>", None),
+                Means::Unknown,
+            ),
+            ("DSS's own 500", api(500, SERVER, "boom", None), Means::Unknown),
+            (
+                "a gateway's 502 page",
+                api(502, None, "<html>Bad Gateway</html>", None),
+                Means::Unknown,
+            ),
+            ("a timeout", dss::Error::Timeout { operation: op }, Means::Unknown),
+            (
+                "a transport failure",
+                dss::Error::Transport {
+                    operation: op,
+                    source: unsent,
+                },
+                Means::Unknown,
+            ),
+        ]);
     }
 }

@@ -9,10 +9,10 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use super::{
     plan::{self, Step},
-    vocabulary::{EventReason, RunState, Words},
+    vocabulary::{RunState, Words},
     *,
 };
-use crate::crd::{DeletionPolicy, FailureReason, OnSpecChange, StartRequest};
+use crate::crd::{DeletionPolicy, OnSpecChange, StartRequest};
 
 /// A kind whose states are the DSS job words.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,17 +22,8 @@ impl Kind for TestKind {
     type Handle = String;
     type State = String;
     type Details = ();
-    const WORDS: Words = Words {
-        success: "DONE",
-        failed: FailureReason::JobFailed,
-        aborted: FailureReason::JobAborted,
-        not_found: FailureReason::JobNotFound,
-        started: EventReason::JobStarted,
-        adopted: EventReason::JobAdopted,
-        succeeded: EventReason::JobSucceeded,
-        failed_event: EventReason::JobFailed,
-        aborted_event: EventReason::JobAborted,
-    };
+    // The job's words: the tables read them as a job's events and reasons.
+    const WORDS: Words = crate::controller::job::JobKind::WORDS;
     fn run_state(state: &String) -> RunState {
         match state.as_str() {
             "NOT_STARTED" => RunState::Queued,

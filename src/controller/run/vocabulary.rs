@@ -2,7 +2,7 @@
 //! ([`WaitingReason`]), and what events say ([`EventReason`], [`EventAction`]). Each string is written
 //! once, in an `as_str()`. Failure, abort and refusal reasons are part of the CRDs (`crd::run`).
 
-use crate::crd::FailureReason;
+use crate::{controller::error::Category, crd::FailureReason};
 
 /// Where an external run is, in run-control terms. Each kind maps its own states onto these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -67,7 +67,7 @@ pub(crate) enum WaitingReason {
     RunNotFound,
     /// The connection cannot be used, or DSS answered with an error: the reason is its category
     /// (`ConnectionNotFound`, `SecretNotFound`, `DssUnreachable`, `DssRateLimited`, ...).
-    Trouble(&'static str),
+    Trouble(Category),
 }
 
 impl WaitingReason {
@@ -79,7 +79,7 @@ impl WaitingReason {
             Self::StartOutcomeUnknown => "StartOutcomeUnknown",
             Self::RetryScheduled => "RetryScheduled",
             Self::RunNotFound => "RunNotFound",
-            Self::Trouble(category) => category,
+            Self::Trouble(category) => category.as_str(),
         }
     }
 }
@@ -97,13 +97,13 @@ pub(crate) enum EventReason {
     JobFailed,
     /// The job was aborted.
     JobAborted,
-    /// A deadline passed and the job was aborted.
+    /// A deadline passed and the run was aborted.
     DeadlineExceeded,
-    /// A new run request aborted the active job (`onSpecChange: Abort`).
+    /// A new run request aborted the active run (`onSpecChange: Abort`).
     SpecChanged,
-    /// Several DSS jobs match a lost start.
+    /// Several DSS runs match a lost start.
     StartOutcomeUnknown,
-    /// DSS refused the job definition.
+    /// DSS rejected what a start asked for.
     StartRejected,
     /// The finalizer was released.
     FinalizerReleased,
@@ -175,14 +175,22 @@ impl EventReason {
 /// Event actions: what the operator was doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum EventAction {
-    /// Starting a run.
+    /// Starting a DSS job.
     StartJob,
-    /// Observing a run.
+    /// Observing a DSS job.
     PollJob,
-    /// Aborting a run.
+    /// Aborting a DSS job.
     AbortJob,
-    /// Adopting a run whose start response was lost.
+    /// Adopting a DSS job whose start response was lost.
     AdoptJob,
+    /// Firing a DSS scenario.
+    StartScenario,
+    /// Observing a DSS scenario run.
+    PollScenario,
+    /// Aborting a DSS scenario run.
+    AbortScenario,
+    /// Adopting a DSS scenario run whose fire response was lost.
+    AdoptScenario,
     /// Releasing the finalizer.
     ReleaseFinalizer,
     /// Checking a connection.
@@ -205,6 +213,10 @@ impl EventAction {
             Self::PollJob => "PollJob",
             Self::AbortJob => "AbortJob",
             Self::AdoptJob => "AdoptJob",
+            Self::StartScenario => "StartScenario",
+            Self::PollScenario => "PollScenario",
+            Self::AbortScenario => "AbortScenario",
+            Self::AdoptScenario => "AdoptScenario",
             Self::ReleaseFinalizer => "ReleaseFinalizer",
             Self::CheckConnection => "CheckConnection",
             Self::Reconcile => "Reconcile",
@@ -215,12 +227,14 @@ impl EventAction {
     }
 }
 
-/// The words a kind of run uses where the run core speaks of "a run": its failure reasons and its
-/// event reasons. The core picks from this table; the strings stay in the enums above.
+/// The words a kind of run uses where the run core speaks of "a run": its failure reasons, its
+/// event reasons and actions. The core picks from this table; the strings stay in the enums above.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Words {
     /// How a successful end reads in messages (`DONE` for a job, `SUCCESS` for a scenario run).
     pub(crate) success: &'static str,
+    /// What DSS rejects when it refuses a start, in messages (`the job definition`).
+    pub(crate) request: &'static str,
     /// The run ended failed.
     pub(crate) failed: FailureReason,
     /// The run was aborted outside the operator.
@@ -233,4 +247,9 @@ pub(crate) struct Words {
     pub(crate) succeeded: EventReason,
     pub(crate) failed_event: EventReason,
     pub(crate) aborted_event: EventReason,
+    /// Event actions: starting, observing, aborting and adopting a run.
+    pub(crate) start: EventAction,
+    pub(crate) poll: EventAction,
+    pub(crate) abort: EventAction,
+    pub(crate) adopt: EventAction,
 }

@@ -29,7 +29,7 @@ use super::{
     run::{
         Candidate, Controls, Current, Handled, Kind, Past, RunStatus, Signal,
         contract::Derived,
-        vocabulary::{EventReason, RunState, Words},
+        vocabulary::{EventAction, EventReason, RunState, Words},
     },
     stores::Stores,
 };
@@ -105,6 +105,7 @@ impl Kind for ScenarioKind {
 
     const WORDS: Words = Words {
         success: "SUCCESS",
+        request: "the scenario's fire",
         failed: FailureReason::ScenarioFailed,
         aborted: FailureReason::ScenarioAborted,
         not_found: FailureReason::ScenarioRunNotFound,
@@ -113,6 +114,10 @@ impl Kind for ScenarioKind {
         succeeded: EventReason::ScenarioSucceeded,
         failed_event: EventReason::ScenarioFailed,
         aborted_event: EventReason::ScenarioAborted,
+        start: EventAction::StartScenario,
+        poll: EventAction::PollScenario,
+        abort: EventAction::AbortScenario,
+        adopt: EventAction::AdoptScenario,
     };
 
     fn run_state(state: &ScenarioState) -> RunState {
@@ -147,97 +152,6 @@ pub(crate) struct ScenarioIo {
     pub(crate) runs: Stores<ScenarioRun>,
 }
 
-/// The run controls of a ScenarioRun: its spec (named field by field) and its annotations.
-pub(crate) fn controls(run: &ScenarioRun) -> Controls {
-    let ScenarioRunSpec {
-        connection_ref: _,
-        project_key: _,
-        scenario_id: _,
-        params: _,
-        rerun_token,
-        on_spec_change,
-        suspend,
-        active_deadline_seconds,
-        start_deadline_seconds,
-        retry,
-        fail_on_warnings,
-        deletion_policy,
-    } = &run.spec;
-    let fields = RunFields {
-        rerun_token,
-        on_spec_change,
-        suspend,
-        active_deadline_seconds,
-        start_deadline_seconds,
-        retry,
-        fail_on_warnings,
-        deletion_policy,
-    };
-    controls::controls(
-        fields,
-        &run.metadata,
-        |rerun| definition::run_fingerprint(&run.spec, rerun),
-        definition::definition_hash(&run.spec),
-    )
-}
-
-/// The run core's view of a ScenarioRun's status.
-pub(crate) fn read(status: Option<&ScenarioRunStatus>) -> RunStatus<ScenarioKind> {
-    let Some(s) = status.cloned() else {
-        return RunStatus::default();
-    };
-    let ScenarioRunStatus {
-        observed_generation: _,
-        phase: _,
-        trigger_id,
-        trigger_run_id,
-        run_id,
-        outcome,
-        start_time,
-        completion_time,
-        warnings_count,
-        attempts: _,
-        start_request,
-        not_before,
-        abort_request,
-        last_handled_rerun_token,
-        last_handled_rerun_annotation,
-        last_handled_abort_annotation,
-        failure,
-        steps,
-        history,
-        conditions,
-    } = s;
-    let current = match (trigger_id, trigger_run_id) {
-        (Some(trigger_id), Some(trigger_run_id)) => Some(Current {
-            handle: Fire {
-                trigger_id,
-                trigger_run_id,
-            },
-            state: outcome.as_deref().map(ScenarioState::parse),
-            start_time,
-            completion_time,
-            warnings: warnings_count,
-            details: ScenarioDetails { run_id, steps },
-        }),
-        _ => None,
-    };
-    RunStatus {
-        current,
-        start_request,
-        not_before,
-        abort_request,
-        handled: Handled {
-            rerun_token: last_handled_rerun_token,
-            rerun_annotation: last_handled_rerun_annotation,
-            abort_annotation: last_handled_abort_annotation,
-        },
-        failure,
-        history: history.into_iter().map(past).collect(),
-        conditions,
-    }
-}
-
 fn past(h: ScenarioHistoryEntry) -> Past<ScenarioKind> {
     let ScenarioHistoryEntry {
         trigger_id,
@@ -262,65 +176,6 @@ fn past(h: ScenarioHistoryEntry) -> Past<ScenarioKind> {
     }
 }
 
-/// The ScenarioRun status for the run core's status and the derived fields.
-pub(crate) fn write(run: RunStatus<ScenarioKind>, derived: Derived) -> ScenarioRunStatus {
-    let RunStatus {
-        current,
-        start_request,
-        not_before,
-        abort_request,
-        handled,
-        failure,
-        history,
-        conditions: _,
-    } = run;
-    let (fire, state, start_time, completion_time, warnings, details) = match current {
-        Some(c) => (
-            Some(c.handle),
-            c.state,
-            c.start_time,
-            c.completion_time,
-            c.warnings,
-            c.details,
-        ),
-        None => (None, None, None, None, None, ScenarioDetails::default()),
-    };
-    let (trigger_id, trigger_run_id) =
-        fire.map_or((None, None), |f| (Some(f.trigger_id), Some(f.trigger_run_id)));
-    ScenarioRunStatus {
-        observed_generation: derived.observed_generation,
-        phase: Some(derived.phase),
-        trigger_id,
-        trigger_run_id,
-        run_id: details.run_id,
-        outcome: state.map(|s| s.as_str().to_string()),
-        start_time,
-        completion_time,
-        warnings_count: warnings,
-        attempts: derived.attempts,
-        start_request,
-        not_before,
-        abort_request,
-        last_handled_rerun_token: handled.rerun_token,
-        last_handled_rerun_annotation: handled.rerun_annotation,
-        last_handled_abort_annotation: handled.abort_annotation,
-        failure,
-        steps: details.steps,
-        history: history
-            .into_iter()
-            .map(|h| ScenarioHistoryEntry {
-                trigger_id: h.handle.trigger_id,
-                trigger_run_id: h.handle.trigger_run_id,
-                run_id: h.details.run_id,
-                outcome: h.state.map(|s| s.as_str().to_string()),
-                start_time: h.start_time,
-                completion_time: h.completion_time,
-            })
-            .collect(),
-        conditions: derived.conditions,
-    }
-}
-
 impl RunKind for ScenarioKind {
     type Resource = ScenarioRun;
     type Status = ScenarioRunStatus;
@@ -329,24 +184,162 @@ impl RunKind for ScenarioKind {
     const FINALIZER: &'static str = SCENARIO_FINALIZER;
     const CONTROLLER: &'static str = "scenariorun";
 
-    fn controls(res: &ScenarioRun) -> Controls {
-        controls(res)
+    /// The run controls of a ScenarioRun: its spec (named field by field) and its annotations.
+    fn controls(run: &ScenarioRun) -> Controls {
+        let ScenarioRunSpec {
+            connection_ref: _,
+            project_key: _,
+            scenario_id: _,
+            params: _,
+            rerun_token,
+            on_spec_change,
+            suspend,
+            active_deadline_seconds,
+            start_deadline_seconds,
+            retry,
+            fail_on_warnings,
+            deletion_policy,
+        } = &run.spec;
+        let fields = RunFields {
+            rerun_token,
+            on_spec_change,
+            suspend,
+            active_deadline_seconds,
+            start_deadline_seconds,
+            retry,
+            fail_on_warnings,
+            deletion_policy,
+        };
+        controls::controls(
+            fields,
+            &run.metadata,
+            |rerun| definition::run_fingerprint(&run.spec, rerun),
+            definition::definition_hash(&run.spec),
+        )
     }
 
     fn connection(res: &ScenarioRun) -> Option<&ConnectionRef> {
         res.spec.connection_ref.as_ref()
     }
 
+    /// The run core's view of a ScenarioRun's status.
     fn read(res: &ScenarioRun) -> RunStatus<Self> {
-        read(res.status.as_ref())
+        let Some(s) = res.status.clone() else {
+            return RunStatus::default();
+        };
+        let ScenarioRunStatus {
+            observed_generation: _,
+            phase: _,
+            trigger_id,
+            trigger_run_id,
+            run_id,
+            outcome,
+            start_time,
+            completion_time,
+            warnings_count,
+            attempts: _,
+            start_request,
+            not_before,
+            abort_request,
+            last_handled_rerun_token,
+            last_handled_rerun_annotation,
+            last_handled_abort_annotation,
+            failure,
+            steps,
+            history,
+            conditions,
+        } = s;
+        let current = match (trigger_id, trigger_run_id) {
+            (Some(trigger_id), Some(trigger_run_id)) => Some(Current {
+                handle: Fire {
+                    trigger_id,
+                    trigger_run_id,
+                },
+                state: outcome.as_deref().map(ScenarioState::parse),
+                start_time,
+                completion_time,
+                warnings: warnings_count,
+                details: ScenarioDetails { run_id, steps },
+            }),
+            _ => None,
+        };
+        RunStatus {
+            current,
+            start_request,
+            not_before,
+            abort_request,
+            handled: Handled {
+                rerun_token: last_handled_rerun_token,
+                rerun_annotation: last_handled_rerun_annotation,
+                abort_annotation: last_handled_abort_annotation,
+            },
+            failure,
+            history: history.into_iter().map(past).collect(),
+            conditions,
+        }
     }
 
     fn written(res: &ScenarioRun) -> Option<&ScenarioRunStatus> {
         res.status.as_ref()
     }
 
+    /// The ScenarioRun status for the run core's status and the derived fields.
     fn write(run: RunStatus<Self>, derived: Derived) -> ScenarioRunStatus {
-        write(run, derived)
+        let RunStatus {
+            current,
+            start_request,
+            not_before,
+            abort_request,
+            handled,
+            failure,
+            history,
+            conditions: _,
+        } = run;
+        let (fire, state, start_time, completion_time, warnings, details) = match current {
+            Some(c) => (
+                Some(c.handle),
+                c.state,
+                c.start_time,
+                c.completion_time,
+                c.warnings,
+                c.details,
+            ),
+            None => (None, None, None, None, None, ScenarioDetails::default()),
+        };
+        let (trigger_id, trigger_run_id) =
+            fire.map_or((None, None), |f| (Some(f.trigger_id), Some(f.trigger_run_id)));
+        ScenarioRunStatus {
+            observed_generation: derived.observed_generation,
+            phase: Some(derived.phase),
+            trigger_id,
+            trigger_run_id,
+            run_id: details.run_id,
+            outcome: state.map(|s| s.as_str().to_string()),
+            start_time,
+            completion_time,
+            warnings_count: warnings,
+            attempts: derived.attempts,
+            start_request,
+            not_before,
+            abort_request,
+            last_handled_rerun_token: handled.rerun_token,
+            last_handled_rerun_annotation: handled.rerun_annotation,
+            last_handled_abort_annotation: handled.abort_annotation,
+            failure,
+            steps: details.steps,
+            history: history
+                .into_iter()
+                .map(|h| ScenarioHistoryEntry {
+                    trigger_id: h.handle.trigger_id,
+                    trigger_run_id: h.handle.trigger_run_id,
+                    run_id: h.details.run_id,
+                    outcome: h.state.map(|s| s.as_str().to_string()),
+                    start_time: h.start_time,
+                    completion_time: h.completion_time,
+                })
+                .collect(),
+            conditions: derived.conditions,
+        }
     }
 
     fn key(fire: &Fire) -> String {
@@ -359,7 +352,7 @@ impl RunKind for ScenarioKind {
             Signal::Adopted => metrics.scenario_run_adopted(),
             Signal::Finished { outcome, age } => metrics.scenario_run_finished(outcome.as_str(), age),
             Signal::OutcomeUnknown => metrics.start_outcome_unknown(),
-            Signal::Trouble(category) => metrics.reconcile_error(category),
+            Signal::Trouble(category) => metrics.reconcile_error(category.as_str()),
         }
     }
 

@@ -274,8 +274,7 @@ pub(crate) async fn create(
             if ours {
                 Ok(Created::Existed)
             } else {
-                Err(Error::Schedule {
-                    reason: "BuildNameTaken",
+                Err(Error::BuildNameTaken {
                     message: format!(
                         "a DatasetBuild named {name} exists and does not belong to this schedule: delete or rename it so the slot can run"
                     ),

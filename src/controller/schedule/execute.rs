@@ -34,7 +34,9 @@ use crate::{
 /// Events and metrics to publish once the status is written.
 #[derive(Default)]
 struct Later {
-    events: Vec<(EventType, &'static str, String)>,
+    events: Vec<(EventType, EventReason, String)>,
+    /// The Warning about invalid input, with its `Stalled` reason.
+    problem: Option<(&'static str, String)>,
     skipped: u64,
     missed: Option<(&'static str, u64)>,
 }
@@ -89,9 +91,7 @@ pub(super) async fn run(
             .as_ref()
             .and_then(|s| condition(&s.conditions, STALLED));
         if was.is_none_or(|c| c.status != "True" || c.message != problem.message) {
-            later
-                .events
-                .push((EventType::Warning, problem.reason, problem.message.clone()));
+            later.problem = Some((problem.reason, problem.message.clone()));
         }
     }
     if let Err(e) = prune(schedule, &children, builds).await {
@@ -154,8 +154,8 @@ impl Slots<'_> {
                     self.schedule,
                     &child.reference,
                     EventType::Normal,
-                    EventReason::BuildReplaced.as_str(),
-                    EventAction::ReplaceBuild.as_str(),
+                    EventReason::BuildReplaced,
+                    EventAction::ReplaceBuild,
                     note,
                 )
                 .await;
@@ -216,8 +216,8 @@ impl Slots<'_> {
                     self.schedule,
                     &created.object_ref(&()),
                     EventType::Normal,
-                    EventReason::BuildCreated.as_str(),
-                    EventAction::CreateBuild.as_str(),
+                    EventReason::BuildCreated,
+                    EventAction::CreateBuild,
                     note,
                 )
                 .await;
@@ -257,11 +257,9 @@ impl Slots<'_> {
             "the slot {} waits for the active build {waits_for} to finish (concurrencyPolicy: Forbid)",
             self.slot_text(slot)
         );
-        later.events.push((
-            EventType::Normal,
-            EventReason::ConcurrencyForbidden.as_str(),
-            note,
-        ));
+        later
+            .events
+            .push((EventType::Normal, EventReason::ConcurrencyForbidden, note));
     }
 
     /// Queues the events and metrics of the skipped and missed slots.
@@ -276,7 +274,7 @@ impl Slots<'_> {
             );
             later
                 .events
-                .push((EventType::Warning, EventReason::SlotSkipped.as_str(), note));
+                .push((EventType::Warning, EventReason::SlotSkipped, note));
             later.skipped = due.skipped;
         }
         if due.missed > 0 {
@@ -287,7 +285,7 @@ impl Slots<'_> {
                 );
                 later
                     .events
-                    .push((EventType::Warning, EventReason::TooManyMissedSlots.as_str(), note));
+                    .push((EventType::Warning, EventReason::TooManyMissedSlots, note));
                 later.missed = Some((MissedSlots::MaxCatchUpRuns.as_str(), due.missed));
             } else {
                 later.missed = Some((MissedSlots::CatchUpLatest.as_str(), due.missed));
@@ -340,7 +338,20 @@ async fn publish(schedule: &DatasetBuildSchedule, ctx: &Ctx, later: Later) {
             schedule,
             type_,
             reason,
-            EventAction::ScheduleSlots.as_str(),
+            EventAction::ScheduleSlots,
+            note,
+        )
+        .await;
+    }
+    if let Some((reason, note)) = later.problem {
+        let action = EventAction::ScheduleSlots.as_str();
+        let reference = schedule.object_ref(&());
+        events::publish_to(
+            &ctx.recorder,
+            &reference,
+            EventType::Warning,
+            reason,
+            action,
             note,
         )
         .await;

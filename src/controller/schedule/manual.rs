@@ -40,8 +40,7 @@ pub(super) async fn requested(
         let note = format!(
             "{CREATE_BUILD_ANNOTATION}={value:?} is not an RFC 3339 time such as 2024-03-30T02:00:00Z: nothing created"
         );
-        let action = EventAction::CreateBuild.as_str();
-        let reason = EventReason::CreateBuildRefused.as_str();
+        let (reason, action) = (EventReason::CreateBuildRefused, EventAction::CreateBuild);
         events::publish(&ctx.recorder, schedule, EventType::Warning, reason, action, note).await;
         record.create_build = Some(value.clone());
         return Ok(());
@@ -92,14 +91,13 @@ async fn publish_about(
     note: String,
 ) {
     let related = build.object_ref(&());
-    let action = EventAction::CreateBuild.as_str();
     events::publish_about(
         &ctx.recorder,
         schedule,
         &related,
         EventType::Normal,
-        reason.as_str(),
-        action,
+        reason,
+        EventAction::CreateBuild,
         note,
     )
     .await;

@@ -47,6 +47,7 @@ use super::{
     events,
     execute::now_seconds,
     metrics::Metrics,
+    run::vocabulary::EventAction,
 };
 use crate::crd::{
     CatchUp, ConcurrencyPolicy, DatasetBuild, DatasetBuildSchedule, SCHEDULE_FINALIZER, SCHEDULE_LABEL,
@@ -189,7 +190,7 @@ async fn report(
                 &reference,
                 EventType::Warning,
                 err.category(),
-                "Reconcile",
+                EventAction::Reconcile.as_str(),
                 note,
             )
             .await;

@@ -93,22 +93,41 @@ mod tests {
         }
     }
 
+    /// (what, runnable slots, policy, the schedule's builds, the plan)
+    type Case<'a> = (&'a str, &'a [Timestamp], ConcurrencyPolicy, Vec<Child>, Plan);
+
+    fn check(cases: Vec<Case>) {
+        for (name, runnable, policy, children, want) in cases {
+            assert_eq!(plan(runnable, policy, &children), want, "{name}");
+        }
+    }
+
+    fn done() -> Child {
+        child("done", State::Succeeded, false)
+    }
+
+    fn running() -> Child {
+        child("running", State::Active, false)
+    }
+
+    /// An active build being deleted.
+    fn going() -> Child {
+        child("going", State::Active, true)
+    }
+
+    const THREE: [i64; 3] = [60, 120, 180];
+
     #[test]
-    fn concurrency_cases() {
-        use ConcurrencyPolicy::{Allow, Forbid, Replace};
-        let done = child("done", State::Succeeded, false);
-        let running = child("running", State::Active, false);
-        let going = child("going", State::Active, true);
-        let three = [t(60), t(120), t(180)];
-        // (what, runnable slots, policy, the schedule's builds, the plan)
-        type Case<'a> = (&'a str, &'a [Timestamp], ConcurrencyPolicy, Vec<Child>, Plan);
-        let cases: Vec<Case> = vec![
-            ("nothing due", &[], Forbid, vec![running.clone()], Plan::default()),
+    fn allow_and_forbid() {
+        use ConcurrencyPolicy::{Allow, Forbid};
+        let three = THREE.map(t);
+        check(vec![
+            ("nothing due", &[], Forbid, vec![running()], Plan::default()),
             (
                 "allow creates every slot beside an active build",
                 &three,
                 Allow,
-                vec![running.clone()],
+                vec![running()],
                 Plan {
                     create: three.to_vec(),
                     ..Plan::default()
@@ -118,7 +137,7 @@ mod tests {
                 "forbid waits for an active build",
                 &three,
                 Forbid,
-                vec![done.clone(), running.clone()],
+                vec![done(), running()],
                 Plan {
                     waiting: Some((t(60), Wait::Forbidden)),
                     ..Plan::default()
@@ -128,7 +147,7 @@ mod tests {
                 "forbid counts a build being deleted as active",
                 &three[..1],
                 Forbid,
-                vec![going.clone()],
+                vec![going()],
                 Plan {
                     waiting: Some((t(60), Wait::Forbidden)),
                     ..Plan::default()
@@ -138,18 +157,26 @@ mod tests {
                 "forbid runs the oldest slot, the next one waits for it",
                 &three,
                 Forbid,
-                vec![done.clone()],
+                vec![done()],
                 Plan {
                     create: vec![t(60)],
                     waiting: Some((t(120), Wait::Forbidden)),
                     ..Plan::default()
                 },
             ),
+        ]);
+    }
+
+    #[test]
+    fn replace() {
+        use ConcurrencyPolicy::Replace;
+        let three = THREE.map(t);
+        check(vec![
             (
                 "replace deletes the active build and waits",
                 &three[..1],
                 Replace,
-                vec![done.clone(), running.clone(), going.clone()],
+                vec![done(), running(), going()],
                 Plan {
                     delete: vec!["running".into()],
                     waiting: Some((t(60), Wait::Replacing)),
@@ -160,7 +187,7 @@ mod tests {
                 "replace waits while the replaced build is being deleted",
                 &three[..1],
                 Replace,
-                vec![going.clone()],
+                vec![going()],
                 Plan {
                     waiting: Some((t(60), Wait::Replacing)),
                     ..Plan::default()
@@ -170,15 +197,12 @@ mod tests {
                 "replace starts the newest slot once nothing is active",
                 &three,
                 Replace,
-                vec![done.clone()],
+                vec![done()],
                 Plan {
                     create: vec![t(180)],
                     ..Plan::default()
                 },
             ),
-        ];
-        for (name, runnable, policy, children, want) in cases {
-            assert_eq!(plan(runnable, policy, &children), want, "{name}");
-        }
+        ]);
     }
 }

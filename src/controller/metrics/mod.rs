@@ -5,9 +5,12 @@
 //! Series whose label values are known in advance are created at zero when the operator starts, so
 //! that `rate()` and `increase()` in the chart's alerts see the first event (a counter series that
 //! appears at 1 has no earlier sample to grow from) and dashboards show zeros rather than gaps.
+//! The gauges of builds and connections are counted from the watch caches when scraped ([`scrape`]).
+
+mod scrape;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -27,7 +30,6 @@ use super::{
 use crate::{
     crd::{DSSConnection, DatasetBuild, Phase},
     dss::{Category, Operation, Outcome, RequestObserver},
-    sync::lock,
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -313,61 +315,6 @@ impl Metrics {
         out
     }
 
-    /// Counts the builds of `store` in the phase gauge (at every scrape).
-    pub(crate) fn watch_builds(&self, store: Store<DatasetBuild>) {
-        lock(&self.build_stores).push(store);
-    }
-
-    /// Counts the connections of `store` in the connections gauge (at every scrape).
-    pub(crate) fn watch_connections(&self, store: Store<DSSConnection>) {
-        lock(&self.connection_stores).push(store);
-    }
-
-    /// Sets the phase gauge from the caches: derived when scraped, never kept per build.
-    fn count_phases(&self) {
-        let mut counts = [0i64; Phase::ALL.len()];
-        for store in lock(&self.build_stores).iter() {
-            for build in store.state() {
-                if let Some(p) = build.status.as_ref().and_then(|s| s.phase)
-                    && let Some(i) = Phase::ALL.iter().position(|x| *x == p)
-                {
-                    counts[i] += 1;
-                }
-            }
-        }
-        for (p, n) in Phase::ALL.iter().zip(counts) {
-            self.builds
-                .get_or_create(&PhaseLabel { phase: p.as_str() })
-                .set(n);
-        }
-    }
-
-    /// Sets the connections gauge from the caches, by their Ready condition and its reason.
-    fn count_connections(&self) {
-        let mut seen = lock(&self.connection_labels);
-        let mut counts: HashMap<ConnectionLabels, i64> = seen.iter().map(|l| (l.clone(), 0)).collect();
-        for store in lock(&self.connection_stores).iter() {
-            for conn in store.state() {
-                let ready = conn
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
-                if let Some(c) = ready {
-                    let ready = if c.status == "True" { "true" } else { "false" };
-                    let labels = ConnectionLabels {
-                        ready,
-                        reason: c.reason.clone(),
-                    };
-                    *counts.entry(labels).or_default() += 1;
-                }
-            }
-        }
-        for (labels, n) in counts {
-            self.connections.get_or_create(&labels).set(n);
-            seen.insert(labels);
-        }
-    }
-
     /// A job reached a terminal state.
     pub(crate) fn job_finished(&self, outcome: &'static str, duration: Duration) {
         self.job_duration
@@ -492,110 +439,4 @@ impl RequestObserver for DssObserver {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    use kube::runtime::watcher::Event;
-
-    fn object<K: serde::de::DeserializeOwned>(
-        kind: &str,
-        name: &str,
-        spec: serde_json::Value,
-        status: serde_json::Value,
-    ) -> K {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "kube-dss.dev/v1alpha1", "kind": kind,
-            "metadata": {"name": name, "namespace": "ns"}, "spec": spec, "status": status,
-        }))
-        .unwrap()
-    }
-
-    fn build(name: &str, phase: &str) -> DatasetBuild {
-        object(
-            "DatasetBuild",
-            name,
-            serde_json::json!({"projectKey": "P", "outputs": [{"id": "d"}]}),
-            serde_json::json!({"phase": phase}),
-        )
-    }
-
-    fn connection(name: &str, ready: &str, reason: &str) -> DSSConnection {
-        let spec = serde_json::json!({"url": "https://dss", "apiKeySecretRef": {"name": "s", "key": "k"}});
-        let condition = serde_json::json!({"type": "Ready", "status": ready, "reason": reason, "message": "",
-            "lastTransitionTime": "2026-01-01T00:00:00Z"});
-        object(
-            "DSSConnection",
-            name,
-            spec,
-            serde_json::json!({"conditions": [condition]}),
-        )
-    }
-
-    #[test]
-    fn phases_are_counted_from_the_build_caches_when_scraped() {
-        let m = Metrics::new();
-        let (store, mut writer) = kube::runtime::reflector::store::<DatasetBuild>();
-        writer.apply_watcher_event(&Event::Apply(build("a", "Running")));
-        writer.apply_watcher_event(&Event::Apply(build("b", "Running")));
-        writer.apply_watcher_event(&Event::Apply(build("a", "Succeeded")));
-        m.watch_builds(store);
-        let text = m.encode();
-        assert!(text.contains("kube_dss_builds{phase=\"Succeeded\"} 1"), "{text}");
-        assert!(text.contains("kube_dss_builds{phase=\"Running\"} 1"), "{text}");
-        writer.apply_watcher_event(&Event::Delete(build("b", "Running")));
-        assert!(m.encode().contains("kube_dss_builds{phase=\"Running\"} 0"));
-    }
-
-    #[test]
-    fn connections_are_counted_by_ready_and_reason() {
-        let m = Metrics::new();
-        let (store, mut writer) = kube::runtime::reflector::store::<DSSConnection>();
-        m.watch_connections(store);
-        writer.apply_watcher_event(&Event::Apply(connection("a", "True", "Authenticated")));
-        writer.apply_watcher_event(&Event::Apply(connection("b", "False", "Unauthorized")));
-        let text = m.encode();
-        assert!(
-            text.contains("kube_dss_connections{ready=\"true\",reason=\"Authenticated\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("kube_dss_connections{ready=\"false\",reason=\"Unauthorized\"} 1"),
-            "{text}"
-        );
-        // A fixed key moves the connection; the old pair reads 0.
-        writer.apply_watcher_event(&Event::Apply(connection("b", "True", "Authenticated")));
-        let text = m.encode();
-        assert!(
-            text.contains("kube_dss_connections{ready=\"true\",reason=\"Authenticated\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("kube_dss_connections{ready=\"false\",reason=\"Unauthorized\"} 0"),
-            "{text}"
-        );
-        // A deleted connection is forgotten.
-        writer.apply_watcher_event(&Event::Delete(connection("a", "True", "Authenticated")));
-        assert!(
-            m.encode()
-                .contains("kube_dss_connections{ready=\"true\",reason=\"Authenticated\"} 1")
-        );
-    }
-
-    #[test]
-    fn known_series_exist_at_zero_before_any_event() {
-        let text = Metrics::new().encode();
-        for line in [
-            "kube_dss_builds{phase=\"Failed\"} 0",
-            "kube_dss_dss_requests_total{operation=\"get_status\",status_class=\"429\"} 0",
-            "kube_dss_dss_throttled_total{operation=\"start_job\"} 0",
-            "kube_dss_finalizer_forced_releases_total{reason=\"DssUnreachable\"} 0",
-            "kube_dss_reconcile_errors_total{category=\"DssServerError\"} 0",
-            "kube_dss_reconcile_errors_total{category=\"DssUnreachable\"} 0",
-            "kube_dss_job_duration_seconds_count{outcome=\"failed\"} 0",
-            "kube_dss_start_outcome_unknown_total 0",
-            "kube_dss_leader 0",
-        ] {
-            assert!(text.contains(line), "no {line} in\n{text}");
-        }
-    }
-}
+mod tests;

@@ -1,0 +1,519 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn t(text: &str) -> Timestamp {
+    text.parse().unwrap()
+}
+
+fn sched(expr: &str, zone: &str) -> Schedule {
+    Schedule::parse(expr, Some(zone)).unwrap()
+}
+
+/// Every slot in `(from, to]`, walking forward.
+fn forward(s: &Schedule, from: Timestamp, to: Timestamp) -> Vec<Timestamp> {
+    let mut out = Vec::new();
+    let mut cursor = s.after(from).unwrap();
+    while let Some(slot) = cursor.filter(|slot| *slot <= to) {
+        out.push(slot);
+        cursor = s.after(slot).unwrap();
+    }
+    out
+}
+
+/// Every slot in `(from, to]` as `slots_due` finds them (walking back), with room for all.
+fn backward(s: &Schedule, from: Timestamp, to: Timestamp) -> Vec<Timestamp> {
+    let w = Window {
+        after: from,
+        now: to,
+        starting_deadline: None,
+        catch_up: CatchUp::All,
+        max_catch_up_runs: 100_000,
+    };
+    slots_due(s, &w).unwrap().runnable
+}
+
+#[test]
+fn slots_at_daylight_saving_transitions() {
+    // (what, schedule, zone, from, to, the slots in (from, to] in UTC)
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+    );
+    let cases: &[Case] = &[
+        (
+            "Paris spring forward: a 02:30 slot runs once, at the first instant after the gap (03:00 CEST)",
+            "30 2 * * *",
+            "Europe/Paris",
+            "2024-03-29T12:00:00Z",
+            "2024-04-01T12:00:00Z",
+            &[
+                "2024-03-30T01:30:00Z",
+                "2024-03-31T01:00:00Z",
+                "2024-04-01T00:30:00Z",
+            ],
+        ),
+        (
+            "Paris spring forward: a 02:00 slot runs at 03:00 CEST",
+            "0 2 * * *",
+            "Europe/Paris",
+            "2024-03-29T12:00:00Z",
+            "2024-04-01T12:00:00Z",
+            &[
+                "2024-03-30T01:00:00Z",
+                "2024-03-31T01:00:00Z",
+                "2024-04-01T00:00:00Z",
+            ],
+        ),
+        (
+            "Paris spring forward: an hourly schedule has no slot in the missing hour",
+            "0 * * * *",
+            "Europe/Paris",
+            "2024-03-30T23:30:00Z",
+            "2024-03-31T02:30:00Z",
+            &[
+                "2024-03-31T00:00:00Z",
+                "2024-03-31T01:00:00Z",
+                "2024-03-31T02:00:00Z",
+            ],
+        ),
+        (
+            "Paris fall back: a 02:30 slot runs once, in the first pass of the repeated hour",
+            "30 2 * * *",
+            "Europe/Paris",
+            "2024-10-26T12:00:00Z",
+            "2024-10-28T12:00:00Z",
+            &["2024-10-27T00:30:00Z", "2024-10-28T01:30:00Z"],
+        ),
+        (
+            "Paris fall back: an interval schedule follows real time through both passes",
+            "*/30 * * * *",
+            "Europe/Paris",
+            "2024-10-26T23:45:00Z",
+            "2024-10-27T02:15:00Z",
+            &[
+                "2024-10-27T00:00:00Z",
+                "2024-10-27T00:30:00Z",
+                "2024-10-27T01:00:00Z",
+                "2024-10-27T01:30:00Z",
+                "2024-10-27T02:00:00Z",
+            ],
+        ),
+        (
+            "New York spring forward: a 02:30 slot runs at 03:00 EDT",
+            "30 2 * * *",
+            "America/New_York",
+            "2024-03-09T12:00:00Z",
+            "2024-03-11T12:00:00Z",
+            &["2024-03-10T07:00:00Z", "2024-03-11T06:30:00Z"],
+        ),
+        (
+            "New York fall back: a 01:30 slot runs once, at 01:30 EDT",
+            "30 1 * * *",
+            "America/New_York",
+            "2024-11-02T12:00:00Z",
+            "2024-11-04T12:00:00Z",
+            &["2024-11-03T05:30:00Z", "2024-11-04T06:30:00Z"],
+        ),
+        (
+            "@daily is local midnight",
+            "@daily",
+            "Europe/Paris",
+            "2024-06-01T00:00:00Z",
+            "2024-06-03T00:00:00Z",
+            &["2024-06-01T22:00:00Z", "2024-06-02T22:00:00Z"],
+        ),
+        (
+            "six fields: a leading seconds field",
+            "*/20 * * * * *",
+            "UTC",
+            "2024-06-01T00:00:00Z",
+            "2024-06-01T00:01:00Z",
+            &[
+                "2024-06-01T00:00:20Z",
+                "2024-06-01T00:00:40Z",
+                "2024-06-01T00:01:00Z",
+            ],
+        ),
+    ];
+    for (name, expr, zone, from, to, want) in cases {
+        let s = sched(expr, zone);
+        let want: Vec<Timestamp> = want.iter().map(|w| t(w)).collect();
+        assert_eq!(forward(&s, t(from), t(to)), want, "{name} (walking forward)");
+        assert_eq!(backward(&s, t(from), t(to)), want, "{name} (walking back)");
+    }
+}
+
+/// croner-rust#16: `0 2 * * *` in New York searched from 01:30 local on the night of the 2025
+/// spring forward (02:00 EST becomes 03:00 EDT) panicked in the library. The slot is the first
+/// valid instant after the gap, found from before, inside and after the gap, both ways.
+#[test]
+fn the_spring_forward_slot_of_croner_issue_16_is_found_not_a_panic() {
+    let s = sched("0 2 * * *", "America/New_York");
+    let from = jiff::civil::datetime(2025, 3, 9, 1, 30, 0, 0)
+        .to_zoned(TimeZone::get("America/New_York").unwrap())
+        .unwrap()
+        .timestamp();
+    assert_eq!(from, t("2025-03-09T06:30:00Z"), "01:30 EST");
+    let gap = t("2025-03-09T07:00:00Z");
+    assert_eq!(s.after(from).unwrap(), Some(gap), "03:00 EDT");
+    assert_eq!(
+        s.after(gap).unwrap(),
+        Some(t("2025-03-10T06:00:00Z")),
+        "02:00 EDT the next day"
+    );
+    assert_eq!(s.before(from).unwrap(), Some(t("2025-03-08T07:00:00Z")));
+    assert_eq!(s.at_or_before(gap).unwrap(), Some(gap));
+    assert_eq!(
+        s.before(t("2025-03-09T12:00:00Z")).unwrap(),
+        Some(gap),
+        "walking back from the afternoon"
+    );
+    let w = Window {
+        after: from,
+        now: t("2025-03-09T07:00:30Z"),
+        starting_deadline: Some(Duration::from_secs(60)),
+        catch_up: CatchUp::Latest,
+        max_catch_up_runs: 31,
+    };
+    assert_eq!(slots_due(&s, &w).unwrap().runnable, vec![gap], "due once");
+}
+
+#[test]
+fn parsing_accepts_five_or_six_fields_and_macros() {
+    for ok in [
+        "0 2 * * *",
+        "*/5 * * * * *",
+        "@hourly",
+        "@DAILY",
+        "@weekly",
+        "@monthly",
+        "@yearly",
+        "0 9 * * MON-FRI",
+        "0 0 L * *",
+    ] {
+        assert!(Schedule::parse(ok, None).is_ok(), "{ok}");
+    }
+    assert_eq!(
+        Schedule::parse("0 2 * * *", None).unwrap().unit(),
+        SlotUnit::Minute
+    );
+    assert_eq!(Schedule::parse("@daily", None).unwrap().unit(), SlotUnit::Minute);
+    assert_eq!(
+        Schedule::parse("0 0 2 * * *", None).unwrap().unit(),
+        SlotUnit::Second
+    );
+    for (bad, says) in [
+        ("* * * *", "expected 5 or 6 fields, found 4"),
+        ("0 0 0 1 1 * 2030", "expected 5 or 6 fields, found 7"),
+        ("@reboot", "not a valid cron expression"),
+        ("@daily *", "stands alone"),
+        ("61 * * * *", "not a valid cron expression"),
+        ("0 25 * * *", "not a valid cron expression"),
+    ] {
+        let err = Schedule::parse(bad, None).unwrap_err().to_string();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+    let err = Schedule::parse("0 2 * * *", Some("Mars/Olympus")).unwrap_err();
+    assert_eq!(err.reason(), "InvalidTimeZone");
+}
+
+#[test]
+fn a_schedule_that_never_comes_has_no_next_slot() {
+    let s = sched("0 0 30 2 *", "UTC");
+    assert_eq!(s.after(t("2024-01-01T00:00:00Z")).unwrap(), None);
+}
+
+fn hourly_window(
+    after: &str,
+    now: &str,
+    deadline_min: Option<u64>,
+    catch_up: CatchUp,
+    runs: usize,
+) -> Window {
+    Window {
+        after: t(after),
+        now: t(now),
+        starting_deadline: deadline_min.map(|m| Duration::from_secs(m * 60)),
+        catch_up,
+        max_catch_up_runs: runs,
+    }
+}
+
+#[test]
+fn catch_up_decisions() {
+    let s = sched("0 * * * *", "UTC");
+    let h = |hour: u32| t(&format!("2024-06-01T{hour:02}:00:00Z"));
+    let hours = |list: &[u32]| list.iter().map(|&x| h(x)).collect::<Vec<_>>();
+    let (d0, d530) = ("2024-06-01T00:00:00Z", "2024-06-01T05:30:00Z");
+    let cases: Vec<(&str, Window, Due)> = vec![
+        (
+            "Latest runs only the newest missed slot",
+            hourly_window(d0, d530, None, CatchUp::Latest, 31),
+            Due {
+                runnable: hours(&[5]),
+                missed: 4,
+                decided_through: Some(h(4)),
+                ..Due::default()
+            },
+        ),
+        (
+            "All runs every missed slot, oldest first",
+            hourly_window(d0, d530, None, CatchUp::All, 31),
+            Due {
+                runnable: hours(&[1, 2, 3, 4, 5]),
+                ..Due::default()
+            },
+        ),
+        (
+            "All beyond maxCatchUpRuns runs the newest N and counts the rest as missed",
+            hourly_window(d0, d530, None, CatchUp::All, 2),
+            Due {
+                runnable: hours(&[4, 5]),
+                missed: 3,
+                decided_through: Some(h(3)),
+                ..Due::default()
+            },
+        ),
+        (
+            "Latest with a deadline: older slots are skipped, the ones within are missed",
+            hourly_window(d0, d530, Some(120), CatchUp::Latest, 31),
+            Due {
+                runnable: hours(&[5]),
+                missed: 1,
+                skipped: 3,
+                newest_skipped: Some(h(3)),
+                decided_through: Some(h(4)),
+                ..Due::default()
+            },
+        ),
+        (
+            "All with a deadline runs the slots within it",
+            hourly_window(d0, d530, Some(120), CatchUp::All, 31),
+            Due {
+                runnable: hours(&[4, 5]),
+                skipped: 3,
+                newest_skipped: Some(h(3)),
+                decided_through: Some(h(3)),
+                ..Due::default()
+            },
+        ),
+        (
+            "a deadline shorter than the lateness skips every slot",
+            hourly_window(d0, d530, Some(10), CatchUp::All, 31),
+            Due {
+                skipped: 5,
+                newest_skipped: Some(h(5)),
+                decided_through: Some(h(5)),
+                ..Due::default()
+            },
+        ),
+        (
+            "a slot late by exactly the deadline still runs",
+            hourly_window("2024-06-01T04:30:00Z", d530, Some(30), CatchUp::Latest, 31),
+            Due {
+                runnable: hours(&[5]),
+                ..Due::default()
+            },
+        ),
+        (
+            "a slot at now is due",
+            hourly_window(
+                "2024-06-01T04:30:00Z",
+                "2024-06-01T05:00:00Z",
+                None,
+                CatchUp::Latest,
+                31,
+            ),
+            Due {
+                runnable: hours(&[5]),
+                ..Due::default()
+            },
+        ),
+        (
+            "nothing is due after the last handled slot",
+            hourly_window("2024-06-01T05:00:00Z", d530, None, CatchUp::All, 31),
+            Due::default(),
+        ),
+        (
+            "a clock behind the last handled slot decides nothing",
+            hourly_window("2024-06-01T06:00:00Z", d530, None, CatchUp::All, 31),
+            Due::default(),
+        ),
+    ];
+    for (name, window, mut want) in cases {
+        want.next = s.after(window.now).unwrap();
+        assert_eq!(slots_due(&s, &window).unwrap(), want, "{name}");
+    }
+}
+
+#[test]
+fn counting_stops_at_the_limit_after_a_long_downtime() {
+    let s = sched("* * * * * *", "UTC");
+    let now = t("2024-06-02T00:00:00Z");
+    let w = Window {
+        after: t("2024-06-01T00:00:00Z"),
+        now,
+        starting_deadline: None,
+        catch_up: CatchUp::Latest,
+        max_catch_up_runs: 31,
+    };
+    let due = slots_due(&s, &w).unwrap();
+    assert_eq!(due.runnable, vec![now]);
+    assert_eq!(due.missed, COUNT_LIMIT);
+    assert!(due.counts_capped);
+    // Every older slot is decided: the next decision starts after the newest missed one.
+    assert_eq!(due.decided_through, Some(t("2024-06-01T23:59:59Z")));
+}
+
+#[test]
+fn slot_numbers_and_truncation() {
+    let slot = t("2024-06-01T02:00:00Z");
+    assert_eq!(slot_number(slot, SlotUnit::Minute), slot.as_second() / 60);
+    assert_eq!(slot_number(slot, SlotUnit::Second), slot.as_second());
+    assert_eq!(truncate(t("2024-06-01T02:00:59.9Z"), SlotUnit::Minute), slot);
+    assert_eq!(
+        truncate(t("2024-06-01T02:00:07.5Z"), SlotUnit::Second),
+        t("2024-06-01T02:00:07Z")
+    );
+}
+
+/// Zones with daylight saving (some with 30-minute or negative shifts) and odd offsets.
+const ZONES: &[&str] = &[
+    "UTC",
+    "Europe/Paris",
+    "America/New_York",
+    "Australia/Lord_Howe",
+    "Pacific/Chatham",
+    "America/St_Johns",
+    "Africa/Casablanca",
+    "Europe/Dublin",
+    "Asia/Kathmandu",
+    "America/Santiago",
+];
+
+fn field(options: &'static [&'static str]) -> impl Strategy<Value = &'static str> {
+    proptest::sample::select(options)
+}
+
+fn cron_expr() -> impl Strategy<Value = String> {
+    let five = (
+        field(&["*", "0", "30", "*/5", "0,30", "15-45", "*/7", "59"]),
+        field(&["*", "0", "2", "1-3", "*/6", "0,12", "2,3", "23"]),
+        field(&["*", "1", "15", "L", "1-7", "?", "15W", "31", "29"]),
+        field(&["*", "3", "10,11", "*/2", "JAN-MAR", "11"]),
+        field(&["*", "0", "1-5", "SUN", "5#2", "5L", "?", "MON,WED"]),
+    );
+    let seconds = field(&["", "0 ", "*/15 ", "* ", "5,35 ", "0-30/10 "]);
+    prop_oneof![
+        (seconds, five).prop_map(|(s, (m, h, dom, mon, dow))| format!("{s}{m} {h} {dom} {mon} {dow}")),
+        field(&["@hourly", "@daily", "@weekly", "@monthly", "@yearly"]).prop_map(String::from),
+    ]
+}
+
+/// Instants from 1990 to 2060, often near a DST change (the US spring-forward week of March 8
+/// to 14, late March, late October, early November, early April), where the searches are most
+/// delicate. Each date starts three days of instants.
+fn instant() -> impl Strategy<Value = Timestamp> {
+    prop_oneof![
+        (631_152_000i64..2_840_140_800).prop_map(|s| Timestamp::from_second(s).unwrap()),
+        (
+            1990i16..2060,
+            field(&[
+                "03-08", "03-11", "03-25", "03-31", "10-25", "10-29", "11-03", "04-05", "09-28"
+            ]),
+            0i64..259_200
+        )
+            .prop_map(|(y, md, offset)| {
+                let day: Timestamp = format!("{y}-{md}T00:00:00Z").parse().unwrap();
+                day.checked_add(SignedDuration::from_secs(offset)).unwrap()
+            }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn parsing_never_panics(text in "\\PC{0,40}", zone in "\\PC{0,20}") {
+        let _ = Schedule::parse(&text, Some(&zone));
+    }
+
+    #[test]
+    fn searches_never_fail_and_strictly_increase(
+        expr in cron_expr(),
+        zone in proptest::sample::select(ZONES),
+        start in instant(),
+    ) {
+        let s = Schedule::parse(&expr, Some(zone)).unwrap();
+        let mut last = start;
+        for _ in 0..12 {
+            // An error here would be a caught panic or a search that did not move.
+            match s.after(last).unwrap() {
+                Some(slot) => {
+                    prop_assert!(slot > last, "{expr} in {zone}: {slot} after {last}");
+                    last = slot;
+                }
+                None => break,
+            }
+        }
+    }
+
+    #[test]
+    fn walking_back_finds_exactly_the_slots_walking_forward_finds(
+        expr in cron_expr(),
+        zone in proptest::sample::select(ZONES),
+        start in instant(),
+        hours in 1i64..72,
+    ) {
+        let s = Schedule::parse(&expr, Some(zone)).unwrap();
+        let end = start.checked_add(SignedDuration::from_hours(hours)).unwrap();
+        let fwd = forward(&s, start, end);
+        prop_assume!(fwd.len() <= 5_000);
+        prop_assert_eq!(backward(&s, start, end), fwd, "{} in {}", expr, zone);
+    }
+
+    /// Reconciles at random moments, recording what each decides as the reconciler does: every
+    /// slot gets at most one build (one name), and with `All` and no deadline every slot gets one.
+    #[test]
+    fn reconciling_in_steps_runs_each_slot_once(
+        expr in cron_expr(),
+        zone in proptest::sample::select(ZONES),
+        start in instant(),
+        steps in proptest::collection::vec(1i64..20_000, 1..12),
+        all in any::<bool>(),
+        deadline in proptest::option::of(60u64..7_200),
+    ) {
+        let s = Schedule::parse(&expr, Some(zone)).unwrap();
+        let catch_up = if all { CatchUp::All } else { CatchUp::Latest };
+        let mut handled = start;
+        let mut now = start;
+        let mut created = Vec::new();
+        for step in steps {
+            now = now.checked_add(SignedDuration::from_secs(step * 7)).unwrap();
+            let w = Window { after: handled, now, starting_deadline: deadline.map(Duration::from_secs), catch_up, max_catch_up_runs: 100_000 };
+            let due = slots_due(&s, &w).unwrap();
+            for slot in &due.runnable {
+                prop_assert!(*slot > handled && *slot <= now);
+            }
+            created.extend(due.runnable.iter().copied());
+            handled = handled.max(due.decided_through.unwrap_or(handled)).max(due.runnable.last().copied().unwrap_or(handled));
+        }
+        let mut names: Vec<i64> = created.iter().map(|c| slot_number(*c, s.unit())).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        prop_assert_eq!(names.len(), before, "two builds for one slot: {} in {}", expr, zone);
+        let all_slots = forward(&s, start, now);
+        for c in &created {
+            prop_assert!(all_slots.contains(c), "{c} is not a slot of {expr} in {zone}");
+        }
+        if all && deadline.is_none() {
+            prop_assert_eq!(created, all_slots);
+        }
+    }
+}
