@@ -6,6 +6,11 @@
 //! cached client at once, a changed one is handed to the shared client, and a refused key is re-read
 //! at once. A deleted DSSConnection's client and budget are dropped.
 
+mod secrets;
+
+pub(crate) use secrets::{client_config, secret_value};
+use secrets::{limits, read_key_file, read_secret, sha, spec_hash};
+
 use std::{
     collections::HashMap,
     path::PathBuf,
@@ -13,9 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, runtime::reflector::ObjectRef};
-use sha2::{Digest, Sha256};
 
 use super::{
     error::{Error, Unusable},
@@ -23,7 +26,7 @@ use super::{
     stores::Stores,
 };
 use crate::{
-    crd::{ConnectionRef, DSSConnection, DSSConnectionSpec, SecretKeyRef},
+    crd::{ConnectionRef, DSSConnection, DSSConnectionSpec},
     dss::{self, ApiKey, ClientConfig, DssClient, Limits},
     sync::lock,
 };
@@ -209,12 +212,11 @@ impl Connections {
             return Ok(resolved);
         }
         let read = async {
-            let api_key = self
-                .read_secret(namespace, &spec.api_key_secret_ref, "apiKeySecretRef")
-                .await?;
+            let api_key =
+                read_secret(&self.kube, namespace, &spec.api_key_secret_ref, "apiKeySecretRef").await?;
             let ca_pem = match spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
                 Some(r) => Some(
-                    self.read_secret(namespace, r, "tls.caSecretRef")
+                    read_secret(&self.kube, namespace, r, "tls.caSecretRef")
                         .await?
                         .into_bytes(),
                 ),
@@ -425,15 +427,19 @@ impl Connections {
     ) -> Result<Option<String>, Error> {
         Ok(Some(match (&resolved.key, spec) {
             (ConnKey::Named { namespace, .. }, Some(spec)) => {
-                self.read_secret(namespace, &spec.api_key_secret_ref, "apiKeySecretRef")
-                    .await?
+                read_secret(&self.kube, namespace, &spec.api_key_secret_ref, "apiKeySecretRef").await?
             }
             (ConnKey::Named { namespace, name }, None) => {
                 let Some(conn) = self.stores.get(&ObjectRef::new(name).within(namespace)) else {
                     return Ok(None);
                 };
-                self.read_secret(namespace, &conn.spec.api_key_secret_ref, "apiKeySecretRef")
-                    .await?
+                read_secret(
+                    &self.kube,
+                    namespace,
+                    &conn.spec.api_key_secret_ref,
+                    "apiKeySecretRef",
+                )
+                .await?
             }
             (ConnKey::Default, _) => match &self.default {
                 Some(d) => read_key_file(&d.api_key_file).await?,
@@ -465,119 +471,4 @@ impl Connections {
     pub(crate) fn forget(&self, key: &ConnKey) {
         lock(&self.entries).remove(key);
     }
-
-    async fn read_secret(&self, namespace: &str, r: &SecretKeyRef, field: &str) -> Result<String, Error> {
-        // References are namespace-local by construction (admission refuses `namespace`), and the
-        // lookup below only ever uses the referring object's namespace.
-        let api: Api<Secret> = Api::namespaced(self.kube.clone(), namespace);
-        let secret = match api.get_opt(&r.name).await {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                return Err(Error::Connection {
-                    reason: Unusable::SecretNotFound,
-                    message: format!("Secret {namespace}/{} named by {field} does not exist", r.name),
-                });
-            }
-            Err(kube::Error::Api(status)) if status.code == 403 => {
-                return Err(Error::Connection {
-                    reason: Unusable::SecretForbidden,
-                    message: format!(
-                        "the operator may not read Secret {namespace}/{} named by {field}: is namespace {namespace} \
-                         one the operator serves?",
-                        r.name
-                    ),
-                });
-            }
-            Err(e) => return Err(Error::kube("read secret")(e)),
-        };
-        secret_value(&secret, &r.key).ok_or_else(|| Error::Connection {
-            reason: Unusable::SecretKeyNotFound,
-            message: format!(
-                "Secret {namespace}/{} has no non-empty key {:?} (named by {field})",
-                r.name, r.key
-            ),
-        })
-    }
-}
-
-/// How a DSSConnection's spec, its API key and CA certificates (read from its Secrets) become a DSS
-/// client configuration: URL, API prefix, TLS. Timeouts and limits are the caller's.
-pub(crate) fn client_config(
-    spec: &DSSConnectionSpec,
-    api_key: ApiKey,
-    ca_pem: Option<Vec<u8>>,
-) -> Result<ClientConfig, url::ParseError> {
-    let mut config = ClientConfig::new(url::Url::parse(&spec.url)?, api_key);
-    config.prefix = spec.api_prefix.unwrap_or_default();
-    config.ca_pem = ca_pem;
-    config.insecure_skip_verify = spec
-        .tls
-        .as_ref()
-        .and_then(|t| t.insecure_skip_verify)
-        .unwrap_or(false);
-    Ok(config)
-}
-
-/// The value of one key of a Secret, trimmed; `None` when missing or empty.
-pub(crate) fn secret_value(secret: &Secret, key: &str) -> Option<String> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
-        .or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|s| s.trim().to_string())
-        })
-        .filter(|v| !v.is_empty())
-}
-
-async fn read_key_file(path: &std::path::Path) -> Result<String, Error> {
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|e| Error::Connection {
-            reason: Unusable::ApiKeyFileUnreadable,
-            message: format!(
-                "cannot read the default connection's API key file {}: {e}",
-                path.display()
-            ),
-        })?;
-    let key = text.trim().to_string();
-    if key.is_empty() {
-        return Err(Error::Connection {
-            reason: Unusable::ApiKeyFileEmpty,
-            message: format!(
-                "the default connection's API key file {} is empty",
-                path.display()
-            ),
-        });
-    }
-    Ok(key)
-}
-
-fn limits(spec: &DSSConnectionSpec) -> Limits {
-    let mut limits = Limits::default();
-    if let Some(l) = &spec.limits {
-        if let Some(rps) = l.requests_per_second {
-            limits.requests_per_second = f64::from(rps);
-            limits.burst = u32::try_from(rps).unwrap_or(1).max(1);
-        }
-        if let Some(n) = l.max_in_flight {
-            limits.max_in_flight = usize::try_from(n).unwrap_or(1).max(1);
-        }
-    }
-    limits
-}
-
-fn spec_hash(spec: &DSSConnectionSpec) -> String {
-    // The spec holds no secret values (only references), so hashing its JSON is safe.
-    let text = serde_json::to_string(spec).unwrap_or_default();
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-fn sha(bytes: impl AsRef<[u8]>) -> [u8; 32] {
-    Sha256::digest(bytes.as_ref()).into()
 }

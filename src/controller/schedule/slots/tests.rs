@@ -33,18 +33,30 @@ fn backward(s: &Schedule, from: Timestamp, to: Timestamp) -> Vec<Timestamp> {
     slots_due(s, &w).unwrap().runnable
 }
 
+/// A table row: (what, schedule, zone, from, to, the slots in (from, to] in UTC).
+type SlotCase = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+);
+
+/// Each row's slots, found walking forward and walking back.
+fn check_slots(cases: &[SlotCase]) {
+    for (name, expr, zone, from, to, want) in cases {
+        let s = sched(expr, zone);
+        let want: Vec<Timestamp> = want.iter().map(|w| t(w)).collect();
+        assert_eq!(forward(&s, t(from), t(to)), want, "{name} (walking forward)");
+        assert_eq!(backward(&s, t(from), t(to)), want, "{name} (walking back)");
+    }
+}
+
+/// A slot inside the gap runs once, at the first valid instant after it.
 #[test]
-fn slots_at_daylight_saving_transitions() {
-    // (what, schedule, zone, from, to, the slots in (from, to] in UTC)
-    type Case = (
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static [&'static str],
-    );
-    let cases: &[Case] = &[
+fn slots_when_the_clocks_spring_forward() {
+    check_slots(&[
         (
             "Paris spring forward: a 02:30 slot runs once, at the first instant after the gap (03:00 CEST)",
             "30 2 * * *",
@@ -82,6 +94,21 @@ fn slots_at_daylight_saving_transitions() {
             ],
         ),
         (
+            "New York spring forward: a 02:30 slot runs at 03:00 EDT",
+            "30 2 * * *",
+            "America/New_York",
+            "2024-03-09T12:00:00Z",
+            "2024-03-11T12:00:00Z",
+            &["2024-03-10T07:00:00Z", "2024-03-11T06:30:00Z"],
+        ),
+    ]);
+}
+
+/// A slot in the repeated hour runs once; interval schedules follow real time.
+#[test]
+fn slots_when_the_clocks_fall_back() {
+    check_slots(&[
+        (
             "Paris fall back: a 02:30 slot runs once, in the first pass of the repeated hour",
             "30 2 * * *",
             "Europe/Paris",
@@ -104,14 +131,6 @@ fn slots_at_daylight_saving_transitions() {
             ],
         ),
         (
-            "New York spring forward: a 02:30 slot runs at 03:00 EDT",
-            "30 2 * * *",
-            "America/New_York",
-            "2024-03-09T12:00:00Z",
-            "2024-03-11T12:00:00Z",
-            &["2024-03-10T07:00:00Z", "2024-03-11T06:30:00Z"],
-        ),
-        (
             "New York fall back: a 01:30 slot runs once, at 01:30 EDT",
             "30 1 * * *",
             "America/New_York",
@@ -119,6 +138,13 @@ fn slots_at_daylight_saving_transitions() {
             "2024-11-04T12:00:00Z",
             &["2024-11-03T05:30:00Z", "2024-11-04T06:30:00Z"],
         ),
+    ]);
+}
+
+/// Macros are local times; a sixth, leading field is seconds.
+#[test]
+fn slots_of_macros_and_six_field_schedules() {
+    check_slots(&[
         (
             "@daily is local midnight",
             "@daily",
@@ -139,13 +165,7 @@ fn slots_at_daylight_saving_transitions() {
                 "2024-06-01T00:01:00Z",
             ],
         ),
-    ];
-    for (name, expr, zone, from, to, want) in cases {
-        let s = sched(expr, zone);
-        let want: Vec<Timestamp> = want.iter().map(|w| t(w)).collect();
-        assert_eq!(forward(&s, t(from), t(to)), want, "{name} (walking forward)");
-        assert_eq!(backward(&s, t(from), t(to)), want, "{name} (walking back)");
-    }
+    ]);
 }
 
 /// croner-rust#16: `0 2 * * *` in New York searched from 01:30 local on the night of the 2025
@@ -244,13 +264,30 @@ fn hourly_window(
     }
 }
 
-#[test]
-fn catch_up_decisions() {
+/// Hour `hour` of the test day.
+fn h(hour: u32) -> Timestamp {
+    t(&format!("2024-06-01T{hour:02}:00:00Z"))
+}
+
+/// Those hours of the test day.
+fn hours(list: &[u32]) -> Vec<Timestamp> {
+    list.iter().map(|&x| h(x)).collect()
+}
+
+/// Each row's decision for an hourly schedule (the next slot is filled in from the window).
+fn check_due(cases: Vec<(&str, Window, Due)>) {
     let s = sched("0 * * * *", "UTC");
-    let h = |hour: u32| t(&format!("2024-06-01T{hour:02}:00:00Z"));
-    let hours = |list: &[u32]| list.iter().map(|&x| h(x)).collect::<Vec<_>>();
+    for (name, window, mut want) in cases {
+        want.next = s.after(window.now).unwrap();
+        assert_eq!(slots_due(&s, &window).unwrap(), want, "{name}");
+    }
+}
+
+/// catchUp: Latest runs the newest missed slot, All every one, oldest first, up to maxCatchUpRuns.
+#[test]
+fn catch_up_runs_the_newest_slot_or_every_slot_up_to_the_cap() {
     let (d0, d530) = ("2024-06-01T00:00:00Z", "2024-06-01T05:30:00Z");
-    let cases: Vec<(&str, Window, Due)> = vec![
+    check_due(vec![
         (
             "Latest runs only the newest missed slot",
             hourly_window(d0, d530, None, CatchUp::Latest, 31),
@@ -279,6 +316,14 @@ fn catch_up_decisions() {
                 ..Due::default()
             },
         ),
+    ]);
+}
+
+/// A slot later than startingDeadlineSeconds is skipped (counted), never run.
+#[test]
+fn the_starting_deadline_skips_slots_too_late_to_run() {
+    let (d0, d530) = ("2024-06-01T00:00:00Z", "2024-06-01T05:30:00Z");
+    check_due(vec![
         (
             "Latest with a deadline: older slots are skipped, the ones within are missed",
             hourly_window(d0, d530, Some(120), CatchUp::Latest, 31),
@@ -320,6 +365,14 @@ fn catch_up_decisions() {
                 ..Due::default()
             },
         ),
+    ]);
+}
+
+/// Slots at the window's edges, and a clock that went back.
+#[test]
+fn edges_of_the_window() {
+    let d530 = "2024-06-01T05:30:00Z";
+    check_due(vec![
         (
             "a slot at now is due",
             hourly_window(
@@ -344,11 +397,7 @@ fn catch_up_decisions() {
             hourly_window("2024-06-01T06:00:00Z", d530, None, CatchUp::All, 31),
             Due::default(),
         ),
-    ];
-    for (name, window, mut want) in cases {
-        want.next = s.after(window.now).unwrap();
-        assert_eq!(slots_due(&s, &window).unwrap(), want, "{name}");
-    }
+    ]);
 }
 
 #[test]
