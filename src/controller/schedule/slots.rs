@@ -340,4 +340,6 @@ pub(crate) fn truncate(t: Timestamp, unit: SlotUnit) -> Timestamp {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
