@@ -198,7 +198,10 @@ pub(crate) fn next<H: Clone>(
         ),
         (Deleting::Active { .. }, Learned::Running) => Cleanup::Abort,
         (Deleting::Active { name, .. }, Learned::AbortSent) if overdue => release(
-            format!("DSS did not confirm the abort of {name} within the finalizer timeout; released"),
+            format!(
+                "DSS did not confirm the abort of {name} within the finalizer timeout ({}); released",
+                Forced::AbortUnconfirmed.as_str()
+            ),
             true,
             Some(Forced::AbortUnconfirmed),
         ),
@@ -216,9 +219,11 @@ pub(crate) fn next<H: Clone>(
                 Deleting::Active { name, .. } => format!("abort {name}"),
                 _ => "look for the run of the start request in flight".to_string(),
             };
+            // The note names the cause as the metric does: credentials gone or DSS unreachable.
             release(
                 format!(
-                    "could not {what} within the finalizer timeout ({}); released",
+                    "could not {what} within the finalizer timeout ({}: {}); released",
+                    forced.as_str(),
                     trouble.message
                 ),
                 true,
@@ -303,7 +308,14 @@ mod tests {
             trouble: trouble.clone(),
             credentials,
         };
-        let released = |warning, forced| move |c: &Cleanup<String>| matches!(c, Cleanup::Release { warning: w, forced: f, .. } if *w == warning && *f == forced);
+        // A forced release names its cause in its note, as in the metric.
+        let released = |warning, forced: Option<Forced>| {
+            move |c: &Cleanup<String>| {
+                matches!(c, Cleanup::Release { warning: w, forced: f, note }
+                    if *w == warning && *f == forced
+                        && forced.is_none_or(|r| note.as_deref().is_some_and(|n| n.contains(r.as_str()))))
+            }
+        };
         // The state at deletion.
         let states: Vec<(&str, &Controls, S, Process, Deleting<String>)> = vec![
             (
