@@ -922,6 +922,8 @@ async fn chaos_soak() {
     for t in book.values().filter(|t| t.kind != Kind::Suspended) {
         *shared.entry((t.dataset, t.partition.as_str())).or_default() += 1;
     }
+    let own = shared.values().filter(|n| **n == 1).count();
+    shared.retain(|_, n| *n > 1);
     // The budget, from the emulator's own per-second record. The operator's token bucket holds
     // `BURST` tokens refilled at `RPS`, so one process sends at most BURST + RPS in any one second.
     // The bucket lives in the process: a replica that starts (after a kill, or re-taking its own
@@ -1021,7 +1023,7 @@ async fn chaos_soak() {
          adopt-job annotations written: {}, cleared for a new search: {}\n\
          jobs a build got that were initiated before it existed (within the clock skew): {older}\n\
          operator restarts: {} (of which {} exits on their own, e.g. lease lost during the apiserver restart)\n\
-         builds: {} {by_kind:?}, deleted {}; builds per definition: {shared:?}\n\
+         builds: {} {by_kind:?}, deleted {}; builds per shared definition: {shared:?}, {own} with a definition of their own\n\
          DSS jobs: {} {states:?}\n\
          DSS requests: {} total; per second max {max_second} (limit {} + {BURST} per replica start in the 3 s before; {above_steady} second(s) above {} next to a start), average {average:.1}, max in 10 s {max_10s}\n\
          starts sent from the start gate's queue: {queued_sends}\n\

@@ -182,11 +182,11 @@ fn has_sample(metrics: &str, line: &str) -> bool {
     metrics.lines().any(|l| l.trim() == line)
 }
 
-/// The finalizer timeout of the deletion tests.
-const TIMEOUT: u64 = 12;
+/// The finalizer timeout of the deletion tests, in seconds.
+const TIMEOUT: &str = "12";
 
 fn operator_args() -> [&'static str; 2] {
-    ["--finalizer-timeout-seconds", "12"]
+    ["--finalizer-timeout-seconds", TIMEOUT]
 }
 
 /// Deletes a running build while DSS cannot be used (`break_dss` makes it so), and checks the
@@ -205,11 +205,12 @@ async fn finalizer_released_after_the_timeout(
     let running = env.wait_phase("long", Phase::Running, 60).await;
     let job = job_id(&running).unwrap();
     break_dss(&env, &mut op).await;
+    let timeout: u64 = TIMEOUT.parse().unwrap();
     env.builds.delete("long", &DeleteParams::default()).await.unwrap();
     let deleted_at = Instant::now();
 
     // Held before the timeout.
-    tokio::time::sleep(Duration::from_secs(TIMEOUT / 2)).await;
+    tokio::time::sleep(Duration::from_secs(timeout / 2)).await;
     let held = env.builds.get_opt("long").await.unwrap();
     let held = held.unwrap_or_else(|| panic!("released before the timeout; log:\n{}", op.log_text()));
     assert!(held.metadata.deletion_timestamp.is_some());
@@ -223,11 +224,11 @@ async fn finalizer_released_after_the_timeout(
     );
 
     // Released after it, and not before: the deletionTimestamp has whole seconds, hence the second.
-    wait_gone(&env.builds, "long", Duration::from_secs(TIMEOUT + 60)).await;
+    wait_gone(&env.builds, "long", Duration::from_secs(timeout + 60)).await;
     let took = deleted_at.elapsed();
     assert!(
-        took >= Duration::from_secs(TIMEOUT - 1),
-        "released {took:?} after deletion, before the {TIMEOUT} s timeout"
+        took >= Duration::from_secs(timeout - 1),
+        "released {took:?} after deletion, before the {timeout} s timeout"
     );
     let released: Vec<Event> = env
         .events_of("long")
