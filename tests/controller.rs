@@ -689,22 +689,35 @@ async fn an_operator_killed_between_start_and_status_write_starts_no_second_job(
         .await
         .unwrap();
     f.create("k", json!({"outputs": [{"id": "quick"}]})).await;
-    for _ in 0..200 {
-        if !f.admin.jobs().await.unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // Kill as soon as the start was sent and its answer dropped: the operator waits the crash
+    // guard's grace (15 s here) before it could learn the job id by a search.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while f.admin.faults().await.unwrap().drop_start_responses != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the operator sent no start in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     f.op.kill();
-    let b = f.builds.get("k").await.unwrap();
+    // The scenario happened: DSS created exactly one job, whose answer was dropped, and the
+    // operator recorded its start request but no job id.
+    let stats = f.admin.stats().await.unwrap();
+    assert_eq!(stats.faults_injected.dropped_start_responses, 1);
+    assert_eq!(stats.jobs_started, 1, "one job in DSS at kill time");
+    let at_kill = f.jobs_of("quick").await;
+    assert_eq!(at_kill.len(), 1, "one job in DSS at kill time: {at_kill:?}");
+    let s = f.builds.get("k").await.unwrap().status.unwrap();
     assert!(
-        b.status.unwrap().job_id.is_none(),
-        "the job id was never recorded"
+        s.start_request.is_some() && s.job_id.is_none(),
+        "killed between the start and the status write: {s:?}"
     );
     f.op = Operator::start(&f.ns.name, &[]);
     f.op.ready().await;
-    f.wait_phase("k", Phase::Succeeded, 120).await;
-    assert_eq!(f.jobs_of("quick").await.len(), 1);
+    let b = f.wait_phase("k", Phase::Succeeded, 120).await;
+    let jobs = f.jobs_of("quick").await;
+    assert_eq!(jobs.len(), 1, "no second job: {jobs:?}");
+    assert_eq!(b.status.unwrap().job_id.as_ref(), Some(&at_kill[0].id));
     f.cleanup().await;
 }
 
@@ -746,11 +759,18 @@ async fn a_rejected_definition_is_not_retried_and_polls_write_nothing() {
             .copied()
             .unwrap_or(0)
     };
-    let before = starts(&f.admin.stats().await.unwrap());
+    let stats = f.admin.stats().await.unwrap();
+    assert_eq!(
+        starts(&stats),
+        1,
+        "the definition is sent once: {:?}",
+        stats.requests_by_route
+    );
+    assert_eq!(stats.jobs_started, 0, "DSS created no job for it");
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         starts(&f.admin.stats().await.unwrap()),
-        before,
+        1,
         "a rejected definition is not sent again"
     );
 

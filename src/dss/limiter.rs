@@ -184,50 +184,51 @@ impl Limiter {
             owed: Arc::clone(&self.owed),
         };
 
-        // Reserve a token, then sleep until it is ours and no pause is in force.
-        let mut ready_at = {
-            let mut bucket = lock(&self.bucket);
-            let now = Instant::now();
-            bucket.refill(now);
-            let token_at = if bucket.tokens >= 1.0 {
-                now
-            } else {
-                now + Duration::from_secs_f64(((1.0 - bucket.tokens) / bucket.rate).min(MAX_TOKEN_WAIT_SECS))
-            };
-            let ready_at = token_at.max(bucket.paused_until.unwrap_or(now));
-            if let Some(deadline) = deadline
-                && ready_at > deadline
-            {
-                return Err(Busy {
-                    retry_after: ready_at - now,
-                    waited: started.elapsed(),
-                });
-            }
-            bucket.tokens -= 1.0;
-            ready_at
-        };
+        // Wait out any pause, then reserve a token and sleep until it is ours. A call holds no token
+        // while a pause lasts (one that arrives meanwhile takes it back): the bucket refills during a
+        // pause, and calls that kept their tokens would all go at its end on top of a full bucket.
         loop {
+            let (ready_at, reserved) = {
+                let mut bucket = lock(&self.bucket);
+                let now = Instant::now();
+                bucket.refill(now);
+                let (ready_at, reserved) = match bucket.paused_until {
+                    Some(until) if until > now => (until, false),
+                    _ if bucket.tokens >= 1.0 => (now, true),
+                    _ => {
+                        let wait = ((1.0 - bucket.tokens) / bucket.rate).min(MAX_TOKEN_WAIT_SECS);
+                        (now + Duration::from_secs_f64(wait), true)
+                    }
+                };
+                if let Some(deadline) = deadline
+                    && ready_at > deadline
+                {
+                    return Err(Busy {
+                        retry_after: ready_at - now,
+                        waited: started.elapsed(),
+                    });
+                }
+                if reserved {
+                    bucket.tokens -= 1.0;
+                }
+                (ready_at, reserved)
+            };
             if ready_at > Instant::now() {
                 waited = true;
                 tokio::time::sleep_until(ready_at).await;
             }
-            // A 429 may have arrived while we slept: honour it too.
+            if !reserved {
+                continue;
+            }
+            // A 429 may have arrived while we slept: give the token back and wait the pause out.
             let mut bucket = lock(&self.bucket);
             let now = Instant::now();
-            match bucket.paused_until {
-                Some(until) if until > now => {
-                    if deadline.is_some_and(|d| until > d) {
-                        // Give the reserved token back: this call is not sent.
-                        bucket.tokens = (bucket.tokens + 1.0).min(bucket.burst);
-                        return Err(Busy {
-                            retry_after: until - now,
-                            waited: started.elapsed(),
-                        });
-                    }
-                    ready_at = until;
-                }
-                _ => break,
+            if bucket.paused_until.is_some_and(|until| until > now) {
+                bucket.refill(now);
+                bucket.tokens = (bucket.tokens + 1.0).min(bucket.burst);
+                continue;
             }
+            break;
         }
         Ok((permit, if waited { started.elapsed() } else { Duration::ZERO }))
     }
@@ -359,6 +360,26 @@ mod tests {
         assert!(times.iter().all(|t| *t == Duration::from_secs(5)), "{times:?}");
         let (_, waited) = limiter.acquire().await;
         assert_eq!(waited, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_held_by_a_pause_go_within_the_budget_when_it_ends() {
+        // The bucket is full when the pause ends: the calls it held must not come on top of it.
+        let limiter = Arc::new(Limiter::new(limits(10.0, 10, 100)));
+        limiter.pause_until(Instant::now() + Duration::from_secs(1));
+        let times = send_times(Arc::clone(&limiter), 30).await;
+        assert!(times.iter().all(|t| *t >= Duration::from_secs(1)), "{times:?}");
+        assert_within_budget(&times, 10.0, 10);
+        // Nor when the pause arrives while calls wait for their tokens.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let waiting = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move { send_times(limiter, 30).await })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        limiter.pause_until(Instant::now() + Duration::from_secs(2));
+        let times = waiting.await.unwrap();
+        assert_within_budget(&times, 10.0, 10);
     }
 
     #[tokio::test(start_paused = true)]

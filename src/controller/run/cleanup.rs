@@ -199,7 +199,10 @@ pub(crate) fn next<H: Clone>(
         ),
         (Deleting::Active { .. }, Learned::Running) => Cleanup::Abort,
         (Deleting::Active { name, .. }, Learned::AbortSent) if overdue => release(
-            format!("DSS did not confirm the abort of {name} within the finalizer timeout; released"),
+            format!(
+                "DSS did not confirm the abort of {name} within the finalizer timeout ({}); released",
+                Forced::AbortUnconfirmed.as_str()
+            ),
             true,
             Some(Forced::AbortUnconfirmed),
         ),
@@ -217,9 +220,11 @@ pub(crate) fn next<H: Clone>(
                 Deleting::Active { name, .. } => format!("abort {name}"),
                 _ => "look for the run of the start request in flight".to_string(),
             };
+            // The note names the cause as the metric does: credentials gone or DSS unreachable.
             release(
                 format!(
-                    "could not {what} within the finalizer timeout ({}); released",
+                    "could not {what} within the finalizer timeout ({}: {}); released",
+                    forced.as_str(),
                     trouble.message
                 ),
                 true,

@@ -36,10 +36,13 @@ fn failed(credentials: bool) -> Learned<String> {
     Learned::Failed { trouble, credentials }
 }
 
+/// A release; a forced one names its cause in its note, as in the metric.
 fn released(warning: bool, forced: Option<Forced>) -> Check {
-    Box::new(
-        move |c| matches!(c, Cleanup::Release { warning: w, forced: f, .. } if *w == warning && *f == forced),
-    )
+    Box::new(move |c| {
+        matches!(c, Cleanup::Release { warning: w, forced: f, note }
+            if *w == warning && *f == forced
+                && forced.is_none_or(|r| note.as_deref().is_some_and(|n| n.contains(r.as_str()))))
+    })
 }
 
 fn waits(record_abort: bool) -> Check {
