@@ -274,7 +274,6 @@ async fn an_unreachable_dss_holds_the_finalizer_until_the_timeout_then_releases_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "the operator keeps using the cached API key after its Secret is deleted: it aborts the job and releases at once"]
 async fn deleted_credentials_hold_the_finalizer_until_the_timeout_then_release_it() {
     finalizer_released_after_the_timeout("life-creds", "CredentialsUnavailable", async |env: &Env, _| {
         let secrets: Api<Secret> = env.ns.api();
@@ -611,7 +610,6 @@ async fn a_lost_start_with_several_candidates_waits_for_the_adopt_job_annotation
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "the jobs of a deleted build are not remembered across a restart: a later lost start of the same definition adopts one"]
 async fn a_lost_start_never_adopts_the_job_of_a_deleted_build() {
     let env = Env::new("life-deleted").await;
     let mut op = Operator::start(&env.ns.name, &[]);

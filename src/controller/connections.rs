@@ -1,8 +1,8 @@
 //! DSS connections: one shared [`DssClient`] per `DSSConnection` (and one for the operator's default
 //! connection, whatever the number of watched namespaces), so every build of a connection draws on
 //! the same request budget. Secrets are read with `get` only (the operator never lists or watches
-//! Secrets). Credentials follow their Secret: before a job start the key (and the CA) is read
-//! again, for other calls at most [`SECRET_TTL`] after the last read; a deleted Secret drops the
+//! Secrets). Credentials follow their Secret: before a job start or a deletion's abort the key (and
+//! the CA) is read again, for other calls at most [`SECRET_TTL`] after the last read; a deleted Secret drops the
 //! cached client at once, a changed one is handed to the shared client, and a refused key is re-read
 //! at once. A deleted DSSConnection's client and budget are dropped.
 

@@ -22,6 +22,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tracing::Instrument as _;
 use url::Url;
 
+use super::clock::{Clock, ClockOffset};
 use super::{
     ApiKey, ClientConfig, Error, JobDefinition, Limits, Operation,
     error::{ErrorBody, parse_retry_after},
@@ -170,6 +171,8 @@ struct Shared {
     api_key: RwLock<ApiKey>,
     limiter: Limiter,
     request_timeout: Duration,
+    /// How far DSS's clock is from ours.
+    clock: Clock,
 }
 
 impl fmt::Debug for DssClient {
@@ -262,6 +265,7 @@ impl DssClient {
                 api_key: RwLock::new(config.api_key),
                 limiter: Limiter::new(config.limits),
                 request_timeout: config.request_timeout,
+                clock: Clock::default(),
             }),
             observer: None,
             max_budget_wait: None,
@@ -299,6 +303,12 @@ impl DssClient {
             tracing::warn!(?limits, "invalid DSS request limits; using sanitized values");
         }
         self.shared.limiter.set_limits(limits);
+    }
+
+    /// How far DSS's clock is from ours (`DSS − ours`), bounded by the `Date` headers of its
+    /// answers so far; `None` before the first answer that had one.
+    pub fn clock_offset(&self) -> Option<ClockOffset> {
+        self.shared.clock.offset()
     }
 
     /// The DSS URL (without the API prefix).
@@ -734,10 +744,21 @@ impl DssClient {
         if let Some(body) = body {
             request = request.body(body);
         }
+        let sent = std::time::SystemTime::now();
         let response = tokio::time::timeout_at(deadline, request.send())
             .await
             .map_err(|_| Error::Timeout { operation: op })?
             .map_err(|e| transport(op, e))?;
+        if let Some(date) = response
+            .headers()
+            .get(header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::error::parse_http_date)
+        {
+            self.shared
+                .clock
+                .observe(date.timestamp(), sent, std::time::SystemTime::now());
+        }
         let status = response.status();
         let mut exchange = Exchange {
             op,

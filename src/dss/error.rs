@@ -599,7 +599,15 @@ pub(crate) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Durat
         let secs = value.parse::<u64>().unwrap_or(u64::MAX);
         return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
     }
-    let date = DateTime::parse_from_rfc2822(value)
+    let date = parse_http_date(value)?;
+    let delta = date.signed_duration_since(now).to_std().unwrap_or(Duration::ZERO);
+    Some(delta.min(MAX_RETRY_AFTER))
+}
+
+/// An HTTP date (RFC 9110: IMF-fixdate, or the obsolete RFC 850 and asctime forms).
+pub(crate) fn parse_http_date(value: &str) -> Option<DateTime<Utc>> {
+    let value = value.trim();
+    DateTime::parse_from_rfc2822(value)
         .map(|d| d.with_timezone(&Utc))
         .ok()
         .or_else(|| {
@@ -607,9 +615,7 @@ pub(crate) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Durat
                 .iter()
                 .find_map(|fmt| NaiveDateTime::parse_from_str(value, fmt).ok())
                 .map(|naive| naive.and_utc())
-        })?;
-    let delta = date.signed_duration_since(now).to_std().unwrap_or(Duration::ZERO);
-    Some(delta.min(MAX_RETRY_AFTER))
+        })
 }
 
 #[cfg(test)]

@@ -51,6 +51,7 @@
 //! ```
 
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod error;
 mod limiter;
@@ -67,6 +68,7 @@ pub mod waiter;
 pub use client::{
     DssClient, MAX_LISTED_JOBS, MAX_LISTED_PROJECTS, MAX_RATE_LIMIT_PAUSE, Outcome, RequestObserver, Running,
 };
+pub use clock::ClockOffset;
 pub use config::{ApiKey, ApiPrefix, ClientConfig, Limits};
 pub use error::{Category, Error, Operation};
 pub use log_tail::{LogTail, LogTailLimits, failure_message};

@@ -128,7 +128,9 @@ struct Calls<'a, K: RunKind> {
 }
 
 impl<K: RunKind> Calls<'_, K> {
-    /// The connection, resolved once per pass; what its failure teaches otherwise.
+    /// The connection, resolved once per pass with its credentials read now (an abort on deletion is
+    /// not taken back either: a Secret deleted a moment ago counts); what its failure teaches
+    /// otherwise.
     async fn connection(&mut self) -> Result<Resolved, Learned<K::Handle>> {
         if let Some(c) = &self.conn {
             return Ok(c.clone());
@@ -138,7 +140,7 @@ impl<K: RunKind> Calls<'_, K> {
             .ctx
             .shared
             .connections
-            .resolve(&ns, K::connection(self.res), Freshness::Recent)
+            .resolve(&ns, K::connection(self.res), Freshness::Now)
             .await
         {
             Ok(resolved) => {

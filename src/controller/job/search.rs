@@ -1,5 +1,6 @@
 //! Which DSS jobs may be the one a lost start request created: initiated at or after the request
-//! (minus the tolerated clock skew) by this connection's key, building the requested definition, and
+//! (on DSS's clock, measured from its answers; otherwise minus the tolerated clock skew) by this
+//! connection's key, building the requested definition, and
 //! tracked by no other build. With the `kube-dss.dev/adopt-job` annotation, the job it names.
 
 use std::collections::HashSet;
@@ -16,7 +17,7 @@ use crate::{
         run::{Candidate, RunStatus},
     },
     crd::{ADOPT_ANNOTATION, DatasetBuild, StartRequest},
-    dss::JobListItem,
+    dss::{self, JobListItem},
 };
 
 /// The most candidates kept from one search: more than one already means a human must choose.
@@ -53,9 +54,10 @@ pub(crate) async fn candidates(
         .clone()
         .unwrap_or_else(|| definition::definition_hash(&build.spec));
     let skew = i64::try_from(ctx.shared.settings.clock_skew.as_millis()).unwrap_or(i64::MAX);
+    let requested_ms = request.requested_at.0.as_millisecond();
     let lost = Lost {
         adopt: build.annotations().get(ADOPT_ANNOTATION).map(String::as_str),
-        earliest_ms: request.requested_at.0.as_millisecond().saturating_sub(skew),
+        earliest_ms: earliest_initiation(requested_ms, conn.client.clock_offset(), skew),
         identity: &identity,
         project: &project,
         definition_hash: &wanted,
@@ -81,6 +83,24 @@ pub(crate) async fn candidates(
         })
         .collect())
 }
+
+/// The earliest initiation time (on DSS's clock) of a job that a request recorded at `requested_ms`
+/// (on ours) can have created: the request was recorded before it was sent. With DSS's clock
+/// measured from its answers, the bound is as tight as the measure (about a second), so a job
+/// started shortly before the request (say, by a build deleted a moment ago) is not taken for its
+/// own; without a measure, a fixed tolerance (`--clock-skew-seconds`) stands in.
+fn earliest_initiation(requested_ms: i64, offset: Option<dss::ClockOffset>, skew_ms: i64) -> i64 {
+    match offset {
+        Some(o) => requested_ms
+            .saturating_add(o.min_ms)
+            .saturating_sub(MEASURE_MARGIN_MS),
+        None => requested_ms.saturating_sub(skew_ms),
+    }
+}
+
+/// Room for the granularity of the two clocks' readings (DSS stamps a job's initiation and its
+/// answers' `Date` from one clock; the request's time is already rounded down to the second).
+const MEASURE_MARGIN_MS: i64 = 100;
 
 /// What a job must be to be the lost start's.
 struct Lost<'a> {
@@ -117,6 +137,21 @@ fn initiator_is(initiator: &str, identity: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_earliest_initiation_uses_dss_clock_when_measured() {
+        // Recorded at 100 s on our clock; DSS is 5 to 6 s ahead.
+        let measured = dss::ClockOffset {
+            min_ms: 5_000,
+            max_ms: 6_000,
+        };
+        assert_eq!(earliest_initiation(100_000, Some(measured), 30_000), 104_900);
+        assert_eq!(
+            earliest_initiation(100_000, None, 30_000),
+            70_000,
+            "the tolerance without a measure"
+        );
+    }
 
     #[test]
     fn initiator_matches_api_key_identity() {
