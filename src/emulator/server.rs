@@ -97,7 +97,11 @@ async fn dss_layer(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
         },
     };
     if resp.extensions().get::<ResetConnection>().is_none() {
-        lock(&st.stats).response(resp.status().as_u16());
+        let bytes = axum::body::HttpBody::size_hint(resp.body()).lower();
+        let mut stats = lock(&st.stats);
+        stats.response(resp.status().as_u16());
+        stats.response_bytes(&route, bytes);
+        drop(stats);
         let h = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&st.config.instance.dss_version) {
             h.insert("DSS-Version", v);

@@ -23,6 +23,13 @@ pub struct Stats {
     pub requests_by_route: BTreeMap<String, u64>,
     /// Responses by status code (connections reset without a response are not counted here).
     pub responses_by_status: BTreeMap<String, u64>,
+    /// Bytes of response bodies sent (as their size is known when the response starts; a streamed
+    /// body of unknown size counts what it announced at least).
+    #[serde(default)]
+    pub response_bytes_total: u64,
+    /// Response body bytes by route, keyed as `requests_by_route`.
+    #[serde(default)]
+    pub response_bytes_by_route: BTreeMap<String, u64>,
     /// Faults injected, by kind.
     pub faults_injected: FaultCounters,
     /// Jobs created by `POST /projects/{pk}/jobs/` (including those whose response was dropped)
@@ -54,6 +61,8 @@ pub(crate) struct StatsState {
     requests_total: u64,
     by_route: BTreeMap<String, u64>,
     by_status: BTreeMap<String, u64>,
+    bytes_total: u64,
+    bytes_by_route: BTreeMap<String, u64>,
     per_second: VecDeque<(i64, u64)>,
     peak: u64,
 }
@@ -87,12 +96,20 @@ impl StatsState {
         *self.by_status.entry(status.to_string()).or_default() += 1;
     }
 
+    /// Counts the bytes of a response body.
+    pub(crate) fn response_bytes(&mut self, route: &str, bytes: u64) {
+        self.bytes_total += bytes;
+        *self.bytes_by_route.entry(route.to_owned()).or_default() += bytes;
+    }
+
     pub(crate) fn snapshot(&mut self, faults: FaultCounters, started: Started, unix_second: i64) -> Stats {
         self.trim(unix_second);
         Stats {
             requests_total: self.requests_total,
             requests_by_route: self.by_route.clone(),
             responses_by_status: self.by_status.clone(),
+            response_bytes_total: self.bytes_total,
+            response_bytes_by_route: self.bytes_by_route.clone(),
             faults_injected: faults,
             jobs_started: started.jobs,
             trigger_fires: started.trigger_fires,
@@ -120,5 +137,10 @@ mod tests {
         assert_eq!(snap.requests_per_second, vec![(800, 1)]);
         assert_eq!(snap.requests_total, 5);
         assert_eq!(snap.requests_by_route["GET /projects/"], 5);
+        s.response_bytes("GET /projects/", 120);
+        s.response_bytes("GET /projects/", 30);
+        let snap = s.snapshot(FaultCounters::default(), Started::default(), 800);
+        assert_eq!(snap.response_bytes_total, 150);
+        assert_eq!(snap.response_bytes_by_route["GET /projects/"], 150);
     }
 }
