@@ -11,9 +11,11 @@
 //!   activity slots, the burst's budget
 //! - idle: `IDLE_BUILDS` (10,000) finished builds watched for `IDLE_SECONDS` (60)
 //! - restart: the operator restarted with those finished builds plus `RUNNING_BUILDS` (500) running
+//! - scale: the operator started on `SCALE_SIZES` (1000,10000,50000) finished builds
 //!
 //!   hack/bench.sh                                    # the whole thing (make bench)
 //!   SCENARIOS=burst,queued BURST_BUILDS=100 QUEUED_BUILDS=40 hack/bench.sh
+//!   SCENARIOS=scale SCALE_SIZES=200,1000 hack/bench.sh
 
 // A benchmark program: a failed set-up step is a failed run, and unwrap says so loudly.
 #![allow(clippy::unwrap_used)]
@@ -22,6 +24,7 @@
 mod harness;
 mod load;
 mod report;
+mod scale;
 mod steady;
 mod watch;
 
@@ -437,7 +440,7 @@ async fn ceiling(client: &Client) -> Value {
     json!({"objects": n, "runs": runs})
 }
 
-const ALL: &str = "ceiling,burst,queued,idle,restart";
+const ALL: &str = "ceiling,burst,queued,idle,restart,scale";
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> ExitCode {
@@ -484,10 +487,14 @@ async fn main() -> ExitCode {
         eprintln!("restart: {}", results["restart"]);
         save(&results);
     }
+    if want("scale") {
+        results["scale"] = scale::run(&client).await;
+        save(&results);
+    }
     let md = report::markdown(&results);
     println!("\n{md}");
     println!("written: {} and results.md", dir.join("results.json").display());
-    let panics = ["burst", "queued", "idle", "restart"]
+    let panics = ["burst", "queued", "idle", "restart", "scale"]
         .iter()
         .any(|s| results[s]["panics"].as_bool() == Some(true));
     if panics {
