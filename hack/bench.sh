@@ -14,7 +14,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export KUBE_DSS_LOCAL="${KUBE_DSS_LOCAL:-$root/.local/bench}"
-scenarios="${SCENARIOS:-ceiling,burst,queued,idle,restart,scale}"
+scenarios="${SCENARIOS:-ceiling,burst,queued,idle,restart,scale,tenants}"
 plot="${BENCH_PLOT:-$root/docs/benchmarks-scale.png}"
 python="${PYTHON:-python3}"
 cache_root="${KUBE_DSS_CACHE:-$HOME/.cache/kube-dss}"

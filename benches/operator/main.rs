@@ -12,6 +12,8 @@
 //! - idle: `IDLE_BUILDS` (10,000) finished builds watched for `IDLE_SECONDS` (60)
 //! - restart: the operator restarted with those finished builds plus `RUNNING_BUILDS` (500) running
 //! - scale: the operator started on `SCALE_SIZES` (1000,10000,50000) finished builds
+//! - tenants: `TENANT_CONNECTIONS` (10) connections of `TENANT_BUILDS` (20) builds, one of them
+//!   healthy, throttled or hung
 //!
 //!   hack/bench.sh                                    # the whole thing (make bench)
 //!   SCENARIOS=burst,queued BURST_BUILDS=100 QUEUED_BUILDS=40 hack/bench.sh
@@ -26,6 +28,7 @@ mod load;
 mod report;
 mod scale;
 mod steady;
+mod tenants;
 mod watch;
 
 use std::{
@@ -440,7 +443,7 @@ async fn ceiling(client: &Client) -> Value {
     json!({"objects": n, "runs": runs})
 }
 
-const ALL: &str = "ceiling,burst,queued,idle,restart,scale";
+const ALL: &str = "ceiling,burst,queued,idle,restart,scale,tenants";
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> ExitCode {
@@ -491,10 +494,14 @@ async fn main() -> ExitCode {
         results["scale"] = scale::run(&client).await;
         save(&results);
     }
+    if want("tenants") {
+        results["tenants"] = tenants::run(&client).await;
+        save(&results);
+    }
     let md = report::markdown(&results);
     println!("\n{md}");
     println!("written: {} and results.md", dir.join("results.json").display());
-    let panics = ["burst", "queued", "idle", "restart", "scale"]
+    let panics = ["burst", "queued", "idle", "restart", "scale", "tenants"]
         .iter()
         .any(|s| results[s]["panics"].as_bool() == Some(true));
     if panics {
