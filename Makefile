@@ -13,7 +13,7 @@ demo-down: ## stop the demo's emulator and operator (the control plane stays; se
 test: ## everything: lints, unit, integration (real apiserver), conformance, chart, GitOps checks
 	hack/test.sh
 
-bench: ## operator benchmark (burst, idle, restart, apiserver ceiling) on its own control plane; figures in target/bench/
+bench: ## operator benchmark (ceiling, burst, queued, idle, restart, scale curve, tenants) on its own control plane; figures in target/bench/, plot in docs/
 	hack/bench.sh
 
 chaos: ## the long chaos soak (CHAOS_SECONDS, default 600): faults, kills, restarts, then invariants

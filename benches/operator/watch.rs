@@ -1,0 +1,201 @@
+//! The bench's own view of the builds: a watch on DatasetBuilds that notes the wall-clock moment
+//! each build is first seen Succeeded. Detection lag measured from here includes everything the
+//! operator does after DSS ended the job (its poll schedule, the budget wait, the status write) and
+//! the apiserver's watch delivery; it does not depend on timestamps the operator writes itself.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use kube::{
+    Api,
+    runtime::{WatchStreamExt, watcher},
+};
+use kube_dss::crd::{DatasetBuild, Phase};
+use serde_json::{Value, json};
+
+/// What the watch saw of one build.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Seen {
+    /// The phase in the latest version seen.
+    pub(crate) phase: Option<Phase>,
+    /// Epoch milliseconds (this machine's clock) when Succeeded=True was first seen.
+    pub(crate) succeeded_ms: Option<i64>,
+    /// The job that ended: connection, project and `status.jobId` in the version that first
+    /// showed Succeeded=True.
+    pub(crate) job: Option<JobKey>,
+}
+
+/// A DSS job: (DSSConnection, project, job id). Job ids are only unique within a project of one
+/// DSS (they are the dataset and the start time to the millisecond).
+pub(crate) type JobKey = (String, String, String);
+
+/// The key of a build's current job.
+pub(crate) fn job_key(b: &DatasetBuild) -> Option<JobKey> {
+    Some((
+        b.spec.connection_ref.as_ref()?.name.clone(),
+        b.spec.project_key.clone(),
+        b.status.as_ref()?.job_id.clone()?,
+    ))
+}
+
+type SeenMap = Arc<Mutex<HashMap<String, Seen>>>;
+
+/// A running watch; stops when dropped.
+pub(crate) struct BuildWatch {
+    seen: SeenMap,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn succeeded(b: &DatasetBuild) -> bool {
+    b.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Succeeded" && c.status == "True")
+    })
+}
+
+fn note(seen: &SeenMap, b: &DatasetBuild) {
+    let now = chrono::Utc::now().timestamp_millis();
+    let Some(name) = b.metadata.name.clone() else {
+        return;
+    };
+    let mut seen = seen.lock().unwrap();
+    let e = seen.entry(name).or_default();
+    e.phase = b.status.as_ref().and_then(|s| s.phase);
+    if e.succeeded_ms.is_none() && succeeded(b) {
+        e.succeeded_ms = Some(now);
+        e.job = job_key(b);
+    }
+}
+
+impl BuildWatch {
+    /// Starts watching and returns once the initial listing is done, so that no later change is
+    /// missed.
+    pub(crate) async fn start(api: Api<DatasetBuild>) -> BuildWatch {
+        let seen: SeenMap = Arc::default();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn({
+            let seen = seen.clone();
+            async move {
+                let mut ready = Some(ready_tx);
+                let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b)) => note(&seen, &b),
+                        Ok(watcher::Event::InitDone) => {
+                            if let Some(tx) = ready.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => eprintln!("bench watch: {e}"),
+                    }
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(60), ready_rx)
+            .await
+            .expect("bench watch lists the builds")
+            .unwrap();
+        BuildWatch { seen, task }
+    }
+
+    /// A copy of what was seen so far, by build name.
+    pub(crate) fn snapshot(&self) -> HashMap<String, Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Builds for which `pick(name, seen)` holds.
+    pub(crate) fn count(&self, pick: &dyn Fn(&str, &Seen) -> bool) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(n, s)| pick(n, s))
+            .count()
+    }
+
+    fn phases(&self) -> BTreeMap<String, usize> {
+        let mut phases = BTreeMap::new();
+        for s in self.seen.lock().unwrap().values() {
+            *phases.entry(format!("{:?}", s.phase)).or_default() += 1;
+        }
+        phases
+    }
+
+    /// Waits until `pick` holds for `n` builds, calling `tick` about once a second; returns the
+    /// time since `since`, or None on timeout.
+    pub(crate) async fn wait_for(
+        &self,
+        n: usize,
+        timeout: Duration,
+        since: Instant,
+        what: &str,
+        pick: &dyn Fn(&str, &Seen) -> bool,
+        mut tick: impl FnMut(),
+    ) -> Option<Duration> {
+        let deadline = Instant::now() + timeout;
+        let mut last_print = Instant::now();
+        while Instant::now() < deadline {
+            let done = self.count(pick);
+            tick();
+            if done >= n {
+                return Some(since.elapsed());
+            }
+            if last_print.elapsed() > Duration::from_secs(15) {
+                eprintln!(
+                    "  {:>5.0}s  {what}: {done}/{n}  {:?}",
+                    since.elapsed().as_secs_f64(),
+                    self.phases()
+                );
+                last_print = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+        None
+    }
+}
+
+/// Seen Succeeded.
+pub(crate) fn done(_: &str, s: &Seen) -> bool {
+    s.succeeded_ms.is_some()
+}
+
+impl Drop for BuildWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Detection lags (seconds) of the builds `pick` selects: the moment the watch first saw
+/// Succeeded=True minus the DSS job's `endTime` (epoch ms). Builds whose job has no end time are
+/// left out.
+pub(crate) fn lags(
+    seen: &HashMap<String, Seen>,
+    end_times: &HashMap<JobKey, i64>,
+    pick: &dyn Fn(&str) -> bool,
+) -> Vec<f64> {
+    let mut lags: Vec<f64> = seen
+        .iter()
+        .filter(|(n, _)| pick(n))
+        .filter_map(|(_, s)| {
+            let end = end_times.get(s.job.as_ref()?).filter(|e| **e > 0)?;
+            Some((s.succeeded_ms? - end) as f64 / 1000.0)
+        })
+        .collect();
+    lags.sort_by(f64::total_cmp);
+    lags
+}
+
+/// min, p50, p90, p99, max and the sample count of sorted values.
+pub(crate) fn summary(sorted: &[f64]) -> Value {
+    json!({
+        "min": sorted.first(), "p50": super::percentile(sorted, 50.0),
+        "p90": super::percentile(sorted, 90.0), "p99": super::percentile(sorted, 99.0),
+        "max": sorted.last(), "samples": sorted.len(),
+    })
+}
