@@ -44,9 +44,9 @@ impl First {
                 retry_after_seconds: Some(1),
                 ..Faults::default()
             }),
-            // Far longer than the operator's request timeout: every call hangs until it gives up.
+            // Every call is accepted and never answered, until the operator's timeout gives up on it.
             First::Hung => Some(Faults {
-                latency_ms: 600_000,
+                hang: true,
                 ..Faults::default()
             }),
         }
