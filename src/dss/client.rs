@@ -26,7 +26,7 @@ use super::clock::{Clock, ClockOffset};
 use super::{
     ApiKey, ClientConfig, Error, JobDefinition, Limits, Operation,
     error::{ErrorBody, parse_retry_after},
-    limiter::{Limiter, Permit},
+    limiter::{Class, Limiter, Permit},
     listing::{JobListing, Listing, ListingError, ProjectListing, keep_all},
     log_tail::{LogTail, LogTailLimits, TailCollector},
     model::{
@@ -162,6 +162,7 @@ pub struct DssClient {
     shared: Arc<Shared>,
     observer: Option<Arc<dyn RequestObserver>>,
     max_budget_wait: Option<Duration>,
+    class: Class,
 }
 
 struct Shared {
@@ -269,6 +270,7 @@ impl DssClient {
             }),
             observer: None,
             max_budget_wait: None,
+            class: Class::Ordinary,
         })
     }
 
@@ -280,6 +282,14 @@ impl DssClient {
     /// Clones made from the returned handle share the limit; other handles are unaffected.
     pub fn with_max_budget_wait(mut self, wait: Duration) -> Self {
         self.max_budget_wait = Some(wait);
+        self
+    }
+
+    /// This handle, whose calls take the connection's budget only when no call of an ordinary handle
+    /// waits for it (job starts give way to the looks at running jobs, so that a backlog of starts
+    /// never delays noticing that jobs ended). Clones made from the returned handle give way too.
+    pub fn giving_way(mut self) -> Self {
+        self.class = Class::GivesWay;
         self
     }
 
@@ -808,7 +818,12 @@ impl DssClient {
 
     /// An in-flight slot and a token, waiting at most the handle's limit.
     async fn take_budget(&self, op: Operation) -> Result<Permit, Error> {
-        match self.shared.limiter.acquire_within(self.max_budget_wait).await {
+        match self
+            .shared
+            .limiter
+            .acquire_within(self.max_budget_wait, self.class)
+            .await
+        {
             Ok((permit, waited)) => {
                 if !waited.is_zero() {
                     tracing::debug!(operation = %op, ?waited, "DSS call waited for the request budget");

@@ -31,6 +31,35 @@ pub(crate) struct Limiter {
     max_in_flight: Mutex<usize>,
     /// Permits to retire when they come back (after the cap was lowered while they were in use).
     owed: Arc<AtomicUsize>,
+    /// Calls of the ordinary class waiting for the budget: calls that give way wait while any do.
+    ordinary_waiting: Arc<AtomicUsize>,
+}
+
+/// Which calls go first when the budget is short.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Served in turn.
+    #[default]
+    Ordinary,
+    /// Takes the budget only when no ordinary call waits for it (job starts give way to the looks
+    /// at running jobs, so that a backlog of starts never delays noticing that jobs ended).
+    GivesWay,
+}
+
+/// Counts an ordinary call as waiting while it lives.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Debug)]
@@ -87,6 +116,7 @@ impl Limiter {
             slots: Arc::new(Semaphore::new(limits.max_in_flight.min(Semaphore::MAX_PERMITS))),
             max_in_flight: Mutex::new(limits.max_in_flight.min(Semaphore::MAX_PERMITS)),
             owed: Arc::new(AtomicUsize::new(0)),
+            ordinary_waiting: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -142,7 +172,7 @@ impl Limiter {
     /// [`Limiter::acquire_within`].
     #[cfg(test)]
     pub(crate) async fn acquire(&self) -> (Permit, Duration) {
-        match self.acquire_within(None).await {
+        match self.acquire_within(None, Class::Ordinary).await {
             Ok(acquired) => acquired,
             Err(busy) => unreachable!("an unbounded wait is never refused: {busy:?}"),
         }
@@ -154,10 +184,16 @@ impl Limiter {
     pub(crate) async fn acquire_within(
         &self,
         max_wait: Option<Duration>,
+        class: Class,
     ) -> Result<(Permit, Duration), Busy> {
         let started = Instant::now();
         let deadline = max_wait.map(|w| started + w);
         let mut waited = false;
+        // An ordinary call counts as waiting until it holds its slot and its token.
+        let _waiting = (class == Class::Ordinary).then(|| Waiting::new(&self.ordinary_waiting));
+        if class == Class::GivesWay {
+            waited |= self.give_way(started, deadline).await?;
+        }
         // The semaphore is never closed; should it be, requests go on unthrottled rather than fail.
         let permit = match Arc::clone(&self.slots).try_acquire_owned() {
             Ok(permit) => Some(permit),
@@ -234,6 +270,34 @@ impl Limiter {
     }
 }
 
+impl Limiter {
+    /// Waits while ordinary calls wait for the budget (a call that gives way neither holds a slot
+    /// nor reserves a token meanwhile). True when it waited.
+    async fn give_way(&self, started: Instant, deadline: Option<Instant>) -> Result<bool, Busy> {
+        let mut waited = false;
+        while self.ordinary_waiting.load(Ordering::Acquire) > 0 {
+            let rate = lock(&self.bucket).rate;
+            let tick = Duration::from_secs_f64(1.0 / rate).clamp(GIVE_WAY_TICK_MIN, GIVE_WAY_TICK_MAX);
+            let now = Instant::now();
+            if let Some(deadline) = deadline
+                && now + tick > deadline
+            {
+                return Err(Busy {
+                    retry_after: tick,
+                    waited: started.elapsed(),
+                });
+            }
+            waited = true;
+            tokio::time::sleep(tick).await;
+        }
+        Ok(waited)
+    }
+}
+
+/// How often a call that gives way looks again (one token's time, within these bounds).
+const GIVE_WAY_TICK_MIN: Duration = Duration::from_millis(10);
+const GIVE_WAY_TICK_MAX: Duration = Duration::from_millis(500);
+
 /// A bounded wait for the budget gave up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Busy {
@@ -294,6 +358,38 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A call that gives way goes only once the ordinary calls waiting for the budget went, so a
+    /// backlog of job starts never delays a look at a running job.
+    #[tokio::test(start_paused = true)]
+    async fn calls_that_give_way_go_after_the_ordinary_calls_waiting() {
+        let limiter = Arc::new(Limiter::new(limits(10.0, 1, 100)));
+        let t0 = Instant::now();
+        let (_first, _) = limiter.acquire().await;
+        let spawn = |class: Class| {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move {
+                let (_permit, _) = limiter.acquire_within(None, class).await.unwrap();
+                t0.elapsed()
+            })
+        };
+        // Three looks wait for tokens (100, 200 and 300 ms); a start arriving meanwhile lets them go.
+        let looks: Vec<_> = (0..3).map(|_| spawn(Class::Ordinary)).collect();
+        tokio::task::yield_now().await;
+        let start = spawn(Class::GivesWay);
+        let mut looked = Vec::new();
+        for l in looks {
+            looked.push(l.await.unwrap());
+        }
+        let started = start.await.unwrap();
+        assert!(
+            looked.iter().all(|t| *t < started),
+            "the start went at {started:?}, the looks at {looked:?}"
+        );
+        assert_eq!(looked.iter().max(), Some(&Duration::from_millis(300)));
+        // It still goes, with the next token.
+        assert!(started <= Duration::from_millis(410), "{started:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -402,7 +498,7 @@ mod tests {
         let (_first, _) = limiter.acquire().await;
         let start = Instant::now();
         let busy = limiter
-            .acquire_within(Some(Duration::from_millis(100)))
+            .acquire_within(Some(Duration::from_millis(100)), Class::Ordinary)
             .await
             .unwrap_err();
         assert_eq!(busy.retry_after, Duration::from_secs(1));
@@ -413,7 +509,7 @@ mod tests {
         assert_eq!(waited, Duration::from_secs(1));
         // A bound long enough is honoured like an unbounded wait.
         let (_, waited) = limiter
-            .acquire_within(Some(Duration::from_secs(1)))
+            .acquire_within(Some(Duration::from_secs(1)), Class::Ordinary)
             .await
             .unwrap();
         assert_eq!(waited, Duration::from_secs(1));
@@ -424,13 +520,13 @@ mod tests {
         let limiter = Arc::new(Limiter::new(limits(100.0, 100, 10)));
         limiter.pause_until(Instant::now() + Duration::from_secs(30));
         let busy = limiter
-            .acquire_within(Some(Duration::from_secs(5)))
+            .acquire_within(Some(Duration::from_secs(5)), Class::Ordinary)
             .await
             .unwrap_err();
         assert_eq!(busy.retry_after, Duration::from_secs(30));
         tokio::time::sleep(Duration::from_secs(26)).await;
         let (_, waited) = limiter
-            .acquire_within(Some(Duration::from_secs(5)))
+            .acquire_within(Some(Duration::from_secs(5)), Class::Ordinary)
             .await
             .unwrap();
         assert_eq!(waited, Duration::from_secs(4));
@@ -442,14 +538,17 @@ mod tests {
         let (held, _) = limiter.acquire().await;
         let start = Instant::now();
         let busy = limiter
-            .acquire_within(Some(Duration::from_secs(2)))
+            .acquire_within(Some(Duration::from_secs(2)), Class::Ordinary)
             .await
             .unwrap_err();
         assert_eq!(start.elapsed(), Duration::from_secs(2));
         assert_eq!(busy.waited, Duration::from_secs(2));
         assert_eq!(busy.retry_after, Duration::from_secs(2));
         drop(held);
-        let (_, waited) = limiter.acquire_within(Some(Duration::ZERO)).await.unwrap();
+        let (_, waited) = limiter
+            .acquire_within(Some(Duration::ZERO), Class::Ordinary)
+            .await
+            .unwrap();
         assert_eq!(waited, Duration::ZERO);
     }
 
@@ -459,7 +558,11 @@ mod tests {
         let (_first, _) = limiter.acquire().await;
         let waiter = {
             let limiter = Arc::clone(&limiter);
-            tokio::spawn(async move { limiter.acquire_within(Some(Duration::from_secs(3))).await })
+            tokio::spawn(async move {
+                limiter
+                    .acquire_within(Some(Duration::from_secs(3)), Class::Ordinary)
+                    .await
+            })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
         limiter.pause_until(Instant::now() + Duration::from_secs(10));

@@ -136,10 +136,11 @@ async fn post<K: RunKind>(pass: &mut Pass<'_, K>, conn: &Resolved, _permit: Owne
             after: Duration::from_secs(1),
         };
     };
-    // The start may wait for the budget as long as its deadline allows: it holds a place at the
-    // start gate, not one of the reconcilers shared by every connection.
+    // The start may wait for the budget as long as its deadline allows (it holds a place at the
+    // start gate, not one of the reconcilers shared by every connection), and gives way to the
+    // calls that look at running jobs: a backlog of starts never delays noticing that jobs ended.
     let starter = Resolved {
-        client: conn.client.clone().with_max_budget_wait(deadline),
+        client: conn.client.clone().with_max_budget_wait(deadline).giving_way(),
         ..conn.clone()
     };
     let sent = tokio::time::timeout(deadline, K::start(pass.ctx, &starter, pass.res, &request)).await;
