@@ -65,7 +65,18 @@ struct Env {
 
 impl Env {
     async fn new() -> Env {
-        let handle = spawn(config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        Env::with(config()).await
+    }
+
+    /// An emulator whose fires wait `delay` before their run starts.
+    async fn with_start_delay(delay: Duration) -> Env {
+        let mut config = config();
+        config.instance.scenario_start_delay_ms = u64::try_from(delay.as_millis()).unwrap();
+        Env::with(config).await
+    }
+
+    async fn with(config: Config) -> Env {
+        let handle = spawn(config, "127.0.0.1:0".parse().unwrap()).await.unwrap();
         let admin = AdminClient::new(handle.admin_url());
         Env {
             handle,
@@ -155,8 +166,32 @@ impl Env {
 
 #[tokio::test]
 async fn a_run_is_a_trigger_fire_then_a_run_whose_build_step_ran_a_real_job() {
-    let env = Env::new().await;
-    let fire = env.run("NIGHTLY", json!({"requestId": "r-1"})).await;
+    // The run starts after the start delay: until then the fire has no run. The emulator's clock is
+    // this process's monotonic clock, so an answer received within the delay of sending the fire
+    // was given before the run could start; a test thread stalled past the delay fires again.
+    let delay = Duration::from_millis(1000);
+    let env = Env::with_start_delay(delay).await;
+    let mut attempts = 0;
+    let fire = loop {
+        attempts += 1;
+        let sent = Instant::now();
+        let fire = env.run("NIGHTLY", json!({"requestId": "r-1"})).await;
+        let before_start = env.run_for("NIGHTLY", &fire).await;
+        if sent.elapsed() < delay {
+            assert_eq!(before_start, json!({}), "a run before the start delay");
+            break fire;
+        }
+        assert!(
+            attempts < 5,
+            "the test thread stalled past the start delay {attempts} times"
+        );
+        env.until(
+            "the run",
+            || env.run_for("NIGHTLY", &fire),
+            |v| v["scenarioRun"]["result"].is_object(),
+        )
+        .await;
+    };
     assert_eq!(fire["trigger"]["id"], "manual");
     assert_eq!(fire["cancelled"], false);
     assert_eq!(fire["params"], json!({"requestId": "r-1"}));
@@ -164,8 +199,6 @@ async fn a_run_is_a_trigger_fire_then_a_run_whose_build_step_ran_a_real_job() {
         (fire["projectKey"].clone(), fire["scenarioId"].clone()),
         (json!("P"), json!("NIGHTLY"))
     );
-    // The run starts after the start delay: until then the fire has no run.
-    assert_eq!(env.run_for("NIGHTLY", &fire).await, json!({}));
     let details = env
         .until(
             "the run",
@@ -180,6 +213,10 @@ async fn a_run_is_a_trigger_fire_then_a_run_whose_build_step_ran_a_real_job() {
     );
     assert_eq!(run["trigger"]["runId"], fire["runId"]);
     assert_eq!(run["trigger"]["params"]["requestId"], "r-1");
+    // By the emulator's own clock, the run started no sooner than the delay after its fire.
+    let waited = run["start"].as_i64().unwrap() - fire["timestamp"].as_i64().unwrap();
+    let delay_ms = i64::try_from(delay.as_millis()).unwrap();
+    assert!(waited >= delay_ms, "the run started {waited} ms after its fire");
     assert_eq!(
         run["scenario"],
         json!({"projectKey": "P", "id": "NIGHTLY", "name": "Nightly build", "type": "step_based", "markedAsTest": false})

@@ -19,7 +19,7 @@ pub(crate) mod slots;
 mod status;
 pub(crate) mod template;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -37,7 +37,7 @@ use kube::{
 use tokio::sync::watch;
 
 use self::{
-    children::Templates,
+    children::{Child, Templates},
     slots::{Due, Schedule, Window},
     status::Problem,
 };
@@ -279,7 +279,8 @@ fn window(schedule: &DatasetBuildSchedule, key: &str, now: Timestamp) -> Window 
     }
 }
 
-fn decide(schedule: &DatasetBuildSchedule, now: Timestamp) -> Decision {
+/// Decides on a copy of the schedule and the builds it has.
+fn decide(schedule: &DatasetBuildSchedule, children: &[Child], now: Timestamp) -> Decision {
     let valid = match validate(schedule, now) {
         Ok(v) => v,
         Err(problem) => return Decision::Invalid(problem),
@@ -288,7 +289,10 @@ fn decide(schedule: &DatasetBuildSchedule, now: Timestamp) -> Decision {
         return Decision::Suspended(Box::new(valid));
     }
     let window = window(schedule, &valid.key, now);
-    match slots::slots_due(&valid.parsed, &window) {
+    // A build can exist for a slot the status does not record as handled (the write that would have
+    // was refused): such a slot is built, never missed nor skipped.
+    let built: BTreeSet<Timestamp> = children.iter().filter_map(|c| c.slot).collect();
+    match slots::slots_due(&valid.parsed, &window, &built) {
         Ok(due) => Decision::Slots {
             valid: Box::new(valid),
             window,
@@ -306,7 +310,8 @@ async fn apply(schedule: &DatasetBuildSchedule, ctx: &Ctx) -> Result<Action, Err
     let now = now_seconds();
     let ns = schedule.namespace().unwrap_or_default();
     let builds: Api<DatasetBuild> = Api::namespaced(ctx.kube.clone(), &ns);
-    let decision = decide(schedule, now);
+    let cached = children::owned_children(schedule, ctx.builds.state().iter().map(|b| b.as_ref()));
+    let decision = decide(schedule, &cached, now);
     if decision.is_due() {
         // The cache may lag behind this operator's own last write (or another replica's): decide
         // again on what the apiserver has now, so a slot is never acted on twice.
@@ -318,11 +323,10 @@ async fn apply(schedule: &DatasetBuildSchedule, ctx: &Ctx) -> Result<Action, Err
         if fresh.uid() != schedule.uid() || fresh.metadata.deletion_timestamp.is_some() {
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
-        let decision = decide(&fresh, now);
         let children = children::list_fresh(&builds, &fresh).await?;
+        let decision = decide(&fresh, &children, now);
         return execute::run(&fresh, decision, children, &builds, ctx, now).await;
     }
-    let cached = children::owned_children(schedule, ctx.builds.state().iter().map(|b| b.as_ref()));
     execute::run(schedule, decision, cached, &builds, ctx, now).await
 }
 
@@ -381,12 +385,13 @@ mod tests {
     fn decisions_on_the_whole_schedule() {
         let now = t("2024-06-01T03:10:00Z");
         // A new schedule counts its slots from its creation.
-        let fresh = decide(&schedule("", None), now);
+        let fresh = decide(&schedule("", None), &[], now);
         assert_eq!(runnable(&fresh), vec![t("2024-06-01T03:00:00Z")]);
         assert!(fresh.is_due());
         // Nothing due after the last handled slot: no fresh read needed.
         let quiet = decide(
             &schedule("", handled("2024-06-01T03:00:00Z", "0 * * * * UTC")),
+            &[],
             now,
         );
         assert!(runnable(&quiet).is_empty() && !quiet.is_due());
@@ -394,17 +399,19 @@ mod tests {
         // the last handled one and now are not missed slots.
         let edited = decide(
             &schedule("", handled("2024-06-01T01:00:00Z", "*/5 * * * * UTC")),
+            &[],
             now,
         );
         assert!(runnable(&edited).is_empty() && !edited.is_due());
         let same = decide(
             &schedule("", handled("2024-06-01T01:00:00Z", "0 * * * * UTC")),
+            &[],
             now,
         );
         assert_eq!(runnable(&same), vec![t("2024-06-01T03:00:00Z")]);
         // Suspended: nothing is decided (and so the slots wait for the resume).
         assert!(matches!(
-            decide(&schedule("  suspend: true\n", None), now),
+            decide(&schedule("  suspend: true\n", None), &[], now),
             Decision::Suspended(_)
         ));
         // Replace runs only the newest missed slot, whatever catchUp says.
@@ -413,9 +420,34 @@ mod tests {
                 "  concurrencyPolicy: Replace\n  catchUp: All\n",
                 handled("2024-06-01T00:00:00Z", "0 * * * * UTC"),
             ),
+            &[],
             now,
         );
         assert_eq!(runnable(&replace), vec![t("2024-06-01T03:00:00Z")]);
+    }
+
+    #[test]
+    fn a_built_slot_the_status_does_not_record_is_not_skipped() {
+        // The build of 01:00 exists, but the status write that recorded it was refused.
+        let now = t("2024-06-01T03:10:00Z");
+        let s = schedule("  startingDeadlineSeconds: 600\n", None);
+        let skipped = |d: &Decision| match d {
+            Decision::Slots { due, .. } => due.skipped,
+            _ => panic!("not a slot decision"),
+        };
+        assert_eq!(skipped(&decide(&s, &[], now)), 2, "01:00 and 02:00 are too late");
+        let built = Child {
+            name: "n-28615740".into(),
+            uid: None,
+            slot: Some(t("2024-06-01T01:00:00Z")),
+            state: children::State::Succeeded,
+            deleting: false,
+            completed: None,
+            reference: Default::default(),
+        };
+        let d = decide(&s, &[built], now);
+        assert_eq!(skipped(&d), 1, "only 02:00: 01:00 was built");
+        assert_eq!(runnable(&d), vec![t("2024-06-01T03:00:00Z")]);
     }
 
     #[test]
@@ -426,7 +458,7 @@ mod tests {
             ("  timeZone: Europe/Paris\n", "", ""),
         ];
         for (extra, reason, says) in cases {
-            match decide(&schedule(extra, None), now) {
+            match decide(&schedule(extra, None), &[], now) {
                 Decision::Invalid(p) => {
                     assert_eq!(p.reason, reason, "{extra}");
                     assert!(p.message.contains(says), "{}", p.message);
@@ -437,12 +469,12 @@ mod tests {
         let mut bad = schedule("", None);
         bad.spec.schedule = "0 0 30 2 *".into();
         assert!(
-            matches!(decide(&bad, now), Decision::Invalid(p) if p.reason == "InvalidSchedule" && p.message.contains("no slot in the future"))
+            matches!(decide(&bad, &[], now), Decision::Invalid(p) if p.reason == "InvalidSchedule" && p.message.contains("no slot in the future"))
         );
         let mut bad = schedule("", None);
         bad.spec.build_template.spec.rerun_token = Some("${slot:%Y".into());
         assert!(
-            matches!(decide(&bad, now), Decision::Invalid(p) if p.reason == "InvalidTemplate" && p.message.contains("rerunToken"))
+            matches!(decide(&bad, &[], now), Decision::Invalid(p) if p.reason == "InvalidTemplate" && p.message.contains("rerunToken"))
         );
     }
 }

@@ -17,6 +17,7 @@
 //! or a loop.
 
 use std::{
+    collections::BTreeSet,
     panic::{AssertUnwindSafe, catch_unwind},
     sync::OnceLock,
     time::Duration,
@@ -265,7 +266,14 @@ pub(crate) struct Due {
 /// Decides on the slots in `(window.after, window.now]`: which run, which are missed (beyond the
 /// catch-up policy) and which are skipped (older than the starting deadline). Walks back from `now`,
 /// so the work is bounded by the runs and [`COUNT_LIMIT`], not by the length of a downtime.
-pub(crate) fn slots_due(schedule: &Schedule, w: &Window) -> Result<Due, InvalidSchedule> {
+///
+/// A slot in `built` already has its build (created by a reconcile whose status write was refused,
+/// or by `schedules run`): it is decided, but never counted as missed or skipped.
+pub(crate) fn slots_due(
+    schedule: &Schedule,
+    w: &Window,
+    built: &BTreeSet<Timestamp>,
+) -> Result<Due, InvalidSchedule> {
     let mut due = Due {
         next: schedule.after(w.now)?,
         ..Due::default()
@@ -291,11 +299,13 @@ pub(crate) fn slots_due(schedule: &Schedule, w: &Window) -> Result<Due, InvalidS
             newest_first.push(slot);
         } else {
             due.decided_through.get_or_insert(slot);
-            due.missed += 1;
-            if due.missed >= COUNT_LIMIT {
-                // Every older slot is decided by `decided_through` too; stop counting.
-                due.counts_capped = true;
-                break;
+            if !built.contains(&slot) {
+                due.missed += 1;
+                if due.missed >= COUNT_LIMIT {
+                    // Every older slot is decided by `decided_through` too; stop counting.
+                    due.counts_capped = true;
+                    break;
+                }
             }
         }
         cursor = schedule.before(slot)?;
@@ -306,12 +316,14 @@ pub(crate) fn slots_due(schedule: &Schedule, w: &Window) -> Result<Due, InvalidS
             if slot <= w.after {
                 break;
             }
-            due.newest_skipped.get_or_insert(slot);
             due.decided_through.get_or_insert(slot);
-            due.skipped += 1;
-            if due.skipped >= COUNT_LIMIT {
-                due.counts_capped = true;
-                break;
+            if !built.contains(&slot) {
+                due.newest_skipped.get_or_insert(slot);
+                due.skipped += 1;
+                if due.skipped >= COUNT_LIMIT {
+                    due.counts_capped = true;
+                    break;
+                }
             }
             cursor = schedule.before(slot)?;
         }

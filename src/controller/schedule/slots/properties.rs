@@ -122,7 +122,7 @@ proptest! {
         for step in steps {
             now = now.checked_add(SignedDuration::from_secs(step * 7)).unwrap();
             let w = Window { after: handled, now, starting_deadline: deadline.map(Duration::from_secs), catch_up, max_catch_up_runs: 100_000 };
-            let due = slots_due(&s, &w).unwrap();
+            let due = slots_due(&s, &w, &BTreeSet::new()).unwrap();
             for slot in &due.runnable {
                 prop_assert!(*slot > handled && *slot <= now);
             }

@@ -28,7 +28,7 @@ pub(super) fn backward(s: &Schedule, from: Timestamp, to: Timestamp) -> Vec<Time
         catch_up: CatchUp::All,
         max_catch_up_runs: 100_000,
     };
-    slots_due(s, &w).unwrap().runnable
+    slots_due(s, &w, &BTreeSet::new()).unwrap().runnable
 }
 
 /// A table row: (what, schedule, zone, from, to, the slots in (from, to] in UTC).
@@ -198,7 +198,11 @@ fn the_spring_forward_slot_of_croner_issue_16_is_found_not_a_panic() {
         catch_up: CatchUp::Latest,
         max_catch_up_runs: 31,
     };
-    assert_eq!(slots_due(&s, &w).unwrap().runnable, vec![gap], "due once");
+    assert_eq!(
+        slots_due(&s, &w, &BTreeSet::new()).unwrap().runnable,
+        vec![gap],
+        "due once"
+    );
 }
 
 #[test]
@@ -277,7 +281,7 @@ fn check_due(cases: Vec<(&str, Window, Due)>) {
     let s = sched("0 * * * *", "UTC");
     for (name, window, mut want) in cases {
         want.next = s.after(window.now).unwrap();
-        assert_eq!(slots_due(&s, &window).unwrap(), want, "{name}");
+        assert_eq!(slots_due(&s, &window, &BTreeSet::new()).unwrap(), want, "{name}");
     }
 }
 
@@ -399,6 +403,35 @@ fn edges_of_the_window() {
 }
 
 #[test]
+fn a_slot_that_has_its_build_is_never_counted_missed_or_skipped() {
+    // A reconcile created the builds of 01:00 and 04:00, but its status write was refused: the last
+    // handled slot is still 00:00. Those slots are decided again; they were built, not missed.
+    let s = sched("0 * * * *", "UTC");
+    let built = BTreeSet::from([h(1), h(4)]);
+    let d0 = "2024-06-01T00:00:00Z";
+    let late = hourly_window(d0, "2024-06-01T05:30:00Z", Some(120), CatchUp::Latest, 31);
+    let due = slots_due(&s, &late, &built).unwrap();
+    assert_eq!(due.runnable, vec![h(5)]);
+    assert_eq!(
+        (due.missed, due.skipped),
+        (0, 2),
+        "04:00 is not missed, 01:00 not skipped"
+    );
+    assert_eq!(due.newest_skipped, Some(h(3)));
+    assert_eq!(due.decided_through, Some(h(4)));
+    // Built slots alone are still decided (the next decision starts after them), with no count.
+    let only_built = hourly_window(d0, "2024-06-01T06:30:00Z", Some(60), CatchUp::Latest, 31);
+    let built = BTreeSet::from([h(1), h(2), h(3), h(4), h(5)]);
+    let due = slots_due(&s, &only_built, &built).unwrap();
+    assert_eq!((due.runnable, due.missed, due.skipped), (vec![h(6)], 0, 0));
+    assert_eq!((due.newest_skipped, due.decided_through), (None, Some(h(5))));
+    // A runnable slot that has its build stays runnable: creating it again finds it, which is done.
+    let all = hourly_window(d0, "2024-06-01T02:30:00Z", None, CatchUp::All, 31);
+    let due = slots_due(&s, &all, &BTreeSet::from([h(1)])).unwrap();
+    assert_eq!(due.runnable, vec![h(1), h(2)]);
+}
+
+#[test]
 fn counting_stops_at_the_limit_after_a_long_downtime() {
     let s = sched("* * * * * *", "UTC");
     let now = t("2024-06-02T00:00:00Z");
@@ -409,7 +442,7 @@ fn counting_stops_at_the_limit_after_a_long_downtime() {
         catch_up: CatchUp::Latest,
         max_catch_up_runs: 31,
     };
-    let due = slots_due(&s, &w).unwrap();
+    let due = slots_due(&s, &w, &BTreeSet::new()).unwrap();
     assert_eq!(due.runnable, vec![now]);
     assert_eq!(due.missed, COUNT_LIMIT);
     assert!(due.counts_capped);
