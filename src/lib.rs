@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod controller;
 pub mod crd;
+mod digest;
 pub mod dss;
 pub mod emulator;
 mod sync;

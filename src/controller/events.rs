@@ -48,9 +48,10 @@ pub struct Recorder {
     recent: Arc<Mutex<Recent>>,
 }
 
-/// Events published within [`REPEAT_WINDOW`], by [`key`].
+/// Events published within [`REPEAT_WINDOW`], by the digest of their [`key`]: 16 bytes an event
+/// instead of the key's text (about 150), for the two events of every build of a burst.
 struct Recent {
-    seen: HashMap<Box<str>, Seen>,
+    seen: HashMap<u128, Seen>,
     swept: Instant,
 }
 
@@ -72,6 +73,7 @@ impl Recent {
     /// The name and next series count of the Event that `key` repeats, if it was published within
     /// the window. Sweeps expired entries now and then.
     fn repeat_of(&mut self, key: &str, now: Instant) -> Option<(Box<str>, i32)> {
+        let key = crate::digest::of(key);
         if now.saturating_duration_since(self.swept) >= SWEEP_EVERY {
             self.seen
                 .retain(|_, s| now.saturating_duration_since(s.at) < REPEAT_WINDOW);
@@ -79,13 +81,13 @@ impl Recent {
             self.swept = now;
         }
         self.seen
-            .get(key)
+            .get(&key)
             .filter(|s| now.saturating_duration_since(s.at) < REPEAT_WINDOW)
             .map(|s| (s.name.clone(), s.count.saturating_add(1)))
     }
 
-    fn record(&mut self, key: Box<str>, seen: Seen) {
-        self.seen.insert(key, seen);
+    fn record(&mut self, key: &str, seen: Seen) {
+        self.seen.insert(crate::digest::of(key), seen);
     }
 }
 
@@ -227,7 +229,7 @@ impl Recorder {
                 }
             }
         };
-        lock(&self.recent).record(key, seen);
+        lock(&self.recent).record(&key, seen);
         Ok(())
     }
 }
@@ -445,10 +447,10 @@ mod tests {
         let t0 = Instant::now();
         let mut recent = Recent::new(t0);
         assert_eq!(recent.repeat_of("k", t0), None);
-        recent.record("k".into(), seen("b.1", 1, t0));
+        recent.record("k", seen("b.1", 1, t0));
         let later = t0 + Duration::from_secs(60);
         assert_eq!(recent.repeat_of("k", later), Some(("b.1".into(), 2)));
-        recent.record("k".into(), seen("b.1", 2, later));
+        recent.record("k", seen("b.1", 2, later));
         // The window runs from the last repeat.
         let near_end = later + REPEAT_WINDOW - Duration::from_secs(1);
         assert_eq!(recent.repeat_of("k", near_end), Some(("b.1".into(), 3)));
@@ -459,9 +461,9 @@ mod tests {
     fn events_past_the_window_are_forgotten() {
         let t0 = Instant::now();
         let mut recent = Recent::new(t0);
-        recent.record("old".into(), seen("a.1", 1, t0));
+        recent.record("old", seen("a.1", 1, t0));
         let t1 = t0 + REPEAT_WINDOW - Duration::from_secs(5);
-        recent.record("new".into(), seen("b.1", 1, t1));
+        recent.record("new", seen("b.1", 1, t1));
         let t2 = t0 + REPEAT_WINDOW;
         // Expired but not yet swept: still not a repeat.
         recent.swept = t2;
@@ -471,6 +473,6 @@ mod tests {
         let t3 = t2 + SWEEP_EVERY;
         assert_eq!(recent.repeat_of("new", t3), Some(("b.1".into(), 2)));
         assert_eq!(recent.seen.len(), 1);
-        assert!(recent.seen.contains_key("new"));
+        assert!(recent.seen.contains_key(&crate::digest::of("new")));
     }
 }

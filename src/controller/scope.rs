@@ -157,9 +157,27 @@ where
     }
 }
 
-/// The controller of one kind of run in the scope, and its cache. The cache keeps what reconciles
-/// read: managedFields and the last-applied annotation are dropped, which is most of an object's size
-/// once it has a status (memory with many finished objects).
+/// What the caches keep of an object: what reconciles read. managedFields (most of an object's size
+/// once it has a status), labels, owner references and every annotation but the operator's own
+/// (`kube-dss.dev/...`: rerun, abort, adopt-job) are dropped; with many finished objects (and tools
+/// such as Argo CD adding their own annotations and labels) that is most of the operator's memory.
+fn trim<K: kube::Resource>(r: &mut K) {
+    let meta = r.meta_mut();
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.owner_references = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|k, _| k.starts_with(OWN_ANNOTATIONS));
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+/// The prefix of the annotations the operator reads.
+const OWN_ANNOTATIONS: &str = "kube-dss.dev/";
+
+/// The controller of one kind of run in the scope, and its cache (objects [`trim`]med).
 fn runs<K: RunKind>(
     common: &Common,
     namespace: Option<&str>,
@@ -170,11 +188,7 @@ fn runs<K: RunKind>(
     let (store, writer) = kube::runtime::reflector::store();
     let trigger = watcher(api::<K::Resource>(common, namespace), wc.clone())
         .default_backoff()
-        .modify(|r: &mut K::Resource| {
-            r.managed_fields_mut().clear();
-            r.annotations_mut()
-                .remove("kubectl.kubernetes.io/last-applied-configuration");
-        })
+        .modify(trim::<K::Resource>)
         .reflect(writer)
         .touched_objects();
     K::watch(&ctx.io, store.clone());

@@ -41,7 +41,7 @@ pub(crate) struct Starts {
     entries: Mutex<HashMap<String, Entry>>,
     /// The keys of the runs this process started or adopted, with when: a search for another
     /// object's lost start never takes one of them, even before the owner's status shows it.
-    claimed: Mutex<HashMap<String, std::time::Instant>>,
+    claimed: Mutex<HashMap<u128, std::time::Instant>>,
 }
 
 impl Starts {
@@ -66,17 +66,18 @@ impl Starts {
     pub(crate) fn claim(&self, key: &str) -> bool {
         let mut claimed = lock(&self.claimed);
         claimed.retain(|_, at| at.elapsed() < CLAIM_MEMORY);
-        if claimed.contains_key(key) {
+        let key = crate::digest::of(key);
+        if claimed.contains_key(&key) {
             return false;
         }
-        claimed.insert(key.to_string(), std::time::Instant::now());
+        claimed.insert(key, std::time::Instant::now());
         true
     }
 
     /// Whether this process recently started or adopted the run for an object.
     pub(crate) fn claimed(&self, key: &str) -> bool {
         lock(&self.claimed)
-            .get(key)
+            .get(&crate::digest::of(key))
             .is_some_and(|at| at.elapsed() < CLAIM_MEMORY)
     }
 
