@@ -33,18 +33,18 @@ fn sizes() -> Vec<usize> {
 }
 
 /// Creates builds `s{from}`..`s{to}` as copies of `template` (spec, labels, finalizer) and stamps
-/// its status on each with a job id of its own.
+/// its status on each with a job id of its own, everywhere the status names it (the conditions'
+/// messages too): the status the operator itself would have written, so it finds nothing to change.
 async fn stamp(api: &Api<DatasetBuild>, template: &DatasetBuild, from: usize, to: usize) {
-    let status = serde_json::to_value(template.status.as_ref().unwrap()).unwrap();
-    let job = status["jobId"].as_str().unwrap().to_string();
+    let status = serde_json::to_string(template.status.as_ref().unwrap()).unwrap();
+    let job = template.status.as_ref().and_then(|s| s.job_id.clone()).unwrap();
     let spec = serde_json::to_value(&template.spec).unwrap();
     let labels = json!(template.metadata.labels.clone().unwrap_or_default());
     let concurrency = env_usize("SCALE_STAMP_CONCURRENCY", 48);
     let failed: Vec<String> = stream::iter(from..to)
         .map(|i| {
             let (api, spec, labels) = (api.clone(), spec.clone(), labels.clone());
-            let mut status = status.clone();
-            let job = job.clone();
+            let status: Value = serde_json::from_str(&status.replace(&job, &format!("{job}_s{i}"))).unwrap();
             async move {
                 let name = format!("s{i}");
                 let b: DatasetBuild = serde_json::from_value(json!({
@@ -53,7 +53,6 @@ async fn stamp(api: &Api<DatasetBuild>, template: &DatasetBuild, from: usize, to
                     "spec": spec,
                 }))
                 .unwrap();
-                status["jobId"] = json!(format!("{job}_s{i}"));
                 let patch = json!({
                     "apiVersion": "kube-dss.dev/v1alpha1", "kind": "DatasetBuild",
                     "metadata": {"name": name}, "status": status,

@@ -36,8 +36,8 @@ const REPEAT_WINDOW: Duration = Duration::from_secs(6 * 60);
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Publishes `events.k8s.io/v1` Events and aggregates repeats into a series, as kube's `Recorder`
-/// does, with a compact memory of recent events: one short key and the Event's name per event
-/// instead of a copy of the whole Event and its object reference. After thousands of builds finish
+/// does, with a compact memory of recent events: a digest of its identity and its creation time per
+/// event instead of a copy of the whole Event and its object reference. After thousands of builds finish
 /// at once the window holds two events per build, and the full copies were most of the operator's
 /// memory.
 #[derive(Clone)]
@@ -55,9 +55,10 @@ struct Recent {
     swept: Instant,
 }
 
-/// A published Event: its name, its series count so far and when it was last published.
+/// A published Event: when it was created (its name is made from that and the object's name, so
+/// only the time is kept), its series count so far and when it was last published.
 struct Seen {
-    name: Box<str>,
+    created: i128,
     count: i32,
     at: Instant,
 }
@@ -72,7 +73,7 @@ impl Recent {
 
     /// The name and next series count of the Event that `key` repeats, if it was published within
     /// the window. Sweeps expired entries now and then.
-    fn repeat_of(&mut self, key: &str, now: Instant) -> Option<(Box<str>, i32)> {
+    fn repeat_of(&mut self, key: &str, now: Instant) -> Option<(i128, i32)> {
         let key = crate::digest::of(key);
         if now.saturating_duration_since(self.swept) >= SWEEP_EVERY {
             self.seen
@@ -83,7 +84,7 @@ impl Recent {
         self.seen
             .get(&key)
             .filter(|s| now.saturating_duration_since(s.at) < REPEAT_WINDOW)
-            .map(|s| (s.name.clone(), s.count.saturating_add(1)))
+            .map(|s| (s.created, s.count.saturating_add(1)))
     }
 
     fn record(&mut self, key: &str, seen: Seen) {
@@ -179,7 +180,8 @@ impl Recorder {
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
         let now = Timestamp::now();
         let seen = match repeat {
-            Some((name, count)) => {
+            Some((created, count)) => {
+                let name = event_name(reference.name.as_deref().unwrap_or(&self.controller), created);
                 let series = EventSeries {
                     count,
                     last_observed_time: MicroTime(now),
@@ -188,16 +190,14 @@ impl Recorder {
                 api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;
                 Seen {
-                    name,
+                    created,
                     count,
                     at: Instant::now(),
                 }
             }
             None => {
-                let name = event_name(
-                    reference.name.as_deref().unwrap_or(&self.controller),
-                    now.as_nanosecond(),
-                );
+                let created = now.as_nanosecond();
+                let name = event_name(reference.name.as_deref().unwrap_or(&self.controller), created);
                 let event = K8sEvent {
                     action: Some(action.to_string()),
                     reason: Some(reason.to_string()),
@@ -223,7 +223,7 @@ impl Recorder {
                 };
                 api.create(&PostParams::default(), &event).await?;
                 Seen {
-                    name: name.into_boxed_str(),
+                    created,
                     count: 1,
                     at: Instant::now(),
                 }
@@ -434,12 +434,8 @@ mod tests {
         assert_ne!(event_name(&long, nanos), event_name(&long, nanos + 1));
     }
 
-    fn seen(name: &str, count: i32, at: Instant) -> Seen {
-        Seen {
-            name: name.into(),
-            count,
-            at,
-        }
+    fn seen(created: i128, count: i32, at: Instant) -> Seen {
+        Seen { created, count, at }
     }
 
     #[test]
@@ -447,13 +443,13 @@ mod tests {
         let t0 = Instant::now();
         let mut recent = Recent::new(t0);
         assert_eq!(recent.repeat_of("k", t0), None);
-        recent.record("k", seen("b.1", 1, t0));
+        recent.record("k", seen(1, 1, t0));
         let later = t0 + Duration::from_secs(60);
-        assert_eq!(recent.repeat_of("k", later), Some(("b.1".into(), 2)));
-        recent.record("k", seen("b.1", 2, later));
+        assert_eq!(recent.repeat_of("k", later), Some((1, 2)));
+        recent.record("k", seen(1, 2, later));
         // The window runs from the last repeat.
         let near_end = later + REPEAT_WINDOW - Duration::from_secs(1);
-        assert_eq!(recent.repeat_of("k", near_end), Some(("b.1".into(), 3)));
+        assert_eq!(recent.repeat_of("k", near_end), Some((1, 3)));
         assert_eq!(recent.repeat_of("other", near_end), None);
     }
 
@@ -461,9 +457,9 @@ mod tests {
     fn events_past_the_window_are_forgotten() {
         let t0 = Instant::now();
         let mut recent = Recent::new(t0);
-        recent.record("old", seen("a.1", 1, t0));
+        recent.record("old", seen(2, 1, t0));
         let t1 = t0 + REPEAT_WINDOW - Duration::from_secs(5);
-        recent.record("new", seen("b.1", 1, t1));
+        recent.record("new", seen(1, 1, t1));
         let t2 = t0 + REPEAT_WINDOW;
         // Expired but not yet swept: still not a repeat.
         recent.swept = t2;
@@ -471,7 +467,7 @@ mod tests {
         assert_eq!(recent.seen.len(), 2);
         // The next sweep drops it and keeps the other.
         let t3 = t2 + SWEEP_EVERY;
-        assert_eq!(recent.repeat_of("new", t3), Some(("b.1".into(), 2)));
+        assert_eq!(recent.repeat_of("new", t3), Some((1, 2)));
         assert_eq!(recent.seen.len(), 1);
         assert!(recent.seen.contains_key(&crate::digest::of("new")));
     }

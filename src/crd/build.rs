@@ -192,8 +192,10 @@ pub struct DatasetBuildStatus {
     pub last_handled_abort_annotation: Option<String>,
 
     /// Why the build failed or was aborted.
+    // Boxed: most builds succeed, and without the failure inline a cached build fits a smaller
+    // allocation (1,024 bytes instead of 1,280 with jemalloc's size classes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure: Option<Failure>,
+    pub failure: Option<Box<Failure>>,
 
     /// Earlier jobs of this resource, newest first (bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -418,28 +418,15 @@ impl DssClient {
         max_matches: usize,
         mut keep: impl FnMut(&JobListItem) -> bool + Send,
     ) -> Result<JobSearch, Error> {
-        let op = Operation::ListJobs;
         let path = ["projects", project_key, "jobs", ""];
-        self.observed(op, async {
-            let url = self.url(op, &path, &[])?;
-            let exchange = self.exchange(op, Method::GET, url, None).await?;
-            let (mut matches, mut total_matches) = (Vec::new(), 0);
-            let listed = stream_listing(exchange, JobListing::new(Some(project_key)), &mut |job| {
-                if keep(&job) {
-                    total_matches += 1;
-                    if matches.len() < max_matches {
-                        matches.push(job);
-                    }
-                }
-                Ok(())
-            })
-            .await?;
-            Ok(JobSearch {
-                matches,
-                total_matches,
-                listed,
-            })
-        })
+        self.search(
+            Operation::ListJobs,
+            &path,
+            &[],
+            Some(project_key),
+            max_matches,
+            &mut keep,
+        )
         .await
     }
 
@@ -469,11 +456,26 @@ impl DssClient {
                 Some(pk),
             ),
         };
+        self.search(op, &path, query, project, max_matches, &mut keep)
+            .await
+    }
+
+    /// A job listing read as it streams in, keeping only the jobs `keep` accepts (at most
+    /// `max_matches`; all accepted ones are counted).
+    async fn search(
+        &self,
+        op: Operation,
+        path: &[&str],
+        query: &[(&str, &str)],
+        default_project: Option<&str>,
+        max_matches: usize,
+        keep: &mut (dyn FnMut(&JobListItem) -> bool + Send),
+    ) -> Result<JobSearch, Error> {
         self.observed(op, async {
-            let url = self.url(op, &path, query)?;
+            let url = self.url(op, path, query)?;
             let exchange = self.exchange(op, Method::GET, url, None).await?;
             let (mut matches, mut total_matches) = (Vec::new(), 0);
-            let listed = stream_listing(exchange, JobListing::new(project), &mut |job| {
+            let listed = stream_listing(exchange, JobListing::new(default_project), &mut |job| {
                 if keep(&job) {
                     total_matches += 1;
                     if matches.len() < max_matches {

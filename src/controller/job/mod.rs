@@ -197,7 +197,7 @@ impl RunKind for JobKind {
                 rerun_annotation: last_handled_rerun_annotation,
                 abort_annotation: last_handled_abort_annotation,
             },
-            failure,
+            failure: failure.map(|f| *f),
             history: history
                 .into_iter()
                 .map(|h| Past {
@@ -254,7 +254,7 @@ impl RunKind for JobKind {
             last_handled_rerun_token: handled.rerun_token,
             last_handled_rerun_annotation: handled.rerun_annotation,
             last_handled_abort_annotation: handled.abort_annotation,
-            failure,
+            failure: failure.map(Box::new),
             history: history
                 .into_iter()
                 .map(|h| HistoryEntry {
