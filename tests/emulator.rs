@@ -674,6 +674,8 @@ async fn admin_finish_ends_jobs_at_once() {
     let env = Env::new(config(", maxRunningActivities: 1")).await;
     let running = env.start_ok("NON_RECURSIVE_FORCED_BUILD", "slow").await;
     let queued = env.start_ok("NON_RECURSIVE_FORCED_BUILD", "slow").await;
+    // A status call on a running job is not the moment its end was learned.
+    assert_eq!(env.status(&running).await["baseStatus"]["state"], "RUNNING");
     let rec = env
         .admin
         .finish_with(
@@ -710,6 +712,7 @@ async fn admin_finish_ends_jobs_at_once() {
         .await
         .unwrap();
     assert_eq!((rec.state.as_str(), rec.warnings_count), ("DONE", 4));
+    assert_eq!(rec.end_read_time, 0, "nobody has read the end yet");
     assert_eq!(env.status(&running).await["baseStatus"]["warningsCount"], 4);
     // Finishing a finished job is a conflict; an unknown job is not found.
     let again = env
@@ -729,6 +732,16 @@ async fn admin_finish_ends_jobs_at_once() {
     let records = env.admin.project_jobs("P").await.unwrap();
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].initiator, "API (tester)");
+    // The first status call that found the job ended is when a client could learn it; reading the
+    // log of the other job is not such a call.
+    let read = |id: &str| records.iter().find(|r| r.id == id).unwrap().clone();
+    let (done, failed) = (read(&running), read(&queued));
+    assert!(done.end_read_time >= done.end_time && done.end_time > 0, "{done:?}");
+    assert_eq!(failed.end_read_time, 0, "{failed:?}");
+    env.status(&running).await;
+    let again = env.admin.project_jobs("P").await.unwrap();
+    let first = again.iter().find(|r| r.id == running).unwrap();
+    assert_eq!(first.end_read_time, done.end_read_time, "only the first read counts");
     env.handle.shutdown().await;
 }
 

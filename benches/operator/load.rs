@@ -131,15 +131,26 @@ pub(crate) async fn run(client: &Client, load: &Load) -> Value {
     let seen = watch.snapshot();
     drop(watch);
 
-    let jobs: HashMap<watch::JobKey, i64> = admin
-        .jobs()
-        .await
-        .unwrap()
+    let records = admin.jobs().await.unwrap();
+    let reads: HashMap<watch::JobKey, i64> = records
+        .iter()
+        .map(|j| {
+            (
+                ("dss".to_string(), j.project_key.clone(), j.id.clone()),
+                j.end_read_time,
+            )
+        })
+        .collect();
+    let jobs: HashMap<watch::JobKey, i64> = records
         .into_iter()
         .map(|j| (("dss".to_string(), j.project_key, j.id), j.end_time))
         .collect();
     // Seen by the bench: first sight of Succeeded=True minus DSS's end time of the job.
     let lags = watch::lags(&seen, &jobs, &|_| true);
+    // Where that time goes: until the operator's status call finds the job ended (the listing's
+    // interval, the wait for budget), then until the watch sees it (the reconcile, the status
+    // write, the apiserver's watch delivery).
+    let (to_read, read_to_seen) = watch::lag_parts(&seen, &jobs, &reads);
     let last_seen = seen.values().filter_map(|s| s.succeeded_ms).max();
     let wall = (last_seen.unwrap_or(t0_ms) - t0_ms) as f64 / 1000.0;
     // The operator's own clock: Succeeded's lastTransitionTime (the reconcile's start, whole
@@ -204,6 +215,8 @@ pub(crate) async fn run(client: &Client, load: &Load) -> Value {
         "lowerBoundSeconds": lower_bound,
         "detectionLagSeconds": watch::summary(&lags),
         "detectionLagOperatorClockSeconds": watch::summary(&own_lags),
+        "detectionLagEndToStatusReadSeconds": watch::summary(&to_read),
+        "detectionLagStatusReadToSeenSeconds": watch::summary(&read_to_seen),
         "dssRequests": dss_requests, "dssRequestsPerBuild": dss_requests as f64 / n as f64,
         "dssRequestsByRoute": route_delta(&stats1, &stats0),
         "dssResponseBytes": dss_bytes, "dssResponseBytesPerBuild": dss_bytes as f64 / n as f64,
@@ -218,6 +231,7 @@ pub(crate) async fn run(client: &Client, load: &Load) -> Value {
         "apiserverWritesPerBuildIncludingEvents": (dsb_writes + event_writes) / n as f64,
         "statusWritesPerSecond": status_writes / wall,
         "operatorPeakRssMiB": op.peak_rss_mib().max(peak_rss),
+        "operatorRssFileMiB": op.rss_file_mib(),
         "operatorCpuSeconds": cpu,
         "panics": op.panicked(),
     });

@@ -151,6 +151,12 @@ impl Op {
         self.proc_status("VmRSS:")
     }
 
+    /// The file-backed part of the resident set (the binary's code and other mapped files), MiB:
+    /// what no change to the heap can lower.
+    fn rss_file_mib(&self) -> f64 {
+        self.proc_status("RssFile:")
+    }
+
     /// Peak resident set since start, MiB.
     fn peak_rss_mib(&self) -> f64 {
         self.proc_status("VmHWM:")

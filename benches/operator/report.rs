@@ -160,6 +160,20 @@ fn load(t: &mut Table, s: &str, r: &Value) {
         &r["detectionLagOperatorClockSeconds"],
         None,
     );
+    lag(
+        t,
+        s,
+        "lag part 1: job end -> first status call finding it ended",
+        &r["detectionLagEndToStatusReadSeconds"],
+        None,
+    );
+    lag(
+        t,
+        s,
+        "lag part 2: that call -> seen by the bench (write, watch)",
+        &r["detectionLagStatusReadToSeenSeconds"],
+        None,
+    );
     t.row(
         s,
         "DSS requests total / per build",
@@ -231,6 +245,13 @@ fn load(t: &mut Table, s: &str, r: &Value) {
     } else {
         t.row(s, "operator peak RSS (MiB) / CPU (s)", rss, "", Met::None);
     }
+    t.row(
+        s,
+        "operator RSS file-backed (binary's code, MiB), at the end",
+        f(&r["operatorRssFileMiB"]),
+        "",
+        Met::None,
+    );
 }
 
 fn idle(t: &mut Table, r: &Value) {
@@ -262,6 +283,13 @@ fn idle(t: &mut Table, r: &Value) {
         fs(&[&r["operatorRssMiB"], &r["operatorPeakRssMiB"]]),
         "RSS <= 40 at 10000 builds",
         Met::nominal(num(&r["builds"]) == 10_000.0, num(&r["operatorRssMiB"]) <= 40.0),
+    );
+    t.row(
+        s,
+        "operator RSS file-backed (binary's code, MiB)",
+        f(&r["operatorRssFileMiB"]),
+        "",
+        Met::None,
     );
     t.row(
         s,

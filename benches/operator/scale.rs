@@ -173,7 +173,7 @@ pub(crate) async fn run(client: &Client) -> Value {
             "readySeconds": ready.as_secs_f64(),
             "settleSeconds": settle, "windowSeconds": window,
             "rssSettledMiB": rss_settled, "rssWindowMaxMiB": rss_max, "rssWindowEndMiB": op.rss_mib(),
-            "peakRssMiB": op.peak_rss_mib(),
+            "peakRssMiB": op.peak_rss_mib(), "rssFileMiB": op.rss_file_mib(),
             "apiserverRequestsPerMinute": sum(&a_d, |_, _, _| true) / minutes,
             "apiserverRequests": api_table(&a_d),
             "dssRequestsPerMinute": (s1.requests_total - s0.requests_total) as f64 / minutes,

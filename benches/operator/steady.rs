@@ -83,6 +83,7 @@ pub(crate) async fn idle_and_restart(client: &Client) -> (Value, Value) {
         "apiserverRequestsPerMinute": api_requests / minutes,
         "apiserverRequests": api_table(&a_d),
         "operatorRssMiB": op.rss_mib(), "operatorPeakRssMiB": op.peak_rss_mib(),
+        "operatorRssFileMiB": op.rss_file_mib(),
         "operatorCpuSeconds": cpu, "operatorCpuPercent": cpu / idle_secs as f64 * 100.0,
         "panics": op.panicked(),
     });
@@ -144,6 +145,7 @@ pub(crate) async fn idle_and_restart(client: &Client) -> (Value, Value) {
         "dssCallsOnRunningConnection": route_delta(&r1, &r0),
         "runningStillRunning": still_running,
         "operatorRssMiB": op.rss_mib(), "operatorPeakRssMiB": op.peak_rss_mib(),
+        "operatorRssFileMiB": op.rss_file_mib(),
         "operatorCpuSeconds": op.cpu_seconds(),
         "panics": idle_panics || op.panicked(),
     });

@@ -191,6 +191,29 @@ pub(crate) fn lags(
     lags
 }
 
+/// The detection lag in two parts, sorted (seconds): from the job's end to the first status call
+/// that found it ended (`endReadTime`), and from that call to the watch's first sight of Succeeded.
+/// Builds whose job has no end or no such read are left out.
+pub(crate) fn lag_parts(
+    seen: &HashMap<String, Seen>,
+    end_times: &HashMap<JobKey, i64>,
+    read_times: &HashMap<JobKey, i64>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut to_read, mut to_seen): (Vec<f64>, Vec<f64>) = seen
+        .values()
+        .filter_map(|s| {
+            let job = s.job.as_ref()?;
+            let end = *end_times.get(job).filter(|e| **e > 0)?;
+            let read = *read_times.get(job).filter(|r| **r > 0)?;
+            let seen = s.succeeded_ms?;
+            Some(((read - end) as f64 / 1000.0, (seen - read) as f64 / 1000.0))
+        })
+        .unzip();
+    to_read.sort_by(f64::total_cmp);
+    to_seen.sort_by(f64::total_cmp);
+    (to_read, to_seen)
+}
+
 /// min, p50, p90, p99, max and the sample count of sorted values.
 pub(crate) fn summary(sorted: &[f64]) -> Value {
     json!({

@@ -46,6 +46,10 @@ pub struct JobRecord {
     pub start_time: i64,
     /// Epoch milliseconds, 0 when not finished.
     pub end_time: i64,
+    /// Epoch milliseconds of the first status call (`GET /projects/{pk}/jobs/{id}/`) that answered
+    /// with the job ended, 0 before: when a client could first learn the outcome.
+    #[serde(default)]
+    pub end_read_time: i64,
     /// Warnings reported so far.
     pub warnings_count: u64,
     /// The activities in run order.

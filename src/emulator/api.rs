@@ -399,7 +399,8 @@ async fn job_status(
 ) -> Result<Response, ApiError> {
     st.project(&pk)?;
     caller.require(&pk, "MONITOR_JOBS")?;
-    let (world, _) = st.world();
+    let (mut world, now) = st.world();
+    world.jobs.note_status_read(&pk, &id, now);
     let sim = &world.jobs;
     let job = sim
         .get(&pk, &id)

@@ -153,6 +153,8 @@ pub(crate) struct Job {
     pub(crate) state: JobState,
     start_us: Option<u64>,
     end_us: Option<u64>,
+    /// When a status call first answered with the job ended: the moment a client could learn it.
+    end_read_us: Option<u64>,
     pub(crate) activities: Vec<Activity>,
     current: usize,
     /// Why a job with no activity had nothing to do, for its log.
@@ -521,6 +523,7 @@ impl Sim {
             },
             start_us: empty.then_some(now),
             end_us: empty.then_some(now),
+            end_read_us: None,
             activities,
             current: 0,
             note,
@@ -654,6 +657,15 @@ impl Sim {
     /// Looks a job up.
     pub(crate) fn get(&self, project: &str, id: &str) -> Option<&Job> {
         self.jobs.get(&self.seq_of(project, id)?)
+    }
+
+    /// Notes a status call at `now`: the first one that finds the job ended is when a client
+    /// could learn its outcome.
+    pub(crate) fn note_status_read(&mut self, project: &str, id: &str, now: u64) {
+        let job = self.seq_of(project, id).and_then(|seq| self.jobs.get_mut(&seq));
+        if let Some(job) = job.filter(|j| j.state.terminal() && j.end_read_us.is_none()) {
+            job.end_read_us = Some(now);
+        }
     }
 
     /// Aborts a job. Returns whether it changed anything (a finished job stays as it was).
@@ -825,6 +837,7 @@ pub(crate) struct JobRecordRef<'a> {
     initiation_timestamp: i64,
     start_time: i64,
     end_time: i64,
+    end_read_time: i64,
     warnings_count: u64,
     activities: Vec<ActivityRecordRef<'a>>,
 }
@@ -866,6 +879,7 @@ impl Job {
             initiation_timestamp: clock.epoch_ms(self.initiation_us),
             start_time: clock.opt_ms(self.start_us),
             end_time: clock.opt_ms(self.end_us),
+            end_read_time: clock.opt_ms(self.end_read_us),
             warnings_count: self.warnings(),
             activities: self
                 .activities
