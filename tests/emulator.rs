@@ -729,19 +729,37 @@ async fn admin_finish_ends_jobs_at_once() {
             .to_string()
             .contains("404")
     );
+    assert_eq!(env.get("/jobs/running/").await.status(), StatusCode::OK);
     let records = env.admin.project_jobs("P").await.unwrap();
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].initiator, "API (tester)");
+    // That listing was the first to leave both ended jobs out.
+    for r in &records {
+        assert!(r.end_listed_time >= r.end_time && r.end_time > 0, "{r:?}");
+    }
     // The first status call that found the job ended is when a client could learn it; reading the
     // log of the other job is not such a call.
     let read = |id: &str| records.iter().find(|r| r.id == id).unwrap().clone();
     let (done, failed) = (read(&running), read(&queued));
-    assert!(done.end_read_time >= done.end_time && done.end_time > 0, "{done:?}");
+    assert!(
+        done.end_read_time >= done.end_time && done.end_time > 0,
+        "{done:?}"
+    );
     assert_eq!(failed.end_read_time, 0, "{failed:?}");
     env.status(&running).await;
     let again = env.admin.project_jobs("P").await.unwrap();
     let first = again.iter().find(|r| r.id == running).unwrap();
-    assert_eq!(first.end_read_time, done.end_read_time, "only the first read counts");
+    assert_eq!(
+        first.end_read_time, done.end_read_time,
+        "only the first read counts"
+    );
+    env.get("/jobs/running/").await;
+    let listed = env.admin.project_jobs("P").await.unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.end_listed_time).collect::<Vec<_>>(),
+        records.iter().map(|r| r.end_listed_time).collect::<Vec<_>>(),
+        "only the first listing counts"
+    );
     env.handle.shutdown().await;
 }
 

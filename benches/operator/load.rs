@@ -131,26 +131,27 @@ pub(crate) async fn run(client: &Client, load: &Load) -> Value {
     let seen = watch.snapshot();
     drop(watch);
 
-    let records = admin.jobs().await.unwrap();
-    let reads: HashMap<watch::JobKey, i64> = records
-        .iter()
+    let times: HashMap<watch::JobKey, watch::JobTimes> = admin
+        .jobs()
+        .await
+        .unwrap()
+        .into_iter()
         .map(|j| {
-            (
-                ("dss".to_string(), j.project_key.clone(), j.id.clone()),
-                j.end_read_time,
-            )
+            let t = watch::JobTimes {
+                end: j.end_time,
+                listed: j.end_listed_time,
+                read: j.end_read_time,
+            };
+            (("dss".to_string(), j.project_key, j.id), t)
         })
         .collect();
-    let jobs: HashMap<watch::JobKey, i64> = records
-        .into_iter()
-        .map(|j| (("dss".to_string(), j.project_key, j.id), j.end_time))
-        .collect();
+    let jobs: HashMap<watch::JobKey, i64> = times.iter().map(|(k, t)| (k.clone(), t.end)).collect();
     // Seen by the bench: first sight of Succeeded=True minus DSS's end time of the job.
     let lags = watch::lags(&seen, &jobs, &|_| true);
-    // Where that time goes: until the operator's status call finds the job ended (the listing's
-    // interval, the wait for budget), then until the watch sees it (the reconcile, the status
-    // write, the apiserver's watch delivery).
-    let (to_read, read_to_seen) = watch::lag_parts(&seen, &jobs, &reads);
+    // Where that time goes: until a listing leaves the job out (the listing's interval), until the
+    // operator's status call finds it ended (waking the build, the reconcile queue, the wait for
+    // budget), then until the watch sees it (the status write, the apiserver's watch delivery).
+    let [to_listed, listed_to_read, read_to_seen] = watch::lag_parts(&seen, &times);
     let last_seen = seen.values().filter_map(|s| s.succeeded_ms).max();
     let wall = (last_seen.unwrap_or(t0_ms) - t0_ms) as f64 / 1000.0;
     // The operator's own clock: Succeeded's lastTransitionTime (the reconcile's start, whole
@@ -215,7 +216,8 @@ pub(crate) async fn run(client: &Client, load: &Load) -> Value {
         "lowerBoundSeconds": lower_bound,
         "detectionLagSeconds": watch::summary(&lags),
         "detectionLagOperatorClockSeconds": watch::summary(&own_lags),
-        "detectionLagEndToStatusReadSeconds": watch::summary(&to_read),
+        "detectionLagEndToListedSeconds": watch::summary(&to_listed),
+        "detectionLagListedToStatusReadSeconds": watch::summary(&listed_to_read),
         "detectionLagStatusReadToSeenSeconds": watch::summary(&read_to_seen),
         "dssRequests": dss_requests, "dssRequestsPerBuild": dss_requests as f64 / n as f64,
         "dssRequestsByRoute": route_delta(&stats1, &stats0),

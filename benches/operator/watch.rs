@@ -191,27 +191,37 @@ pub(crate) fn lags(
     lags
 }
 
-/// The detection lag in two parts, sorted (seconds): from the job's end to the first status call
-/// that found it ended (`endReadTime`), and from that call to the watch's first sight of Succeeded.
-/// Builds whose job has no end or no such read are left out.
-pub(crate) fn lag_parts(
-    seen: &HashMap<String, Seen>,
-    end_times: &HashMap<JobKey, i64>,
-    read_times: &HashMap<JobKey, i64>,
-) -> (Vec<f64>, Vec<f64>) {
-    let (mut to_read, mut to_seen): (Vec<f64>, Vec<f64>) = seen
-        .values()
-        .filter_map(|s| {
-            let job = s.job.as_ref()?;
-            let end = *end_times.get(job).filter(|e| **e > 0)?;
-            let read = *read_times.get(job).filter(|r| **r > 0)?;
-            let seen = s.succeeded_ms?;
-            Some(((read - end) as f64 / 1000.0, (seen - read) as f64 / 1000.0))
-        })
-        .unzip();
-    to_read.sort_by(f64::total_cmp);
-    to_seen.sort_by(f64::total_cmp);
-    (to_read, to_seen)
+/// The detection lag in three parts, each sorted (seconds): from the job's end to the first
+/// running-jobs listing that left it out (`endListedTime`), from there to the first status call that
+/// found it ended (`endReadTime`), and from that call to the watch's first sight of Succeeded.
+/// Builds whose job lacks one of these moments are left out.
+pub(crate) fn lag_parts(seen: &HashMap<String, Seen>, jobs: &HashMap<JobKey, JobTimes>) -> [Vec<f64>; 3] {
+    let mut parts: [Vec<f64>; 3] = Default::default();
+    for s in seen.values() {
+        let Some(t) = s.job.as_ref().and_then(|j| jobs.get(j)) else {
+            continue;
+        };
+        let Some(seen) = s.succeeded_ms else { continue };
+        if t.end <= 0 || t.listed <= 0 || t.read <= 0 {
+            continue;
+        }
+        let secs = |from: i64, to: i64| (to - from) as f64 / 1000.0;
+        parts[0].push(secs(t.end, t.listed));
+        parts[1].push(secs(t.listed, t.read));
+        parts[2].push(secs(t.read, seen));
+    }
+    for p in &mut parts {
+        p.sort_by(f64::total_cmp);
+    }
+    parts
+}
+
+/// When DSS ended a job, when a running-jobs listing first left it out, and when a status call
+/// first found it ended (epoch ms, 0 when it has not happened).
+pub(crate) struct JobTimes {
+    pub(crate) end: i64,
+    pub(crate) listed: i64,
+    pub(crate) read: i64,
 }
 
 /// min, p50, p90, p99, max and the sample count of sorted values.

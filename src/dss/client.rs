@@ -286,8 +286,9 @@ impl DssClient {
     }
 
     /// This handle, whose calls take the connection's budget only when no call of an ordinary handle
-    /// waits for it (job starts give way to the looks at running jobs, so that a backlog of starts
-    /// never delays noticing that jobs ended). Clones made from the returned handle give way too.
+    /// waits for it and a share of the burst is left (job starts give way to the looks at running
+    /// jobs, so that a backlog of starts never delays noticing that jobs ended). Clones made from the
+    /// returned handle give way too.
     pub fn giving_way(mut self) -> Self {
         self.class = Class::GivesWay;
         self

@@ -46,6 +46,10 @@ pub struct JobRecord {
     pub start_time: i64,
     /// Epoch milliseconds, 0 when not finished.
     pub end_time: i64,
+    /// Epoch milliseconds of the first running-jobs listing that left the job out after it ended,
+    /// 0 before.
+    #[serde(default)]
+    pub end_listed_time: i64,
     /// Epoch milliseconds of the first status call (`GET /projects/{pk}/jobs/{id}/`) that answered
     /// with the job ended, 0 before: when a client could first learn the outcome.
     #[serde(default)]

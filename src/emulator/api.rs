@@ -188,7 +188,8 @@ async fn running_project(
 ) -> Result<Response, ApiError> {
     st.project(&pk)?;
     caller.require_any(&pk, LIST_PERMS)?;
-    let (world, _) = st.world();
+    let (mut world, now) = st.world();
+    world.jobs.note_running_listing(Some(&pk), now);
     let sim = &world.jobs;
     let items: Vec<_> = sim
         .active_jobs()
@@ -204,7 +205,8 @@ async fn running_all(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let all_users = Query::new(q).bool("allUsers")?.unwrap_or(true);
-    let (world, _) = st.world();
+    let (mut world, now) = st.world();
+    world.jobs.note_running_listing(None, now);
     let sim = &world.jobs;
     let items: Vec<_> = sim
         .active_jobs()

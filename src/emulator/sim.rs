@@ -153,6 +153,8 @@ pub(crate) struct Job {
     pub(crate) state: JobState,
     start_us: Option<u64>,
     end_us: Option<u64>,
+    /// When a running-jobs listing first left the job out after it ended.
+    end_listed_us: Option<u64>,
     /// When a status call first answered with the job ended: the moment a client could learn it.
     end_read_us: Option<u64>,
     pub(crate) activities: Vec<Activity>,
@@ -240,6 +242,8 @@ pub(crate) struct Sim {
     queue: VecDeque<u64>,
     /// Jobs NOT_STARTED or RUNNING.
     active: BTreeSet<u64>,
+    /// Jobs that ended since the last running-jobs listing (at most `max_retained`).
+    ended_unlisted: VecDeque<u64>,
     running: usize,
     /// Due activity ends: (time, job). Entries may be stale; they are checked when popped.
     events: BinaryHeap<Reverse<(u64, u64)>>,
@@ -264,6 +268,7 @@ impl Sim {
             projects: HashMap::new(),
             queue: VecDeque::new(),
             active: BTreeSet::new(),
+            ended_unlisted: VecDeque::new(),
             running: 0,
             events: BinaryHeap::new(),
             next_seq: 0,
@@ -523,6 +528,7 @@ impl Sim {
             },
             start_us: empty.then_some(now),
             end_us: empty.then_some(now),
+            end_listed_us: None,
             end_read_us: None,
             activities,
             current: 0,
@@ -640,6 +646,7 @@ impl Sim {
             job.end_us = Some(t);
             self.running = self.running.saturating_sub(1);
             self.active.remove(&seq);
+            self.note_ended(seq);
         }
         if let Some((p, o, part)) = built {
             self.mark_built(&p, o, &part);
@@ -657,6 +664,29 @@ impl Sim {
     /// Looks a job up.
     pub(crate) fn get(&self, project: &str, id: &str) -> Option<&Job> {
         self.jobs.get(&self.seq_of(project, id)?)
+    }
+
+    fn note_ended(&mut self, seq: u64) {
+        if self.ended_unlisted.len() >= self.max_retained.max(1) {
+            self.ended_unlisted.pop_front();
+        }
+        self.ended_unlisted.push_back(seq);
+    }
+
+    /// Notes a running-jobs listing at `now` (of one project, or of all): the jobs that ended since
+    /// are absent from it for the first time.
+    pub(crate) fn note_running_listing(&mut self, project: Option<&str>, now: u64) {
+        let jobs = &mut self.jobs;
+        self.ended_unlisted.retain(|seq| {
+            let Some(job) = jobs.get_mut(seq) else {
+                return false;
+            };
+            if project.is_some_and(|p| p != job.project) {
+                return true;
+            }
+            job.end_listed_us.get_or_insert(now);
+            false
+        });
     }
 
     /// Notes a status call at `now`: the first one that finds the job ended is when a client
@@ -776,6 +806,7 @@ impl Sim {
         };
         job.end_us = Some(now);
         self.active.remove(&seq);
+        self.note_ended(seq);
         for (p, o, part) in built {
             self.mark_built(&p, o, &part);
         }
@@ -837,6 +868,7 @@ pub(crate) struct JobRecordRef<'a> {
     initiation_timestamp: i64,
     start_time: i64,
     end_time: i64,
+    end_listed_time: i64,
     end_read_time: i64,
     warnings_count: u64,
     activities: Vec<ActivityRecordRef<'a>>,
@@ -879,6 +911,7 @@ impl Job {
             initiation_timestamp: clock.epoch_ms(self.initiation_us),
             start_time: clock.opt_ms(self.start_us),
             end_time: clock.opt_ms(self.end_us),
+            end_listed_time: clock.opt_ms(self.end_listed_us),
             end_read_time: clock.opt_ms(self.end_read_us),
             warnings_count: self.warnings(),
             activities: self
