@@ -54,7 +54,8 @@ const KEY: &str = "chaos-key-3e9a7b1c";
 const RPS: u64 = 10;
 const BURST: u64 = RPS;
 const LEASE_SECONDS: u64 = 6;
-/// The partitions builds ask for: few, so builds share definitions.
+/// The partitions builds ask for: few, so builds share definitions (but for builds deleted while
+/// running, which ask for their own).
 const PARTITIONS: [&str; 2] = ["p0", "p1"];
 /// The longest a fault episode waits for its fault to be injected once.
 const INJECT_WITHIN: Duration = Duration::from_secs(30);
@@ -1227,9 +1228,18 @@ async fn flow_builds(
                 Kind::Deleted => "slow",
                 _ => "ok",
             };
-            // Builds deleted while running share definitions too: a later lost start of the same
-            // definition meets the deleted build's job and must not take it.
-            let partition = PARTITIONS[rand::rng().random_range(0..PARTITIONS.len())];
+            // Builds deleted while running get a definition of their own. A lost start meets the
+            // jobs of its definition initiated after its request; when a build of the same definition
+            // was deleted since, its job is one of them, and after a leader change nothing tells the
+            // operator whose it was: the build stalls on StartOutcomeUnknown, rightly, and only a
+            // user who knows can answer (a new rerunToken), which this soak's stand-in cannot.
+            // A deleted build's job initiated before the lost start is never taken
+            // (lifecycle.rs, a_lost_start_never_adopts_the_job_of_a_deleted_build).
+            let own = name.clone();
+            let partition = match kind {
+                Kind::Deleted => own.as_str(),
+                _ => PARTITIONS[rand::rng().random_range(0..PARTITIONS.len())],
+            };
             let mut spec = json!({
                 "connectionRef": {"name": "dss"}, "projectKey": "CHAOS",
                 "outputs": [{"id": dataset, "partition": partition}],
