@@ -411,6 +411,23 @@ mod tests {
         }
     }
 
+    /// A call of `class` in a task of its own: when it got the budget (since `t0`); it holds its
+    /// permit `hold` longer.
+    fn call(
+        limiter: &Arc<Limiter>,
+        t0: Instant,
+        class: Class,
+        hold: Duration,
+    ) -> tokio::task::JoinHandle<Duration> {
+        let limiter = Arc::clone(limiter);
+        tokio::spawn(async move {
+            let (_permit, _) = limiter.acquire_within(None, class).await.unwrap();
+            let got = t0.elapsed();
+            tokio::time::sleep(hold).await;
+            got
+        })
+    }
+
     /// Calls that give way and arrived first never stand in front of an ordinary call that comes
     /// after them: they hold no future token and no in-flight slot while they wait, and the look
     /// takes the next token. Together they stay within the budget.
@@ -419,26 +436,18 @@ mod tests {
         let limiter = Arc::new(Limiter::new(limits(10.0, 1, 6)));
         let t0 = Instant::now();
         let (_first, _) = limiter.acquire().await;
-        let spawn = |class: Class| {
-            let limiter = Arc::clone(&limiter);
-            tokio::spawn(async move {
-                let (_permit, _) = limiter.acquire_within(None, class).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(30)).await;
-                t0.elapsed()
-            })
-        };
-        let starts: Vec<_> = (0..5).map(|_| spawn(Class::GivesWay)).collect();
+        let hold = Duration::from_millis(30);
+        let starts: Vec<_> = (0..5)
+            .map(|_| call(&limiter, t0, Class::GivesWay, hold))
+            .collect();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let look = spawn(Class::Ordinary).await.unwrap();
-        // The look went with the next token (at 100 ms; 30 ms of it is the call itself).
-        assert_eq!(
-            look,
-            Duration::from_millis(130),
-            "reserved tokens of the starts went first"
-        );
-        let mut times = vec![Duration::ZERO, look - Duration::from_millis(30)];
+        let look = call(&limiter, t0, Class::Ordinary, hold).await.unwrap();
+        // The look went with the next token.
+        let next = Duration::from_millis(100);
+        assert_eq!(look, next, "reserved tokens of the starts went first");
+        let mut times = vec![Duration::ZERO, look];
         for start in starts {
-            times.push(start.await.unwrap() - Duration::from_millis(30));
+            times.push(start.await.unwrap());
         }
         times.sort();
         assert_within_budget(&times, 10.0, 1);
@@ -451,13 +460,7 @@ mod tests {
     async fn calls_that_give_way_leave_a_share_of_the_burst_to_ordinary_calls() {
         let limiter = Arc::new(Limiter::new(limits(10.0, 10, 100)));
         let t0 = Instant::now();
-        let spawn = |class: Class| {
-            let limiter = Arc::clone(&limiter);
-            tokio::spawn(async move {
-                let (_permit, _) = limiter.acquire_within(None, class).await.unwrap();
-                t0.elapsed()
-            })
-        };
+        let spawn = |class: Class| call(&limiter, t0, class, Duration::ZERO);
         let starts: Vec<_> = (0..10).map(|_| spawn(Class::GivesWay)).collect();
         tokio::time::sleep(Duration::from_millis(5)).await;
         let looks: Vec<_> = (0..5).map(|_| spawn(Class::Ordinary)).collect();
@@ -489,13 +492,7 @@ mod tests {
         let limiter = Arc::new(Limiter::new(limits(10.0, 1, 100)));
         let t0 = Instant::now();
         let (_first, _) = limiter.acquire().await;
-        let spawn = |class: Class| {
-            let limiter = Arc::clone(&limiter);
-            tokio::spawn(async move {
-                let (_permit, _) = limiter.acquire_within(None, class).await.unwrap();
-                t0.elapsed()
-            })
-        };
+        let spawn = |class: Class| call(&limiter, t0, class, Duration::ZERO);
         // Three looks wait for tokens (100, 200 and 300 ms); a start arriving meanwhile lets them go.
         let looks: Vec<_> = (0..3).map(|_| spawn(Class::Ordinary)).collect();
         tokio::task::yield_now().await;
