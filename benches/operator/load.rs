@@ -131,23 +131,10 @@ pub(crate) async fn run(client: &Client, load: &Load) -> Value {
     let seen = watch.snapshot();
     drop(watch);
 
-    let times: HashMap<watch::JobKey, watch::JobTimes> = admin
-        .jobs()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|j| {
-            let t = watch::JobTimes {
-                end: j.end_time,
-                listed: j.end_listed_time,
-                read: j.end_read_time,
-            };
-            (("dss".to_string(), j.project_key, j.id), t)
-        })
-        .collect();
-    let jobs: HashMap<watch::JobKey, i64> = times.iter().map(|(k, t)| (k.clone(), t.end)).collect();
+    let times: HashMap<watch::JobKey, watch::JobTimes> =
+        watch::job_times("dss", admin.jobs().await.unwrap()).collect();
     // Seen by the bench: first sight of Succeeded=True minus DSS's end time of the job.
-    let lags = watch::lags(&seen, &jobs, &|_| true);
+    let lags = watch::lags(&seen, &times, &|_| true);
     // Where that time goes: until a listing leaves the job out (the listing's interval), until the
     // operator's status call finds it ended (waking the build, the reconcile queue, the wait for
     // budget), then until the watch sees it (the status write, the apiserver's watch delivery).
@@ -171,7 +158,7 @@ pub(crate) async fn run(client: &Client, load: &Load) -> Value {
         };
         let ltt = cond.last_transition_time.0.as_millisecond();
         last_transition = last_transition.max(ltt);
-        if let Some(end) = jobs.get(&job).filter(|e| **e > 0) {
+        if let Some(end) = times.get(&job).map(|t| t.end).filter(|e| *e > 0) {
             own_lags.push((ltt - end) as f64 / 1000.0);
         }
     }

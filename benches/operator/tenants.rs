@@ -116,18 +116,11 @@ async fn one_run(client: &Client, first: First) -> Value {
         .await;
     let seen = watch.snapshot();
     drop(watch);
-    let mut end_times: HashMap<watch::JobKey, i64> = HashMap::new();
+    let mut times: HashMap<watch::JobKey, watch::JobTimes> = HashMap::new();
     let mut first_conn = Value::Null;
     for (c, (_, admin)) in emus.iter().enumerate() {
         // A hung DSS still answers its admin API, which no fault touches.
-        end_times.extend(
-            admin
-                .jobs()
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|j| ((format!("c{c}"), j.project_key, j.id), j.end_time)),
-        );
+        times.extend(watch::job_times(&format!("c{c}"), admin.jobs().await.unwrap()));
         if c == 0 {
             let s1 = admin.stats().await.unwrap();
             first_conn = json!({
@@ -137,7 +130,7 @@ async fn one_run(client: &Client, first: First) -> Value {
             });
         }
     }
-    let lags = watch::lags(&seen, &end_times, &others);
+    let lags = watch::lags(&seen, &times, &others);
     let last = seen
         .iter()
         .filter(|(n, _)| others(n))

@@ -14,7 +14,10 @@ use kube::{
     Api,
     runtime::{WatchStreamExt, watcher},
 };
-use kube_dss::crd::{DatasetBuild, Phase};
+use kube_dss::{
+    crd::{DatasetBuild, Phase},
+    emulator::admin::JobRecord,
+};
 use serde_json::{Value, json};
 
 /// What the watch saw of one build.
@@ -176,14 +179,14 @@ impl Drop for BuildWatch {
 /// left out.
 pub(crate) fn lags(
     seen: &HashMap<String, Seen>,
-    end_times: &HashMap<JobKey, i64>,
+    jobs: &HashMap<JobKey, JobTimes>,
     pick: &dyn Fn(&str) -> bool,
 ) -> Vec<f64> {
     let mut lags: Vec<f64> = seen
         .iter()
         .filter(|(n, _)| pick(n))
         .filter_map(|(_, s)| {
-            let end = end_times.get(s.job.as_ref()?).filter(|e| **e > 0)?;
+            let end = jobs.get(s.job.as_ref()?).map(|t| t.end).filter(|e| *e > 0)?;
             Some((s.succeeded_ms? - end) as f64 / 1000.0)
         })
         .collect();
@@ -222,6 +225,22 @@ pub(crate) struct JobTimes {
     pub(crate) end: i64,
     pub(crate) listed: i64,
     pub(crate) read: i64,
+}
+
+/// The times of an emulator's jobs, by the key the watch gives them (`connection` names the
+/// emulator's DSSConnection).
+pub(crate) fn job_times(
+    connection: &str,
+    records: Vec<JobRecord>,
+) -> impl Iterator<Item = (JobKey, JobTimes)> + '_ {
+    records.into_iter().map(move |j| {
+        let t = JobTimes {
+            end: j.end_time,
+            listed: j.end_listed_time,
+            read: j.end_read_time,
+        };
+        ((connection.to_string(), j.project_key, j.id), t)
+    })
 }
 
 /// min, p50, p90, p99, max and the sample count of sorted values.

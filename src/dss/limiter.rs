@@ -104,6 +104,14 @@ impl Drop for Permit {
 }
 
 impl Limiter {
+    /// The permit of a call that holds `slot` (none when the semaphore was closed).
+    fn permit(&self, slot: Option<OwnedSemaphorePermit>) -> Permit {
+        Permit {
+            permit: slot,
+            owed: Arc::clone(&self.owed),
+        }
+    }
+
     pub(crate) fn new(limits: Limits) -> Self {
         let limits = limits.sanitized();
         let burst = f64::from(limits.burst);
@@ -217,10 +225,7 @@ impl Limiter {
                 }
             }
         };
-        let permit = Permit {
-            permit,
-            owed: Arc::clone(&self.owed),
-        };
+        let permit = self.permit(permit);
 
         // Wait out any pause, then reserve a token and sleep until it is ours. A call holds no token
         // while a pause lasts (one that arrives meanwhile takes it back): the bucket refills during a
@@ -285,13 +290,6 @@ impl Limiter {
         deadline: Option<Instant>,
     ) -> Result<(Permit, Duration), Busy> {
         let mut waited = false;
-        let waited_for = |waited: bool, now: Instant| {
-            if waited {
-                now.saturating_duration_since(started)
-            } else {
-                Duration::ZERO
-            }
-        };
         loop {
             let tick = {
                 let mut bucket = lock(&self.bucket);
@@ -301,24 +299,18 @@ impl Limiter {
                 let quiet = self.ordinary_waiting.load(Ordering::Acquire) == 0;
                 let reserve = (bucket.burst * SPARE_RESERVE).floor();
                 if open && quiet && bucket.tokens >= 1.0 + reserve {
-                    // The semaphore is never closed; should it be, the call goes unthrottled.
                     match Arc::clone(&self.slots).try_acquire_owned() {
-                        Ok(permit) => {
-                            bucket.tokens -= 1.0;
-                            let permit = Permit {
-                                permit: Some(permit),
-                                owed: Arc::clone(&self.owed),
-                            };
-                            return Ok((permit, waited_for(waited, now)));
-                        }
-                        Err(TryAcquireError::Closed) => {
-                            let permit = Permit {
-                                permit: None,
-                                owed: Arc::clone(&self.owed),
-                            };
-                            return Ok((permit, waited_for(waited, now)));
-                        }
                         Err(TryAcquireError::NoPermits) => {}
+                        // The semaphore is never closed; should it be, the call goes unthrottled.
+                        slot => {
+                            bucket.tokens -= 1.0;
+                            let waited = if waited {
+                                now.saturating_duration_since(started)
+                            } else {
+                                Duration::ZERO
+                            };
+                            return Ok((self.permit(slot.ok()), waited));
+                        }
                     }
                 }
                 Duration::from_secs_f64(1.0 / bucket.rate).clamp(GIVE_WAY_TICK_MIN, GIVE_WAY_TICK_MAX)
